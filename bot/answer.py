@@ -1,0 +1,227 @@
+"""question -> Answer: routing (greeting, help, empty, query), abstention and the reply templates.
+
+No Flask here: the webhook, the HTTP API, the CLI and the console all call ``Answerer.answer`` and so
+show the same reply for the same question.
+
+Abstention is a calibrated rule over two numbers from the search (see ``index.search``):
+``confidence = semantic + lexical_weight * lexical``; the bot answers when ``confidence`` reaches
+``threshold``. Both constants were fitted on ../shared/eval/dev.jsonl for the bundled model and sit
+in the middle of the gap between answerable and out-of-scope questions (see CHANGES.md); another
+model has another cosine scale and needs its own values (settings ABSTAIN_THRESHOLD and
+ABSTAIN_LEXICAL_WEIGHT).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from bot import templates as t
+from index.search import Hit, SearchResult
+from index.store import LoadedIndex
+
+DEFAULT_THRESHOLD = 0.865
+DEFAULT_LEXICAL_WEIGHT = 0.03
+MAX_QUESTION_CHARS = 200  # longer messages are searched by their beginning
+SECOND_QUOTE_RATIO = 0.85  # a second passage is quoted when its fused score is this close to the best
+MAX_QUOTES = 2
+
+GREETING_WORDS = re.compile(r"^(你好|您好|嗨|哈喽|hi|hello|hey|在吗|在么|在不在|早上好|上午好|中午好|下午好|晚上好)[啊呀吗呢～~!！。.,，\s]*$")
+HELP_WORDS = re.compile(r"^(帮助|help|\?|？|使用说明|说明|怎么用|如何使用|菜单|功能)[!！。.\s]*$")
+HAS_WORD = re.compile(r"[0-9a-zA-Z\u3400-\u4dbf\u4e00-\u9fff]")
+
+KIND_ANSWER, KIND_ABSTAIN = "answer", "abstain"
+KIND_GREETING, KIND_HELP, KIND_EMPTY, KIND_NOT_TEXT = "greeting", "help", "empty", "not_text"
+
+
+@dataclass
+class Passage:
+    doc: str
+    title: str
+    section: str
+    text: str
+    score: float
+    dense: float
+    bm25: float
+    dense_rank: int | None
+    bm25_rank: int | None
+
+    @classmethod
+    def from_hit(cls, hit: Hit) -> Passage:
+        c = hit.chunk
+        return cls(doc=c.doc_id, title=c.title, section=" › ".join(c.section), text=c.text, score=hit.score,
+                   dense=hit.dense, bm25=hit.bm25, dense_rank=hit.dense_rank, bm25_rank=hit.bm25_rank)
+
+
+@dataclass
+class Decision:
+    """Why the bot answered or abstained: the values and the rule that combined them."""
+
+    semantic: float
+    lexical: float
+    lexical_weight: float
+    confidence: float
+    threshold: float
+    abstained: bool
+
+
+@dataclass
+class Answer:
+    question: str
+    abstained: bool
+    text: str
+    passages: list[Passage]
+    elapsed_ms: float
+    kind: str
+    decision: Decision | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    index_version: str | None = None
+
+    def to_json(self, details: bool = False) -> dict:
+        """The public JSON shape; ``details`` adds the scores and stages the QA console shows."""
+        out: dict = {
+            "question": self.question,
+            "abstained": self.abstained,
+            "text": self.text,
+            "passages": [
+                {"doc": p.doc, "title": p.title, "section": p.section, "text": p.text, "score": p.score}
+                | ({"dense": p.dense, "bm25": p.bm25, "dense_rank": p.dense_rank, "bm25_rank": p.bm25_rank}
+                   if details else {})
+                for p in self.passages
+            ],
+            "elapsed_ms": self.elapsed_ms,
+        }
+        if details:
+            out["kind"] = self.kind
+            out["decision"] = asdict(self.decision) if self.decision else None
+            out["timings_ms"] = self.timings_ms
+            out["index_version"] = self.index_version
+        return out
+
+
+@dataclass
+class AnswerSettings:
+    threshold: float = DEFAULT_THRESHOLD
+    lexical_weight: float = DEFAULT_LEXICAL_WEIGHT
+    example_questions: tuple[str, ...] = ()
+    max_bytes: int = t.WECHAT_MAX_BYTES
+
+
+class Answerer:
+    def __init__(self, index: Callable[[], LoadedIndex], settings: AnswerSettings | None = None) -> None:
+        self._index = index
+        self.settings = settings or AnswerSettings()
+
+    def answer(self, question: str, k: int = 5) -> Answer:
+        started = time.perf_counter()
+        index = self._index()
+        question = question if isinstance(question, str) else ""
+        shown = " ".join(question.split())
+        compact = unicodedata.normalize("NFKC", shown).lower()
+        if not compact:
+            return self._fixed(question, KIND_EMPTY, t.render(t.EMPTY, examples=self._examples(index)), started, index)
+        if GREETING_WORDS.match(compact):
+            text = t.render(t.GREETING, examples=self._examples(index))
+            return self._fixed(question, KIND_GREETING, text, started, index)
+        if HELP_WORDS.match(compact):
+            return self._fixed(question, KIND_HELP, self.help_text(index), started, index)
+        if not HAS_WORD.search(compact):
+            return self._fixed(question, KIND_NOT_TEXT, t.render(t.NOT_TEXT, examples=self._examples(index)),
+                               started, index)
+
+        too_long = len(shown) > MAX_QUESTION_CHARS
+        query = shown[:MAX_QUESTION_CHARS]
+        result = index.searcher.search(query, k=max(k, MAX_QUOTES))
+        decision = self.decide(result)
+        passages = [Passage.from_hit(h) for h in result.hits[:k]]
+        quoted = self._short(query)
+        if decision.abstained:
+            text = t.render(t.ABSTAIN, question=quoted, examples=self._examples(index))
+        else:
+            notice = t.render(t.LONG_QUESTION_NOTICE, limit=MAX_QUESTION_CHARS) if too_long else ""
+            text = self.compose(quoted, result.hits, notice)
+        return Answer(
+            question=question, abstained=decision.abstained, text=text, passages=passages,
+            elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
+            kind=KIND_ABSTAIN if decision.abstained else KIND_ANSWER, decision=decision,
+            timings_ms={k_: round(v, 3) for k_, v in result.timings_ms.items()}, index_version=index.version,
+        )
+
+    def decide(self, result: SearchResult) -> Decision:
+        s = self.settings
+        confidence = result.semantic + s.lexical_weight * result.lexical
+        return Decision(
+            semantic=round(result.semantic, 6), lexical=round(result.lexical, 6), lexical_weight=s.lexical_weight,
+            confidence=round(confidence, 6), threshold=s.threshold,
+            abstained=not result.hits or confidence < s.threshold,
+        )
+
+    def compose(self, question: str, hits: list[Hit], notice: str = "") -> str:
+        """The answer text: the best passage (and a close second), cited, within the byte limit."""
+        best = hits[0].score
+        chosen = [h for h in hits[:MAX_QUOTES] if h.score >= SECOND_QUOTE_RATIO * best] or hits[:1]
+        while True:
+            text = self._render_answer(question, chosen, notice)
+            if t.utf8_len(text) <= self.settings.max_bytes or len(chosen) == 1:
+                break
+            chosen = chosen[:-1]
+        if t.utf8_len(text) > self.settings.max_bytes:
+            overflow = t.utf8_len(text) - self.settings.max_bytes
+            passage = cut_to_bytes(chosen[0].chunk.text, t.utf8_len(chosen[0].chunk.text) - overflow)
+            text = self._render_answer(question, chosen, notice, override=passage)
+        return text
+
+    def _render_answer(self, question: str, hits: list[Hit], notice: str, override: str | None = None) -> str:
+        quotes = "\n\n".join(
+            t.render(t.QUOTE, text=override if override is not None and i == 0 else h.chunk.text,
+                     title=h.chunk.title, section=" › ".join(h.chunk.section))
+            for i, h in enumerate(hits)
+        )
+        intro = t.SOURCE_ONE if len(hits) == 1 else t.SOURCE_MANY
+        return t.render(t.ANSWER, question=question, source_intro=intro, quotes=quotes, notice=notice)
+
+    def help_text(self, index: LoadedIndex) -> str:
+        titles = list(dict.fromkeys(d["title"] for d in index.manifest.get("documents", [])))
+        shown = titles[:10] + ([f"等共 {len(titles)} 份文件"] if len(titles) > 10 else [])
+        return t.render(t.HELP, examples=self._examples(index), documents=t.bullet_list(shown))
+
+    def _examples(self, index: LoadedIndex) -> str:
+        return t.bullet_list(list(self.settings.example_questions) or example_questions(index))
+
+    def _fixed(self, question: str, kind: str, text: str, started: float, index: LoadedIndex) -> Answer:
+        return Answer(question=question, abstained=False, text=text, passages=[],
+                      elapsed_ms=round((time.perf_counter() - started) * 1000, 2), kind=kind,
+                      index_version=index.version)
+
+    @staticmethod
+    def _short(question: str, limit: int = 60) -> str:
+        return question if len(question) <= limit else question[: limit - 1] + "…"
+
+
+def cut_to_bytes(text: str, max_bytes: int) -> str:
+    """Keep whole sentences of ``text`` that fit in ``max_bytes`` (with the ellipsis mark)."""
+    from index.chunk import split_sentences
+
+    budget = max_bytes - t.utf8_len(t.TRUNCATED_MARK)
+    kept = ""
+    for start, end in split_sentences(text):
+        if t.utf8_len(text[:end]) > budget:
+            break
+        kept = text[:end]
+    if not kept:  # one sentence longer than the budget: cut at a character boundary
+        kept = text.encode("utf-8")[: max(budget, 0)].decode("utf-8", "ignore")
+    return kept + t.TRUNCATED_MARK
+
+
+def example_questions(index: LoadedIndex, n: int = 3) -> list[str]:
+    """Example questions made from the terms the documents coin (“海燕归巢” -> 海燕归巢是指什么？)."""
+    path = index.path / "userdict.txt"
+    terms = [w for w in path.read_text(encoding="utf-8").split("\n") if 3 <= len(w) <= 6] if path.exists() else []
+    terms.sort(key=lambda w: (-len(w), w))
+    if not terms:
+        return ["文件的主要内容是什么？"]
+    step = max(len(terms) // n, 1)
+    return [f"“{w}”是指什么？" for w in terms[::step][:n]]

@@ -1,0 +1,44 @@
+"""JSON API: ``POST /api/ask`` (the same Answer as the CLI and the webhook) and ``GET /healthz``."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, jsonify, request
+
+from bot.engine import get_engine
+from index.store import IndexStoreError
+
+log = logging.getLogger(__name__)
+bp = Blueprint("api", __name__)
+MAX_K = 20
+
+
+@bp.post("/api/ask")
+def ask():
+    body = request.get_json(silent=True, force=True)
+    if not isinstance(body, dict) or not isinstance(body.get("q"), str):
+        return jsonify(error='请求体应为 JSON，例如 {"q": "怎样防止干部带病提拔？", "k": 5}'), 400
+    k = body.get("k", 5)
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+        return jsonify(error=f"k 应为 1 到 {MAX_K} 之间的整数"), 400
+    try:
+        answer = get_engine().answerer.answer(body["q"], k=k)
+    except IndexStoreError as exc:
+        log.error("cannot answer: %s", exc)
+        return jsonify(error="索引尚未就绪，请稍后再试", detail=str(exc)), 503
+    return jsonify(answer.to_json(details=bool(body.get("details"))))
+
+
+@bp.get("/healthz")
+def healthz():
+    engine = get_engine()
+    status = engine.status()
+    if not status["index_loaded"] and status["current_version"]:
+        try:
+            engine.current_index()
+            status = engine.status()
+        except IndexStoreError as exc:
+            status["error"] = str(exc)
+    ok = status["model_loaded"] and status["index_loaded"]
+    return jsonify(status | {"ok": ok}), 200 if ok else 503

@@ -1,0 +1,144 @@
+"""Command line: ``flask --app server index build|versions|activate``, ``ask``, ``eval``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+from tqdm import tqdm
+
+from bot.engine import get_engine
+from bot.evaluate import QuestionSetError, evaluate, load_questions
+from index.ingest import IngestError
+from index.store import IndexStoreError
+
+index_cli = AppGroup("index", help="Build and manage the versioned search index.")
+
+
+@index_cli.command("build")
+@click.option("--if-missing", is_flag=True, help="Do nothing when a serving index exists and matches the model.")
+def index_build(if_missing: bool) -> None:
+    """Clean, chunk and embed the corpus into a new index version, then switch to it."""
+    engine = get_engine()
+    engine.store.clean_leftovers()
+    if if_missing and engine.store.current():
+        try:
+            engine.current_index()
+            click.echo(f"index {engine.store.current()} is in place; nothing to do")
+            return
+        except IndexStoreError as exc:
+            click.echo(f"rebuilding: {exc}")
+    try:
+        documents = engine.corpus_documents()
+        bar = tqdm(total=0, unit="chunk", desc="embedding", file=sys.stderr)
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        version = engine.build(documents, progress=progress)
+        bar.close()
+    except (IngestError, IndexStoreError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    manifest = engine.store.manifest(version)
+    click.echo(f"built and serving {version}: {manifest['counts']['documents']} documents, "
+               f"{manifest['counts']['chunks']} chunks in {manifest['build_seconds']} s")
+
+
+@index_cli.command("versions")
+def index_versions() -> None:
+    """List index versions; * marks the serving one."""
+    store = get_engine().store
+    current = store.current()
+    for version in store.versions():
+        m = store.manifest(version)
+        mark = "*" if version == current else " "
+        click.echo(f"{mark} {version}  {m['counts']['documents']} docs  {m['counts']['chunks']} chunks  {m['model']}")
+
+
+@index_cli.command("activate")
+@click.argument("version")
+def index_activate(version: str) -> None:
+    """Serve VERSION (roll back or forward)."""
+    try:
+        get_engine().store.activate(version)
+    except IndexStoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"serving {version}")
+
+
+@click.command("ask")
+@click.argument("question", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the Answer as JSON.")
+@click.option("-k", default=5, show_default=True, help="How many passages to return.")
+@click.option("--batch", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help='JSONL file of {"id", "q"} lines; one output line each.')
+def ask(question: str | None, as_json: bool, k: int, batch: Path | None) -> None:
+    """Answer QUESTION (or every question in --batch) exactly as the bot would."""
+    answerer = _answerer()
+    if batch is not None:
+        try:
+            questions = load_questions(batch)
+        except QuestionSetError as exc:
+            raise click.ClickException(str(exc)) from exc
+        for q in questions:
+            answer = answerer.answer(q["q"], k=k)
+            out = {"id": q["id"], **answer.to_json()}
+            click.echo(json.dumps(out, ensure_ascii=False) if as_json else f"[{q['id']}] {answer.text}\n")
+        return
+    if question is None:
+        raise click.UsageError("give a QUESTION or --batch FILE")
+    answer = answerer.answer(question, k=k)
+    if as_json:
+        click.echo(json.dumps(answer.to_json(), ensure_ascii=False, indent=1))
+        return
+    click.echo(answer.text)
+    click.echo()
+    for i, p in enumerate(answer.passages, 1):
+        click.echo(f"{i}. [{p.score:.3f}] {p.title} › {p.section}: {p.text[:60]}…")
+    if answer.decision:
+        d = answer.decision
+        click.echo(f"confidence {d.confidence:.4f} (threshold {d.threshold}), {answer.elapsed_ms} ms")
+
+
+@click.command("eval")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-k", default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print metrics and per-question rows as JSON.")
+def eval_command(path: Path, k: int, as_json: bool) -> None:
+    """Run a question set with gold quotes and print R@1/3/5, MRR and abstention figures."""
+    try:
+        questions = load_questions(path)
+    except QuestionSetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    result, rows = evaluate(_answerer(), questions, k=k)
+    if as_json:
+        click.echo(json.dumps({"metrics": result, "rows": [r.__dict__ for r in rows]}, ensure_ascii=False))
+        return
+    for key, value in result.items():
+        click.echo(f"{key:18s} {value}")
+    failures = [r for r in rows if r.failed]
+    if failures:
+        click.echo("\nnot right at rank 1:")
+        for r in failures:
+            click.echo(f"  {r.id} rank={r.rank} abstained={r.abstained} conf={r.confidence} {r.question}")
+
+
+def _answerer():
+    engine = get_engine()
+    try:
+        engine.current_index()
+    except IndexStoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return engine.answerer
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(index_cli)
+    app.cli.add_command(ask)
+    app.cli.add_command(eval_command)

@@ -1,0 +1,91 @@
+"""Question sets with gold quotes -> retrieval and abstention metrics (format: ../shared/eval/README.md).
+
+A passage hits when, with all white space deleted from both, it contains one of the gold quotes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.answer import Answer, Answerer
+
+WHITESPACE = re.compile(r"\s+")
+RANKS = (1, 3, 5)
+
+
+class QuestionSetError(ValueError):
+    """A question set file is malformed; the message names the line."""
+
+
+def load_questions(path: Path) -> list[dict]:
+    questions = []
+    with open(path, encoding="utf-8-sig") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise QuestionSetError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+            if not isinstance(row, dict) or not isinstance(row.get("q"), str):
+                raise QuestionSetError(f'{path}:{number}: each line needs {{"id": …, "q": "…"}}')
+            row.setdefault("id", str(number))
+            gold = row.get("gold", [])
+            if not isinstance(gold, list) or not all(isinstance(g, str) for g in gold):
+                raise QuestionSetError(f"{path}:{number}: gold must be a list of quotes")
+            questions.append(row)
+    return questions
+
+
+def first_hit_rank(answer: Answer, gold: list[str]) -> int | None:
+    quotes = [WHITESPACE.sub("", g) for g in gold]
+    for rank, passage in enumerate(answer.passages, 1):
+        text = WHITESPACE.sub("", passage.text)
+        if any(q and q in text for q in quotes):
+            return rank
+    return None
+
+
+@dataclass
+class EvalRow:
+    id: str
+    question: str
+    answerable: bool
+    rank: int | None
+    abstained: bool
+    confidence: float | None
+
+    @property
+    def failed(self) -> bool:
+        return (self.rank != 1 or self.abstained) if self.answerable else not self.abstained
+
+
+def evaluate(answerer: Answerer, questions: list[dict], k: int = 5) -> tuple[dict, list[EvalRow]]:
+    rows = []
+    for q in questions:
+        answer = answerer.answer(q["q"], k=k)
+        answerable = bool(q.get("gold"))
+        rows.append(EvalRow(
+            id=str(q["id"]), question=q["q"], answerable=answerable,
+            rank=first_hit_rank(answer, q["gold"]) if answerable else None, abstained=answer.abstained,
+            confidence=answer.decision.confidence if answer.decision else None,
+        ))
+    return metrics(rows), rows
+
+
+def metrics(rows: list[EvalRow]) -> dict:
+    answerable = [r for r in rows if r.answerable]
+    out_of_scope = [r for r in rows if not r.answerable]
+    n = len(answerable)
+    result: dict = {"questions": len(rows), "answerable": n, "out_of_scope": len(out_of_scope)}
+    for k in RANKS:
+        result[f"R@{k}"] = round(sum(1 for r in answerable if r.rank and r.rank <= k) / n, 4) if n else None
+    result["MRR"] = round(sum(1 / r.rank for r in answerable if r.rank and r.rank <= 5) / n, 4) if n else None
+    result["false_abstentions"] = sum(1 for r in answerable if r.abstained)
+    result["abstention_rate"] = (
+        round(sum(1 for r in out_of_scope if r.abstained) / len(out_of_scope), 4) if out_of_scope else None
+    )
+    return result

@@ -1,0 +1,70 @@
+"""The bot's Chinese reply templates, as named constants with one ``render()``.
+
+Replies are plain text (WeChat shows no Markdown). ``render`` raises on a missing field rather than
+leaving a blank in front of a user.
+"""
+
+from __future__ import annotations
+
+import string
+
+WECHAT_MAX_BYTES = 2048  # WeChat silently drops a passive reply whose Content is longer (UTF-8 bytes)
+
+GREETING = (
+    "您好！我是政策问答助手，可以根据已收录的政策文件回答您的问题，并注明出处。\n"
+    "您可以这样问：\n{examples}\n"
+    "发送“帮助”可查看使用说明。"
+)
+
+HELP = (
+    "使用说明：\n"
+    "1. 直接发送您的问题，我会从已收录的文件中找出相关原文，并注明文件和章节。\n"
+    "2. 文件里没有答案时，我会如实告诉您，不会猜测。\n"
+    "3. 发送“更多”可查看同一问题的其他相关段落。\n"
+    "例如：\n{examples}\n"
+    "目前收录的文件：\n{documents}"
+)
+
+ANSWER = "关于“{question}”，{source_intro}：\n\n{quotes}{notice}"
+QUOTE = "“{text}”\n——《{title}》{section}"
+SOURCE_ONE = "文件中是这样说的"
+SOURCE_MANY = "文件中有以下相关内容"
+
+ABSTAIN = (
+    "抱歉，关于“{question}”，已收录的文件中没有找到能回答这个问题的内容。\n"
+    "您可以换一种说法，或用文件中的关键词再问一次，例如：\n{examples}\n"
+    "发送“帮助”可查看我能回答哪些问题。"
+)
+
+EMPTY = "您好，请直接输入您想了解的问题，例如：\n{examples}"
+
+NOT_TEXT = "抱歉，我目前只能理解文字问题。请用文字描述您想了解的内容，例如：\n{examples}"
+
+LONG_QUESTION_NOTICE = "\n\n（您的消息较长，我按前 {limit} 个字进行了查找。）"
+
+TRUNCATED_MARK = "……"
+
+
+class TemplateError(KeyError):
+    """A template was rendered without one of its fields."""
+
+
+class _Strict(dict):
+    def __missing__(self, key: str) -> str:
+        raise TemplateError(f"template field {key!r} was not given")
+
+
+def render(template: str, **fields: object) -> str:
+    used = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    unknown = set(fields) - used
+    if unknown:
+        raise TemplateError(f"fields {sorted(unknown)} are not in the template")
+    return template.format_map(_Strict(fields))
+
+
+def bullet_list(items: list[str]) -> str:
+    return "\n".join(f"· {item}" for item in items)
+
+
+def utf8_len(text: str) -> int:
+    return len(text.encode("utf-8"))

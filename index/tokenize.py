@@ -1,0 +1,74 @@
+"""One tokenizer for documents and queries alike: normalisation, a private jieba, stop words.
+
+Normalisation (both sides, the same way): NFKC, Traditional -> Simplified (OpenCC t2s), lower case,
+white space folded. Terms that documents coin in quotation marks (“凡提四必”, “海燕归巢”) are found
+automatically and become dictionary words, so jieba keeps them whole; search-mode cutting also emits
+their known sub-words, so a query that names only part of a term still matches.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+
+import jieba
+from opencc import OpenCC
+
+COINED_TERM = re.compile(r"[“「『\"]([^“”「」『』\"\s，。、；：？！,.;:?!]{2,10})[”」』\"]")
+HAS_CJK = re.compile(r"[\u4e00-\u9fff]")
+WORD = re.compile(r"[\w\u4e00-\u9fff]")
+
+# Function words and question words: they say how a question is asked, not what it is about.
+STOP_WORDS = frozenset(
+    """
+    的 了 是 在 和 与 及 或 也 都 就 而 又 把 被 对 从 向 以 为 于 之 其 这 那 该 此 个 些 等 着 过 地 得
+    吗 呢 吧 啊 呀 么 嘛 哦 哪 哪个 哪些 哪里 哪儿 哪几 几 几个 多少 什么 啥 怎么 怎样 怎么样 如何 为什么 为何
+    是否 有没有 是不是 能否 可以 能 会 要 应 应该 需要 请问 请 问 一下 我 我们 你 你们 他 她 它 他们 谁
+    有 有些 有哪些 哪几个 吗？ 的话 一个 这个 那个 这些 那些 这样 那样 主要 具体 指 是什么 做 干 干什么
+    该怎么 还 呢？ 关于 方面 情况 内容 问题 规定 这篇 这份 这次 这项 这里 本 给 讲的 说的 提到 提出
+    """.split()
+)
+
+
+class Tokenizer:
+    """A private jieba tokenizer with the corpus's coined terms as dictionary words."""
+
+    def __init__(self, user_words: Iterable[str] = ()) -> None:
+        self._jieba = jieba.Tokenizer()
+        self._jieba.initialize()
+        self._cc = OpenCC("t2s")
+        self.user_words: list[str] = []
+        for word in sorted(set(user_words)):
+            self.add_word(word)
+
+    def add_word(self, word: str) -> None:
+        word = self.normalize(word)
+        if word and word not in self.user_words:
+            self._jieba.add_word(word, freq=max(self._jieba.suggest_freq(word, tune=False), 5))
+            self.user_words.append(word)
+
+    def normalize(self, text: str) -> str:
+        text = unicodedata.normalize("NFKC", text)
+        text = self._cc.convert(text)
+        return " ".join(text.lower().split())
+
+    def tokens(self, text: str) -> list[str]:
+        """Index/query terms: search-mode jieba over normalised text, minus stop words and punctuation."""
+        out = []
+        for token in self._jieba.cut_for_search(self.normalize(text)):
+            token = token.strip()
+            if token and token not in STOP_WORDS and WORD.search(token):
+                out.append(token)
+        return out
+
+
+def find_coined_terms(texts: Iterable[str]) -> list[str]:
+    """Terms a document puts in quotation marks: the names it coins for its own policies."""
+    terms = set()
+    for text in texts:
+        for m in COINED_TERM.finditer(text):
+            term = m.group(1)
+            if HAS_CJK.search(term):
+                terms.add(term)
+    return sorted(terms)

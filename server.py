@@ -1,0 +1,54 @@
+"""Flask app factory: configuration, logging, and each part's ``init_app``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from flask import Flask
+
+from bot import answer, api, cli, engine
+from index.bundled_model import BUNDLED_MODEL_NAME
+from index.chunk import DEFAULT_TARGET_CHARS
+from index.search import DEFAULT_DENSE_WEIGHT
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Create the app. Settings come from defaults, then ``FLASK_*`` environment variables, then
+    ``test_config``. Runtime data lives in the instance folder (``FLASK_INSTANCE_PATH`` or ./instance)."""
+    test_config = dict(test_config or {})
+    instance_path = test_config.pop("INSTANCE_PATH", None) or os.environ.get("FLASK_INSTANCE_PATH")
+    app = Flask(__name__, instance_path=str(Path(instance_path).resolve()) if instance_path else None,
+                instance_relative_config=True)
+    app.config.from_mapping(
+        EMBED_MODEL=BUNDLED_MODEL_NAME,
+        CORPUS_DIR=str(PROJECT_ROOT / "corpus"),
+        CHUNK_TARGET_CHARS=DEFAULT_TARGET_CHARS,
+        DENSE_WEIGHT=DEFAULT_DENSE_WEIGHT,
+        ABSTAIN_THRESHOLD=answer.DEFAULT_THRESHOLD,
+        ABSTAIN_LEXICAL_WEIGHT=answer.DEFAULT_LEXICAL_WEIGHT,
+        EXAMPLE_QUESTIONS=[],
+        INDEX_KEEP=3,
+        PRELOAD=False,
+        JSON_AS_ASCII=False,
+    )
+    app.config.from_prefixed_env()
+    app.config.from_mapping(test_config)
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    _configure_logging(app)
+
+    engine.init_app(app)
+    cli.init_app(app)
+    app.register_blueprint(api.bp)
+    return app
+
+
+def _configure_logging(app: Flask) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("jieba", "sentence_transformers", "transformers", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
