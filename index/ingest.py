@@ -209,7 +209,10 @@ def _starts_new_paragraph(line: str, previous: str) -> bool:
 
 
 def _looks_like_last_line(line: str, width: float) -> bool:
-    return line[-1] in SENTENCE_END + CLOSERS + "：:" and len(line) < 0.85 * width
+    """Without end marks: a wrapped line fills the width, so a short one ends its paragraph."""
+    if line[-1] in SENTENCE_END + CLOSERS + "：:":
+        return len(line) < 0.85 * width
+    return len(line) < 0.6 * width and line[-1] not in "，,、"
 
 
 def _join(lines: list[str]) -> str:
@@ -244,7 +247,8 @@ def _split_header_footer(blocks: list[str]) -> tuple[list[str], list[str], list[
         while i < len(blocks) and i < 6:
             candidate = blocks[i]
             compact = candidate.replace(" ", "")
-            if HEADER_DATE.match(candidate) or AUTHOR.match(compact) or compact.startswith(("——", "—")):
+            is_author = AUTHOR.match(compact) and _heading_kind(candidate) is None
+            if HEADER_DATE.match(candidate) or is_author or compact.startswith(("——", "—")):
                 header.append(candidate)
                 i += 1
             else:
@@ -273,7 +277,8 @@ def _is_standalone_heading(text: str) -> bool:
     kind = _heading_kind(text)
     if kind is None or kind in ("article", "ordinal"):
         return False
-    return len(text) <= STANDALONE_HEADING_MAX and text[-1] not in SENTENCE_END
+    return (len(text) <= STANDALONE_HEADING_MAX and not any(ch in SENTENCE_END for ch in text)
+            and text[-1] not in "，,、：:")
 
 
 def _section_label(text: str, kind: str) -> str:

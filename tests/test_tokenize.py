@@ -1,0 +1,41 @@
+import pytest
+
+from index.tokenize import Tokenizer, find_coined_terms
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return Tokenizer(["海燕归巢", "凡提四必"])
+
+
+def test_normalise_nfkc_traditional_and_space(tokenizer):
+    assert tokenizer.normalize("怎樣防止幹部帶病提拔？ ＡＢＣ１２３") == "怎样防止干部带病提拔? abc123"
+
+
+def test_traditional_and_simplified_queries_tokenize_alike(tokenizer):
+    assert tokenizer.tokens("怎樣防止幹部帶病提拔") == tokenizer.tokens("怎样防止干部带病提拔")
+
+
+def test_coined_terms_stay_whole_and_keep_their_parts(tokenizer):
+    tokens = tokenizer.tokens("实施“海燕归巢”计划")
+    assert "海燕归巢" in tokens
+    assert "计划" in tokens
+    assert "凡提四必" in tokenizer.tokens("落实好“凡提四必”")
+
+
+def test_stop_words_and_punctuation_are_dropped(tokenizer):
+    tokens = tokenizer.tokens("请问，这篇讲话是谁讲的？")
+    assert "请问" not in tokens and "的" not in tokens and "？" not in tokens and "?" not in tokens
+    assert "讲话" in tokens
+
+
+def test_find_coined_terms():
+    text = "落实好“凡提四必”、党委书记“双签字”等制度，打好“一二三四”组合拳，说了“好的，我们走”。"
+    assert find_coined_terms([text]) == ["一二三四", "凡提四必", "双签字"]
+
+
+def test_private_tokenizers_do_not_share_words():
+    a = Tokenizer(["上下管育爱"])
+    b = Tokenizer()
+    assert "上下管育爱" in a.tokens("上下管育爱")
+    assert "上下管育爱" not in b.tokens("上下管育爱")
