@@ -211,8 +211,10 @@ def cut_to_bytes(text: str, max_bytes: int) -> str:
         if t.utf8_len(text[:end]) > budget:
             break
         kept = text[:end]
-    if not kept:  # one sentence longer than the budget: cut at a character boundary
-        kept = text.encode("utf-8")[: max(budget, 0)].decode("utf-8", "ignore")
+    if not kept:  # the first sentence alone is too long: cut after its last clause that fits
+        head = text.encode("utf-8")[: max(budget, 0)].decode("utf-8", "ignore")
+        clause_end = max(head.rfind(mark) for mark in "，；：、,;:")
+        kept = head[: clause_end + 1] if clause_end > 0 else head
     return kept + t.TRUNCATED_MARK
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from tqdm import tqdm
 
 from bot.engine import get_engine
@@ -73,6 +73,7 @@ def index_activate(version: str) -> None:
 
 
 @click.command("ask")
+@with_appcontext
 @click.argument("question", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the Answer as JSON.")
 @click.option("-k", default=5, show_default=True, help="How many passages to return.")
@@ -107,6 +108,7 @@ def ask(question: str | None, as_json: bool, k: int, batch: Path | None) -> None
 
 
 @click.command("eval")
+@with_appcontext
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-k", default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print metrics and per-question rows as JSON.")

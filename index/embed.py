@@ -7,6 +7,7 @@ cannot be loaded stops start-up with an error naming the fix; nothing falls back
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Protocol
@@ -51,7 +52,9 @@ class SentenceTransformerEmbedder:
             else prompts.get("passage", prompts.get("document", ""))
         )
         self.name = name
-        dim = self.model.get_sentence_embedding_dimension()
+        get_dimension = getattr(self.model, "get_embedding_dimension", None) or \
+            self.model.get_sentence_embedding_dimension
+        dim = get_dimension()
         if not dim:
             raise EmbedderError(f"model {name!r} does not report its embedding dimension")
         self.dimension = int(dim)
@@ -83,7 +86,13 @@ def resolve_model_path(setting: str, models_dir: Path) -> str:
 
 
 def load_embedder(setting: str, models_dir: Path) -> Embedder:
+    """Load (once per process: apps in one process share it) the model named by ``setting``."""
     path = resolve_model_path(setting, models_dir)
     if setting == BUNDLED_MODEL_NAME:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder never needs the hub
+    return _load(setting, os.path.realpath(path) if os.path.isdir(path) else path)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(setting: str, path: str) -> SentenceTransformerEmbedder:
     return SentenceTransformerEmbedder(setting, path)

@@ -1,0 +1,96 @@
+"""Fusion and BM25 scoring, checked against reference formulas."""
+
+import math
+
+import numpy as np
+import pytest
+
+from index.bm25 import BM25Index
+from index.chunk import Chunk
+from index.dense import DenseIndex
+from index.search import HybridSearcher
+from index.tokenize import Tokenizer
+from tests.conftest import HashEmbedder
+
+DOCS = [
+    "坚决防止带病提拔，落实凡提四必制度。",
+    "实施海燕归巢计划，引进海外人才。",
+    "推动干部能上能下，健全考核制度。",
+    "基层党建要抓好组织力评价体系。",
+]
+
+
+def reference_bm25(corpus: list[list[str]], query: list[str], k1: float = 1.5, b: float = 0.75) -> list[float]:
+    """Lucene BM25 written out plainly (bm25s's default variant)."""
+    n = len(corpus)
+    avgdl = sum(len(d) for d in corpus) / n
+    scores = []
+    for doc in corpus:
+        s = 0.0
+        for term in set(query):
+            df = sum(1 for d in corpus if term in d)
+            if df == 0:
+                continue
+            idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+            tf = doc.count(term)
+            s += idf * tf / (tf + k1 * (1 - b + b * len(doc) / avgdl))  # Lucene drops (k1 + 1)
+        scores.append(s)
+    return scores
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return Tokenizer(["凡提四必", "海燕归巢"])
+
+
+def make_searcher(tokenizer, weight: float, texts=DOCS) -> HybridSearcher:
+    chunks = [Chunk(f"d#{i}", "d", "测试文件", (), t, 0, len(t)) for i, t in enumerate(texts)]
+    tokens = [tokenizer.tokens(t) for t in texts]
+    embedder = HashEmbedder()
+    dense = DenseIndex.build(embedder.encode_passages(texts))
+    return HybridSearcher(chunks, tokens, BM25Index.build(tokens), dense, embedder, tokenizer, dense_weight=weight)
+
+
+def test_bm25_matches_reference(tokenizer):
+    corpus = [tokenizer.tokens(t) for t in DOCS]
+    index = BM25Index.build(corpus)
+    for query in ["带病提拔制度", "海燕归巢人才", "组织力评价体系 考核"]:
+        q = tokenizer.tokens(query)
+        np.testing.assert_allclose(index.scores(q), reference_bm25(corpus, q), rtol=1e-5)
+
+
+def test_unknown_terms_score_zero(tokenizer):
+    index = BM25Index.build([tokenizer.tokens(t) for t in DOCS])
+    assert not index.scores(["红烧肉"]).any()
+    assert index.document_frequency("制度") == 2
+
+
+def test_weight_zero_ranks_by_bm25_and_one_by_dense(tokenizer):
+    query = "海燕归巢"
+    lexical = make_searcher(tokenizer, 0.0).search(query, k=4)
+    assert lexical.hits[0].chunk.chunk_id == "d#1"
+    semantic = make_searcher(tokenizer, 1.0).search(query, k=4)
+    cosines = [h.dense for h in semantic.hits]
+    assert cosines == sorted(cosines, reverse=True)
+
+
+def test_fused_scores_are_bounded_and_carry_both_ranks(tokenizer):
+    result = make_searcher(tokenizer, 0.3).search("干部考核制度", k=4)
+    assert all(0.0 <= h.score <= 1.0 for h in result.hits)
+    top = result.hits[0]
+    assert top.chunk.chunk_id == "d#2" and top.bm25_rank == 1 and top.dense_rank is not None
+
+
+def test_ties_break_on_index_position(tokenizer):
+    searcher = make_searcher(tokenizer, 0.3, texts=["相同的内容。"] * 5)
+    result = searcher.search("相同的内容", k=5)
+    assert [h.position for h in result.hits] == [0, 1, 2, 3, 4]
+    assert len({h.score for h in result.hits}) == 1
+
+
+def test_lexical_coverage(tokenizer):
+    searcher = make_searcher(tokenizer, 0.3)
+    tokens = tokenizer.tokens("海燕归巢计划")
+    assert searcher.lexical_coverage(tokens, 1) == pytest.approx(1.0)
+    assert searcher.lexical_coverage(tokens, 0) == 0.0
+    assert searcher.lexical_coverage([], 0) == 0.0

@@ -1,0 +1,128 @@
+"""Versioned index directories: manifest, atomic switch, rollback, crash safety, model mismatch."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from index.ingest import load_file
+from index.store import BUILDING_PREFIX, IndexMismatchError, IndexStore, IndexStoreError, NoIndexError
+from tests.conftest import ROOT, SPEECH, HashEmbedder
+
+
+@pytest.fixture
+def speech():
+    return load_file(SPEECH)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return IndexStore(tmp_path / "indexes", keep=2)
+
+
+def test_build_writes_a_complete_version_with_manifest(store, speech):
+    version = store.build([speech], HashEmbedder())
+    assert store.current() == version
+    manifest = store.manifest(version)
+    assert manifest["model"] == "test-hash" and manifest["dimension"] == 16
+    assert manifest["chunker"]["target_chars"] > 0
+    assert manifest["counts"]["documents"] == 1 and manifest["counts"]["chunks"] > 10
+    assert manifest["documents"][0]["title"] == "在全市组织部长会议上的讲话摘要"
+    assert len(manifest["corpus_sha256"]) == 64
+    for name in ("chunks.jsonl", "tokens.jsonl", "userdict.txt", "dense.faiss", "bm25"):
+        assert (store.root / version / name).exists()
+    assert "海燕归巢" in (store.root / version / "userdict.txt").read_text(encoding="utf-8")
+
+
+def test_loaded_index_answers_searches(store, speech):
+    store.build([speech], HashEmbedder())
+    index = store.load(HashEmbedder())
+    result = index.searcher.search("海燕归巢计划", k=3)
+    assert "海燕归巢" in result.hits[0].chunk.text
+    assert len(index.chunks) == index.manifest["counts"]["chunks"]
+
+
+def test_activate_rolls_back_and_prune_keeps_the_newest(store, speech):
+    first = store.build([speech], HashEmbedder())
+    second = store.build([speech], HashEmbedder())
+    assert store.current() == second
+    store.activate(first)
+    assert store.current() == first
+    third = store.build([speech], HashEmbedder())
+    assert store.current() == third
+    assert store.versions() == sorted([second, third]) or store.versions() == sorted([first, third])
+    assert len(store.versions()) == 2
+    with pytest.raises(NoIndexError):
+        store.activate("v-does-not-exist")
+
+
+def test_loading_with_another_model_fails_clearly(store, speech):
+    store.build([speech], HashEmbedder())
+    with pytest.raises(IndexMismatchError, match="rebuild"):
+        store.load(HashEmbedder(name="other-model"))
+    with pytest.raises(IndexMismatchError, match="dimension"):
+        store.load(HashEmbedder(dimension=32))
+
+
+def test_no_index_says_how_to_build_one(store):
+    with pytest.raises(NoIndexError, match="index build"):
+        store.load(HashEmbedder())
+
+
+class FailingEmbedder(HashEmbedder):
+    def encode_passages(self, texts, batch_size=32):
+        raise RuntimeError("out of memory halfway")
+
+
+def test_a_failed_build_leaves_the_previous_version_serving(store, speech):
+    good = store.build([speech], HashEmbedder())
+    with pytest.raises(RuntimeError):
+        store.build([speech], FailingEmbedder())
+    assert store.current() == good
+    assert not [p for p in store.root.iterdir() if p.name.startswith(BUILDING_PREFIX)]
+    assert store.load(HashEmbedder()).version == good
+
+
+def test_empty_corpus_is_refused(store):
+    with pytest.raises(IndexStoreError, match="empty"):
+        store.build([], HashEmbedder())
+
+
+KILLED_BUILD = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {root!r})
+    from index.ingest import load_file
+    from index.store import IndexStore
+    from tests.conftest import HashEmbedder
+
+    class KillMidway(HashEmbedder):
+        def encode_passages(self, texts, batch_size=32):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    IndexStore({root_dir!r}).build([load_file(__import__("pathlib").Path({speech!r}))], KillMidway())
+""")
+
+
+def test_sigkill_during_a_build_leaves_the_previous_version(store, speech):
+    good = store.build([speech], HashEmbedder())
+    code = KILLED_BUILD.format(root=str(ROOT), root_dir=str(store.root), speech=str(SPEECH))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert [p for p in store.root.iterdir() if p.name.startswith(BUILDING_PREFIX)]  # the half-built leftover
+    assert store.current() == good
+    removed = store.clean_leftovers()
+    assert removed and all(name.startswith(BUILDING_PREFIX) for name in removed)
+    assert store.versions() == [good]
+    assert store.load(HashEmbedder()).version == good
+
+
+def test_current_pointer_is_replaced_atomically(store, speech):
+    version = store.build([speech], HashEmbedder())
+    pointer = store.root / "CURRENT"
+    assert pointer.read_text(encoding="utf-8").strip() == version
+    assert not [p for p in os.listdir(store.root) if p.endswith(".tmp")]
+    json.loads((store.root / version / "manifest.json").read_text(encoding="utf-8"))
