@@ -28,6 +28,8 @@ run: index
 		'server:create_app({"PRELOAD": True})'
 
 test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy bot index server.py
 	$(VENV)/bin/pytest
 
 lint: install

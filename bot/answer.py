@@ -29,7 +29,9 @@ MAX_QUESTION_CHARS = 200  # longer messages are searched by their beginning
 SECOND_QUOTE_RATIO = 0.85  # a second passage is quoted when its fused score is this close to the best
 MAX_QUOTES = 2
 
-GREETING_WORDS = re.compile(r"^(你好|您好|嗨|哈喽|hi|hello|hey|在吗|在么|在不在|早上好|上午好|中午好|下午好|晚上好)[啊呀吗呢～~!！。.,，\s]*$")
+GREETING_WORDS = re.compile(
+    r"^(你好|您好|嗨|哈喽|hi|hello|hey|在吗|在么|在不在|早上好|上午好|中午好|下午好|晚上好)[啊呀吗呢～~!！。.,，\s]*$"
+)
 HELP_WORDS = re.compile(r"^(帮助|help|\?|？|使用说明|说明|怎么用|如何使用|菜单|功能)[!！。.\s]*$")
 HAS_WORD = re.compile(r"[0-9a-zA-Z\u3400-\u4dbf\u4e00-\u9fff]")
 
@@ -207,7 +209,7 @@ def cut_to_bytes(text: str, max_bytes: int) -> str:
 
     budget = max_bytes - t.utf8_len(t.TRUNCATED_MARK)
     kept = ""
-    for start, end in split_sentences(text):
+    for _start, end in split_sentences(text):
         if t.utf8_len(text[:end]) > budget:
             break
         kept = text[:end]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from flask import Flask, current_app
 
-from bot.answer import AnswerSettings, Answerer
+from bot.answer import Answerer, AnswerSettings
 from index.embed import Embedder, load_embedder
 from index.ingest import Document, IngestError, load_file
 from index.store import IndexStore, LoadedIndex, NoIndexError, Progress

@@ -46,10 +46,10 @@ class SentenceTransformerEmbedder:
                 f"bundled default {BUNDLED_MODEL_NAME!r} (installed by `make install`)."
             ) from exc
         prompts = dict(getattr(self.model, "prompts", {}) or {})
-        self.query_prefix = query_prefix if query_prefix is not None else prompts.get("query", "")
-        self.passage_prefix = (
+        self.query_prefix: str = query_prefix if query_prefix is not None else prompts.get("query") or ""
+        self.passage_prefix: str = (
             passage_prefix if passage_prefix is not None
-            else prompts.get("passage", prompts.get("document", ""))
+            else prompts.get("passage") or prompts.get("document") or ""
         )
         self.name = name
         get_dimension = getattr(self.model, "get_embedding_dimension", None) or \

@@ -43,7 +43,10 @@ HEADING_RANK = {kind: rank for rank, (kind, _) in enumerate(HEADING_PATTERNS)}
 STANDALONE_HEADING_MAX = 40  # a heading on a line of its own is short and has no sentence end
 SECTION_LABEL_MAX = 48
 
-PAGE_NUMBER = re.compile(r"^[\s—–\-－·•]*(第\s*)?\d{1,4}\s*(页)?[\s—–\-－·•]*$|^[\s—–\-－]*\d{1,4}\s*/\s*\d{1,4}[\s—–\-－]*$")
+PAGE_NUMBER = re.compile(
+    r"^[\s—–\-－·•]*(第\s*)?\d{1,4}\s*(页)?[\s—–\-－·•]*$"  # — 2 —, - 3 -, 第 4 页
+    r"|^[\s—–\-－]*\d{1,4}\s*/\s*\d{1,4}[\s—–\-－]*$"  # 2 / 10
+)
 DATE = re.compile(r"(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*日")
 HEADER_DATE = re.compile(r"^[（(]?\s*\d{4}\s*年\s*\d{1,2}\s*月\s*\d{1,2}\s*日\s*[）)]?$")
 AUTHOR = re.compile(r"^[\u4e00-\u9fff·]{2,8}$")

@@ -68,7 +68,8 @@ def test_cut_to_bytes_keeps_whole_sentences():
     text = "第一句话。第二句话比较长一些。第三句。"
     assert cut_to_bytes(text, 40) == "第一句话。" + t.TRUNCATED_MARK
     assert t.utf8_len(cut_to_bytes("无标点的很长一句" * 50, 60)) <= 60
-    assert cut_to_bytes("第三，着力夯实基层执政根基，以提升组织力为主线。", 50) == "第三，着力夯实基层执政根基，" + t.TRUNCATED_MARK
+    clause = cut_to_bytes("第三，着力夯实基层执政根基，以提升组织力为主线。", 50)
+    assert clause == "第三，着力夯实基层执政根基，" + t.TRUNCATED_MARK
 
 
 def test_template_with_a_missing_or_unknown_field_raises():

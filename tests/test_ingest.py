@@ -85,7 +85,10 @@ def test_blank_lines_separate_paragraphs_when_not_double_spaced():
 
 
 def test_articles_and_chapters_nest():
-    raw = "示例条例\n\n第一章 总则\n\n第一条 为了规范管理，制定本条例。\n\n第二条 本条例适用于全市。\n\n第二章 附则\n\n第三条 本条例自公布之日起施行。\n"
+    raw = (
+        "示例条例\n\n第一章 总则\n\n第一条 为了规范管理，制定本条例。\n\n第二条 本条例适用于全市。\n\n"
+        "第二章 附则\n\n第三条 本条例自公布之日起施行。\n"
+    )
     doc = clean(raw, doc_id="law")
     sections = {p.text[:3]: p.section for p in doc.paragraphs}
     assert sections["第一条"] == ("第一章总则", "第一条")
