@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from bot import answer, api, cli, engine
+from bot import answer, api, cli, engine, store, wechat
 from index.bundled_model import BUNDLED_MODEL_NAME
 from index.chunk import DEFAULT_TARGET_CHARS
 from index.search import DEFAULT_DENSE_WEIGHT
@@ -33,6 +33,15 @@ def create_app(test_config: dict | None = None) -> Flask:
         EXAMPLE_QUESTIONS=[],
         INDEX_KEEP=3,
         PRELOAD=False,
+        WECHAT_TOKEN=None,
+        WECHAT_APP_ID="",
+        WECHAT_AES_KEY=None,
+        WECHAT_FRESHNESS_SECONDS=300,
+        WECHAT_REPLY_BUDGET_SECONDS=4.0,
+        WECHAT_MAX_BODY_BYTES=64 * 1024,
+        WECHAT_RATE_LIMIT=20,
+        USER_STATE_TTL_SECONDS=1800,
+        LOG_SALT=None,
         JSON_AS_ASCII=False,
     )
     app.config.from_prefixed_env()
@@ -41,7 +50,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     _configure_logging(app)
 
-    engine.init_app(app)
+    retrieval = engine.init_app(app)
+    bot_store = store.init_app(app)
+    wechat.init_app(app, retrieval.answerer, bot_store)
     cli.init_app(app)
     app.register_blueprint(api.bp)
     return app

@@ -23,11 +23,13 @@ from bot import templates as t
 from index.search import Hit, SearchResult
 from index.store import LoadedIndex
 
-DEFAULT_THRESHOLD = 0.865
-DEFAULT_LEXICAL_WEIGHT = 0.03
+DEFAULT_THRESHOLD = 0.877
+DEFAULT_LEXICAL_WEIGHT = 0.06
 MAX_QUESTION_CHARS = 200  # longer messages are searched by their beginning
 SECOND_QUOTE_RATIO = 0.85  # a second passage is quoted when its fused score is this close to the best
 MAX_QUOTES = 2
+MORE_LIMIT = 8  # 更多 goes no deeper than this many passages in all
+MORE_MIN_RATIO = 0.5  # nor to passages scoring below this share of the best one
 
 GREETING_WORDS = re.compile(
     r"^(你好|您好|嗨|哈喽|hi|hello|hey|在吗|在么|在不在|早上好|上午好|中午好|下午好|晚上好)[啊呀吗呢～~!！。.,，\s]*$"
@@ -37,6 +39,7 @@ HAS_WORD = re.compile(r"[0-9a-zA-Z\u3400-\u4dbf\u4e00-\u9fff]")
 
 KIND_ANSWER, KIND_ABSTAIN = "answer", "abstain"
 KIND_GREETING, KIND_HELP, KIND_EMPTY, KIND_NOT_TEXT = "greeting", "help", "empty", "not_text"
+KIND_MORE = "more"
 
 
 @dataclass
@@ -81,6 +84,7 @@ class Answer:
     decision: Decision | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     index_version: str | None = None
+    quoted: int = 0  # how many of the passages the text quotes (更多 continues after them)
 
     def to_json(self, details: bool = False) -> dict:
         """The public JSON shape; ``details`` adds the scores and stages the QA console shows."""
@@ -117,7 +121,8 @@ class Answerer:
         self._index = index
         self.settings = settings or AnswerSettings()
 
-    def answer(self, question: str, k: int = 5) -> Answer:
+    def answer(self, question: str, k: int = 5, lead: str = "") -> Answer:
+        """Answer ``question``; ``lead`` is text placed before the reply (within the byte limit)."""
         started = time.perf_counter()
         index = self._index()
         question = question if isinstance(question, str) else ""
@@ -136,20 +141,40 @@ class Answerer:
 
         too_long = len(shown) > MAX_QUESTION_CHARS
         query = shown[:MAX_QUESTION_CHARS]
-        result = index.searcher.search(query, k=max(k, MAX_QUOTES))
+        result = index.searcher.search(query, k=max(k, MORE_LIMIT))
         decision = self.decide(result)
         passages = [Passage.from_hit(h) for h in result.hits[:k]]
         quoted = self._short(query)
+        count = 0
         if decision.abstained:
-            text = t.render(t.ABSTAIN, question=quoted, examples=self._examples(index))
+            text = lead + t.render(t.ABSTAIN, question=quoted, examples=self._examples(index))
         else:
             notice = t.render(t.LONG_QUESTION_NOTICE, limit=MAX_QUESTION_CHARS) if too_long else ""
-            text = self.compose(quoted, result.hits, notice)
+            text, count = self.compose(t.ANSWER, quoted, more_pool(result.hits), notice, lead)
         return Answer(
             question=question, abstained=decision.abstained, text=text, passages=passages,
             elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
             kind=KIND_ABSTAIN if decision.abstained else KIND_ANSWER, decision=decision,
             timings_ms={k_: round(v, 3) for k_, v in result.timings_ms.items()}, index_version=index.version,
+            quoted=count,
+        )
+
+    def more(self, question: str, shown: int) -> Answer:
+        """The next passages for ``question`` after the ``shown`` ones already quoted (for 更多)."""
+        started = time.perf_counter()
+        index = self._index()
+        query = " ".join(question.split())[:MAX_QUESTION_CHARS]
+        result = index.searcher.search(query, k=MORE_LIMIT)
+        decision = self.decide(result)
+        rest = more_pool(result.hits)[shown:]
+        if decision.abstained or not rest:
+            text, count = t.render(t.NO_MORE, question=self._short(query)), 0
+        else:
+            text, count = self.compose(t.MORE, self._short(query), rest, "", "", ratio=0.0)
+        return Answer(
+            question=question, abstained=False, text=text, passages=[Passage.from_hit(h) for h in rest],
+            elapsed_ms=round((time.perf_counter() - started) * 1000, 2), kind=KIND_MORE, decision=decision,
+            index_version=index.version, quoted=shown + count,
         )
 
     def decide(self, result: SearchResult) -> Decision:
@@ -161,31 +186,50 @@ class Answerer:
             abstained=not result.hits or confidence < s.threshold,
         )
 
-    def compose(self, question: str, hits: list[Hit], notice: str = "") -> str:
-        """The answer text: the best passage (and a close second), cited, within the byte limit."""
+    def compose(self, template: str, question: str, hits: list[Hit], notice: str, lead: str,
+                ratio: float = SECOND_QUOTE_RATIO) -> tuple[str, int]:
+        """Quote the first passage of ``hits`` (and a close second), cited, within the byte limit.
+
+        ``hits`` are the passages 更多 may still show. Returns the text and how many passages it
+        quotes. When passages remain, or the quote had to be cut, the text ends with the hint to send 更多.
+        """
         best = hits[0].score
-        chosen = [h for h in hits[:MAX_QUOTES] if h.score >= SECOND_QUOTE_RATIO * best] or hits[:1]
+        chosen = [h for h in hits[:MAX_QUOTES] if h.score >= ratio * best] or hits[:1]
+        hint = t.MORE_HINT if len(hits) > len(chosen) else ""
         while True:
-            text = self._render_answer(question, chosen, notice)
+            text = lead + self._render(template, question, chosen, notice) + hint
             if t.utf8_len(text) <= self.settings.max_bytes or len(chosen) == 1:
                 break
             chosen = chosen[:-1]
+            hint = t.MORE_HINT
         if t.utf8_len(text) > self.settings.max_bytes:
+            hint = t.MORE_HINT
+            text = lead + self._render(template, question, chosen, notice) + hint
             overflow = t.utf8_len(text) - self.settings.max_bytes
             passage = cut_to_bytes(chosen[0].chunk.text, t.utf8_len(chosen[0].chunk.text) - overflow)
-            text = self._render_answer(question, chosen, notice, override=passage)
-        return text
+            text = lead + self._render(template, question, chosen, notice, override=passage) + hint
+        return text, len(chosen)
 
-    def _render_answer(self, question: str, hits: list[Hit], notice: str, override: str | None = None) -> str:
+    def _render(self, template: str, question: str, hits: list[Hit], notice: str,
+                override: str | None = None) -> str:
         quotes = "\n\n".join(
             t.render(t.QUOTE, text=override if override is not None and i == 0 else h.chunk.text,
                      title=h.chunk.title, section=" › ".join(h.chunk.section))
             for i, h in enumerate(hits)
         )
-        intro = t.SOURCE_ONE if len(hits) == 1 else t.SOURCE_MANY
-        return t.render(t.ANSWER, question=question, source_intro=intro, quotes=quotes, notice=notice)
+        if template == t.ANSWER:
+            intro = t.SOURCE_ONE if len(hits) == 1 else t.SOURCE_MANY
+            return t.render(template, question=question, source_intro=intro, quotes=quotes, notice=notice)
+        return t.render(template, question=question, quotes=quotes, notice=notice)
 
-    def help_text(self, index: LoadedIndex) -> str:
+    def examples(self) -> str:
+        return self._examples(self._index())
+
+    def document_count(self) -> int:
+        return len(self._index().manifest.get("documents", []))
+
+    def help_text(self, index: LoadedIndex | None = None) -> str:
+        index = index or self._index()
         titles = list(dict.fromkeys(d["title"] for d in index.manifest.get("documents", [])))
         shown = titles[:10] + ([f"等共 {len(titles)} 份文件"] if len(titles) > 10 else [])
         return t.render(t.HELP, examples=self._examples(index), documents=t.bullet_list(shown))
@@ -201,6 +245,14 @@ class Answerer:
     @staticmethod
     def _short(question: str, limit: int = 60) -> str:
         return question if len(question) <= limit else question[: limit - 1] + "…"
+
+
+def more_pool(hits: list[Hit]) -> list[Hit]:
+    """The passages worth showing for one question: the top ones, not far below the best."""
+    if not hits:
+        return []
+    best = hits[0].score
+    return [h for h in hits[:MORE_LIMIT] if h.score >= MORE_MIN_RATIO * best]
 
 
 def cut_to_bytes(text: str, max_bytes: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -13,6 +14,7 @@ from tqdm import tqdm
 
 from bot.engine import get_engine
 from bot.evaluate import QuestionSetError, evaluate, load_questions
+from bot.store import get_store
 from index.ingest import IngestError
 from index.store import IndexStoreError
 
@@ -131,6 +133,23 @@ def eval_command(path: Path, k: int, as_json: bool) -> None:
             click.echo(f"  {r.id} rank={r.rank} abstained={r.abstained} conf={r.confidence} {r.question}")
 
 
+log_cli = AppGroup("log", help="The query log (questions from WeChat and the console).")
+
+
+@log_cli.command("tail")
+@click.option("-n", "count", default=20, show_default=True, help="How many entries.")
+@click.option("--abstained", is_flag=True, help="Only questions the bot declined: the gaps in the documents.")
+def log_tail(count: int, abstained: bool) -> None:
+    """Show the latest logged questions, oldest first."""
+    entries = get_store().recent_queries(limit=count, abstained_only=abstained)
+    for e in reversed(entries):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))
+        verdict = "ABSTAIN" if e.abstained else e.kind
+        where = f"{e.top_doc} › {e.top_section}" if e.top_doc and not e.abstained else "-"
+        click.echo(f"{when} {e.channel:7s} {e.user_hash} {verdict:8s} {e.latency_ms:7.1f}ms "
+                   f"{e.index_version or '-'}  {e.question[:40]}  [{where}]")
+
+
 def _answerer():
     engine = get_engine()
     try:
@@ -144,3 +163,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(index_cli)
     app.cli.add_command(ask)
     app.cli.add_command(eval_command)
+    app.cli.add_command(log_cli)

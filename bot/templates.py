@@ -42,6 +42,41 @@ NOT_TEXT = "抱歉，我目前只能理解文字问题。请用文字描述您�
 
 LONG_QUESTION_NOTICE = "\n\n（您的消息较长，我按前 {limit} 个字进行了查找。）"
 
+MORE_HINT = "\n\n发送“更多”可查看其他相关段落。"
+
+MORE = "关于“{question}”，还有以下相关内容：\n\n{quotes}{notice}"
+
+NO_MORE = "关于“{question}”，没有更多相关内容了。您可以换个说法或问别的问题。"
+
+NO_QUESTION_FOR_MORE = "请先发送您的问题；看完回答后，发送“更多”可查看其他相关段落。"
+
+STILL_WORKING = "我还在查找“{question}”的答案，请稍等几秒后再发送“更多”。"
+
+TIMEOUT = "您的问题“{question}”我正在查找，请稍等几秒后发送“更多”获取答案。"
+
+VOICE_HEARD = "（您的语音识别为：“{text}”）\n\n"
+
+VOICE_EMPTY = "抱歉，没能识别出您的语音。请直接输入文字问题，例如：\n{examples}"
+
+UNSUPPORTED = "收到您发来的{what}。目前我只能回答用文字提出的政策问题，请用文字描述您想了解的内容，例如：\n{examples}"
+
+WELCOME = (
+    "感谢关注！我是政策问答助手，可以根据已收录的政策文件回答您的问题，并注明出处。\n"
+    "您可以这样问：\n{examples}\n"
+    "发送“帮助”查看使用说明。"
+)
+
+ABOUT = (
+    "政策问答助手从已收录的政策文件中查找原文来回答问题，每条回答都注明文件和章节；"
+    "文件中没有答案时会如实告诉您。目前收录 {count} 份文件。发送“帮助”查看使用说明。"
+)
+
+EXAMPLES = "您可以试着这样问：\n{examples}"
+
+RATE_LIMITED = "您发送得有点快，请稍等一分钟再提问。"
+
+INTERNAL_ERROR = "抱歉，系统暂时出了点问题，请稍后再试。"
+
 TRUNCATED_MARK = "……"
 
 

@@ -121,7 +121,14 @@ class HybridSearcher:
         return math.log(1 + (n - df + 0.5) / (df + 0.5))
 
     def lexical_coverage(self, tokens: list[str], position: int) -> float:
+        """IDF-weighted share of the query's terms present in the chunk at ``position``.
+
+        Single characters are too ambiguous to count as evidence; they count only when the query has
+        no longer term.
+        """
         unique = list(dict.fromkeys(tokens))
+        words = [tok for tok in unique if len(tok) > 1]
+        unique = words or unique
         if not unique:
             return 0.0
         weights = {t: self.idf(t) for t in unique}

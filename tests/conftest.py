@@ -78,3 +78,24 @@ class HashEmbedder:
 
     def encode_passages(self, texts, batch_size: int = 32):
         return self.encode_queries(texts)
+
+
+def make_app(built_instance, tmp_path, **config):
+    instance = tmp_path / "instance"
+    if not instance.exists():
+        shutil.copytree(built_instance, instance, symlinks=True)
+    return create_app({"INSTANCE_PATH": str(instance), "TESTING": True, "PRELOAD": True, **config})
+
+
+@pytest.fixture
+def wechat_app(built_instance, tmp_path):
+    from tests.wechat_client import APP_ID, TOKEN
+
+    return make_app(built_instance, tmp_path, WECHAT_TOKEN=TOKEN, WECHAT_APP_ID=APP_ID)
+
+
+@pytest.fixture
+def wechat(wechat_app):
+    from tests.wechat_client import WeChatClient
+
+    return WeChatClient(wechat_app.test_client())

@@ -1,0 +1,229 @@
+"""SQLite in the instance folder: reply dedupe, per-user state, rate limits and the query log.
+
+One file shared by every gunicorn worker (WAL mode, short transactions). The methods are the seam a
+shared store (Redis, PostgreSQL) would implement to run on several machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask, current_app
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS replies (
+    key TEXT PRIMARY KEY,           -- MsgId, or FromUserName + CreateTime for events
+    state TEXT NOT NULL,            -- 'pending' while being answered, then 'done'
+    content TEXT,                   -- the reply body sent (plain XML or 'success')
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS user_state (
+    user TEXT PRIMARY KEY,
+    data TEXT NOT NULL,             -- JSON: last question, passages shown, a late answer
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rate_events (
+    user TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rate_events_user_at ON rate_events (user, at);
+CREATE TABLE IF NOT EXISTS query_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    channel TEXT NOT NULL,          -- 'wechat' or 'console'
+    user_hash TEXT NOT NULL,
+    question TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    abstained INTEGER NOT NULL,
+    top_doc TEXT,
+    top_section TEXT,
+    confidence REAL,
+    latency_ms REAL NOT NULL,
+    index_version TEXT
+);
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+@dataclass
+class LogEntry:
+    id: int
+    at: float
+    channel: str
+    user_hash: str
+    question: str
+    kind: str
+    abstained: bool
+    top_doc: str | None
+    top_section: str | None
+    confidence: float | None
+    latency_ms: float
+    index_version: str | None
+
+
+class BotStore:
+    def __init__(self, path: Path, salt: str | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._connect().executescript(SCHEMA)  # executescript manages its own transaction
+        self._salt = salt or self._stored_salt()
+
+    # ------------------------------------------------------------ connection
+
+    def _connect(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=10000")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _stored_salt(self) -> str:
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM settings WHERE name = 'user_salt'").fetchone()
+            if row:
+                return row[0]
+            salt = secrets.token_hex(16)
+            db.execute("INSERT INTO settings (name, value) VALUES ('user_salt', ?)", (salt,))
+            return salt
+
+    # ---------------------------------------------------------------- dedupe
+
+    def claim(self, key: str) -> bool:
+        """True when this caller is the first to see ``key`` and must answer it."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO replies (key, state, created) VALUES (?, 'pending', ?)", (key, time.time())
+            )
+            return cur.rowcount == 1
+
+    def finish(self, key: str, content: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE replies SET state = 'done', content = ? WHERE key = ?", (content, key))
+
+    def release(self, key: str) -> None:
+        """Forget a claim that produced no reply, so a retry is answered afresh."""
+        with self._tx() as db:
+            db.execute("DELETE FROM replies WHERE key = ? AND state = 'pending'", (key,))
+
+    def stored_reply(self, key: str) -> tuple[str, str | None] | None:
+        row = self._connect().execute("SELECT state, content FROM replies WHERE key = ?", (key,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def wait_for_reply(self, key: str, timeout: float, poll: float = 0.05) -> str | None:
+        """The reply stored for ``key`` once its first delivery is answered (None if not in time)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            row = self.stored_reply(key)
+            if row and row[0] == "done":
+                return row[1]
+            if row is None or time.monotonic() >= deadline:
+                return None
+            time.sleep(poll)
+
+    def purge(self, older_than: float) -> None:
+        cutoff = time.time() - older_than
+        with self._tx() as db:
+            db.execute("DELETE FROM replies WHERE created < ? AND state = 'done'", (cutoff,))
+            db.execute("DELETE FROM rate_events WHERE at < ?", (time.time() - 3600,))
+
+    # ------------------------------------------------------------ user state
+
+    def get_state(self, user: str, max_age: float) -> dict:
+        row = self._connect().execute("SELECT data, updated FROM user_state WHERE user = ?", (user,)).fetchone()
+        if not row or time.time() - row[1] > max_age:
+            return {}
+        return json.loads(row[0])
+
+    def set_state(self, user: str, data: dict) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO user_state (user, data, updated) VALUES (?, ?, ?) "
+                "ON CONFLICT(user) DO UPDATE SET data = excluded.data, updated = excluded.updated",
+                (user, json.dumps(data, ensure_ascii=False), time.time()),
+            )
+
+    # ------------------------------------------------------------ rate limit
+
+    def hit_rate_limit(self, user: str, limit: int, window: float = 60.0) -> bool:
+        """Record one message from ``user``; True when it is over ``limit`` in the last ``window`` s."""
+        now = time.time()
+        with self._tx() as db:
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM rate_events WHERE user = ? AND at > ?", (user, now - window)
+            ).fetchone()
+            if count >= limit:
+                return True
+            db.execute("INSERT INTO rate_events (user, at) VALUES (?, ?)", (user, now))
+            return False
+
+    # ------------------------------------------------------------- query log
+
+    def hash_user(self, user: str) -> str:
+        return hmac.new(self._salt.encode(), user.encode(), hashlib.sha256).hexdigest()[:16]
+
+    def log_query(self, *, channel: str, user: str, question: str, kind: str, abstained: bool,
+                  top_doc: str | None, top_section: str | None, confidence: float | None,
+                  latency_ms: float, index_version: str | None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO query_log (at, channel, user_hash, question, kind, abstained, top_doc, top_section,"
+                " confidence, latency_ms, index_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), channel, self.hash_user(user), question, kind, int(abstained), top_doc,
+                 top_section, confidence, latency_ms, index_version),
+            )
+
+    def recent_queries(self, limit: int = 20, abstained_only: bool = False,
+                       channel: str | None = None) -> list[LogEntry]:
+        sql = "SELECT * FROM query_log WHERE 1 = 1"
+        params: list = []
+        if abstained_only:
+            sql += " AND abstained = 1"
+        if channel:
+            sql += " AND channel = ?"
+            params.append(channel)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        rows = self._connect().execute(sql, params).fetchall()
+        return [
+            LogEntry(id=r[0], at=r[1], channel=r[2], user_hash=r[3], question=r[4], kind=r[5], abstained=bool(r[6]),
+                     top_doc=r[7], top_section=r[8], confidence=r[9], latency_ms=r[10], index_version=r[11])
+            for r in rows
+        ]
+
+
+def init_app(app: Flask) -> BotStore:
+    store = BotStore(Path(app.instance_path) / "bot.sqlite3", salt=app.config.get("LOG_SALT") or None)
+    app.extensions["bot_store"] = store
+    return store
+
+
+def get_store() -> BotStore:
+    return current_app.extensions["bot_store"]
