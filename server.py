@@ -33,6 +33,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         EXAMPLE_QUESTIONS=[],
         INDEX_KEEP=3,
         PRELOAD=False,
+        SERVE_THREADS=1,
         WECHAT_TOKEN=None,
         WECHAT_APP_ID="",
         WECHAT_AES_KEY=None,

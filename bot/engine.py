@@ -16,7 +16,7 @@ from pathlib import Path
 from flask import Flask, current_app
 
 from bot.answer import Answerer, AnswerSettings
-from index.embed import Embedder, load_embedder
+from index.embed import Embedder, load_embedder, set_threads
 from index.ingest import Document, IngestError, load_file
 from index.store import IndexStore, LoadedIndex, NoIndexError, Progress
 
@@ -42,6 +42,8 @@ class Engine:
 
     def start(self) -> None:
         """Load the model and the serving index now (server start-up)."""
+        if self.config.get("SERVE_THREADS"):
+            set_threads(int(self.config["SERVE_THREADS"]))
         removed = self.store.clean_leftovers()
         if removed:
             log.warning("removed leftovers of an interrupted index build: %s", ", ".join(removed))

@@ -75,6 +75,14 @@ class SentenceTransformerEmbedder:
         return self._encode(texts, self.passage_prefix, batch_size)
 
 
+def set_threads(count: int) -> None:
+    """Intra-op threads for the model. Serving uses 1 per worker: several workers on few cores
+    otherwise fight over them (measured: p50 750 ms -> 164 ms at 20 concurrent senders, 2 workers)."""
+    import torch
+
+    torch.set_num_threads(max(1, count))
+
+
 def resolve_model_path(setting: str, models_dir: Path) -> str:
     """The bundled name converts (once) into ``models_dir``; anything else is passed through."""
     if setting == BUNDLED_MODEL_NAME:
