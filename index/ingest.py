@@ -50,6 +50,10 @@ PAGE_NUMBER = re.compile(
 DATE = re.compile(r"(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*日")
 HEADER_DATE = re.compile(r"^[（(]?\s*\d{4}\s*年\s*\d{1,2}\s*月\s*\d{1,2}\s*日\s*[）)]?$")
 AUTHOR = re.compile(r"^[\u4e00-\u9fff·]{2,8}$")
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DATELINE = re.compile(r"^(新华社|人民网|中新社|央视网|本报).{0,16}电$")  # wire datelines above a title
+TITLE_LINE_MAX = 40
+DOC_NUMBER = re.compile(r"[〔\[［(（]\s*\d{4}\s*[〕\]］)）]\s*\d+\s*号$")  # 阿府办发〔2021〕21号
 FOOTER_LINE = re.compile(r"^(抄送|主送|送|发|报|分送|印送)[：:]|印发\s*$|^(联系人|联系电话)[：:]")
 SENTENCE_END = "。！？!?；;…"
 CLOSERS = "”’」』）)】"
@@ -125,11 +129,15 @@ def clean(raw: str, doc_id: str, source: str = "", sha256: str = "") -> Document
     if not blocks:
         raise IngestError(f"{source or doc_id} 中没有可用的文字")
     header, body, footer = _split_header_footer(blocks)
-    title = header[0] if header else _title_from_name(source or doc_id)
+    title_lines = [line for line in header if line.startswith(TITLE_MARK)]
+    header = [line.removeprefix(TITLE_MARK) for line in header]
+    title = "".join(t.removeprefix(TITLE_MARK) for t in title_lines) or _title_from_name(source or doc_id)
     date = author = None
-    for line in header[1:]:
-        if HEADER_DATE.match(line) and date is None:
-            date = _iso_date(line)
+    for line in header:
+        if line in (t.removeprefix(TITLE_MARK) for t in title_lines):
+            continue
+        if date is None and (DATE.search(line) or ISO_DATE.match(line)):
+            date = _iso_date(line) or line
         elif AUTHOR.match(line.replace(" ", "")) and author is None:
             author = line.replace(" ", "")
     if date is None:
@@ -196,7 +204,7 @@ def _reflow(raw: str) -> list[str]:
             flush()
         current.append(stripped)
         ends = line != line.rstrip() if uses_end_marks else _looks_like_last_line(stripped, width)
-        if ends or _is_standalone_heading(stripped) or FOOTER_LINE.search(stripped):
+        if ends or _is_standalone_heading(stripped) or FOOTER_LINE.search(stripped) or _is_meta_line(stripped):
             flush()
     flush()
     return [p for p in paragraphs if p]
@@ -206,9 +214,17 @@ def _starts_new_paragraph(line: str, previous: str) -> bool:
     """A heading marker or a footer line begins a paragraph when the previous line closed a sentence."""
     if FOOTER_LINE.search(line) and not previous.endswith(("，", "、")):
         return True
+    if _is_meta_line(line):
+        return True
     if _heading_kind(line) is None or _heading_kind(line) == "arabic":
         return False
     return previous[-1] in SENTENCE_END + CLOSERS + "：:" or len(previous) < 20
+
+
+def _is_meta_line(line: str) -> bool:
+    """A line of its own in a header: document number, date, wire dateline."""
+    return bool(DOC_NUMBER.search(line) and len(line) <= 30 or ISO_DATE.match(line) or HEADER_DATE.match(line)
+                or DATELINE.match(line))
 
 
 def _looks_like_last_line(line: str, width: float) -> bool:
@@ -241,17 +257,31 @@ def _tidy(text: str) -> str:
 # ------------------------------------------------------------------------ header and footer
 
 
+TITLE_MARK = "\x00title:"  # marks the header lines that make up the title, inside _split_header_footer
+
+
 def _split_header_footer(blocks: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """Header (title lines marked with TITLE_MARK, subtitle, author, date), body, footer."""
     header: list[str] = []
     i = 0
-    if blocks and _is_title(blocks[0]):
-        header.append(blocks[0])
-        i = 1
-        while i < len(blocks) and i < 6:
+    while i < len(blocks) and i < 2 and DATELINE.match(blocks[i]):
+        header.append(blocks[i])
+        i += 1
+    if i < len(blocks) and _is_title(blocks[i]):
+        header.append(TITLE_MARK + blocks[i])
+        i += 1
+        # a long title wraps onto a second line of the same kind
+        if (i < len(blocks) and _is_title(blocks[i]) and len(blocks[i]) >= 6 and len(blocks[i - 1]) >= 8
+                and len(blocks[i]) <= TITLE_LINE_MAX and not DOC_NUMBER.search(blocks[i])):
+            header.append(TITLE_MARK + blocks[i])
+            i += 1
+        start = i
+        while i < len(blocks) and i < start + 5:
             candidate = blocks[i]
             compact = candidate.replace(" ", "")
             is_author = AUTHOR.match(compact) and _heading_kind(candidate) is None
-            if HEADER_DATE.match(candidate) or is_author or compact.startswith(("——", "—")):
+            if (HEADER_DATE.match(candidate) or ISO_DATE.match(candidate) or is_author
+                    or DOC_NUMBER.search(candidate) or compact.startswith(("——", "—"))):
                 header.append(candidate)
                 i += 1
             else:
@@ -263,7 +293,8 @@ def _split_header_footer(blocks: list[str]) -> tuple[list[str], list[str], list[
 
 
 def _is_title(block: str) -> bool:
-    return len(block) <= 60 and block[-1] not in SENTENCE_END and _heading_kind(block) is None
+    return (len(block) <= 60 and block[-1] not in SENTENCE_END + "：:，," and _heading_kind(block) is None
+            and not DATE.search(block) and not ISO_DATE.match(block))
 
 
 # --------------------------------------------------------------------------------- sections
