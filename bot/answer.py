@@ -4,11 +4,11 @@ No Flask here: the webhook, the HTTP API, the CLI and the console all call ``Ans
 show the same reply for the same question.
 
 Abstention is a calibrated rule over two numbers from the search (see ``index.search``):
-``confidence = semantic + lexical_weight * lexical``; the bot answers when ``confidence`` reaches
-``threshold``. Both constants were fitted on ../shared/eval/dev.jsonl for the bundled model and sit
-in the middle of the gap between answerable and out-of-scope questions (see CHANGES.md); another
-model has another cosine scale and needs its own values (settings ABSTAIN_THRESHOLD and
-ABSTAIN_LEXICAL_WEIGHT).
+``confidence = semantic_z + lexical_weight * lexical``, where ``semantic_z`` is the best cosine in
+standard deviations above the corpus's off-topic noise floor and ``lexical`` the share of the question's
+terms found in a top passage. The bot answers when ``confidence`` reaches ``threshold``. The constants
+were chosen on ../shared/eval (see CHANGES.md) in the middle of the gap between answerable and
+out-of-scope questions; settings ABSTAIN_THRESHOLD and ABSTAIN_LEXICAL_WEIGHT override them.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from bot import templates as t
 from index.search import Hit, SearchResult
 from index.store import LoadedIndex
 
-DEFAULT_THRESHOLD = 0.877
-DEFAULT_LEXICAL_WEIGHT = 0.06
+DEFAULT_THRESHOLD = 3.0
+DEFAULT_LEXICAL_WEIGHT = 2.0
 MAX_QUESTION_CHARS = 200  # longer messages are searched by their beginning
 SECOND_QUOTE_RATIO = 0.85  # a second passage is quoted when its fused score is this close to the best
 MAX_QUOTES = 2
@@ -66,6 +66,7 @@ class Decision:
     """Why the bot answered or abstained: the values and the rule that combined them."""
 
     semantic: float
+    semantic_z: float
     lexical: float
     lexical_weight: float
     confidence: float
@@ -179,9 +180,10 @@ class Answerer:
 
     def decide(self, result: SearchResult) -> Decision:
         s = self.settings
-        confidence = result.semantic + s.lexical_weight * result.lexical
+        confidence = result.semantic_z + s.lexical_weight * result.lexical
         return Decision(
-            semantic=round(result.semantic, 6), lexical=round(result.lexical, 6), lexical_weight=s.lexical_weight,
+            semantic=round(result.semantic, 6), semantic_z=round(result.semantic_z, 4),
+            lexical=round(result.lexical, 6), lexical_weight=s.lexical_weight,
             confidence=round(confidence, 6), threshold=s.threshold,
             abstained=not result.hits or confidence < s.threshold,
         )

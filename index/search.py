@@ -6,8 +6,10 @@ chunk's position in the index so a ranking never depends on dictionary or thread
 
 Besides the ranking, ``search`` reports two numbers that say whether the corpus answers the question
 at all; ``bot.answer`` turns them into the abstention decision:
-- ``semantic``: the nearest passage's cosine similarity to the question (dense model, absolute scale);
-- ``lexical``: the IDF-weighted share of the question's terms found in the best passage.
+- ``semantic``: the nearest passage's cosine similarity to the question, also expressed as ``semantic_z``,
+  standard deviations above the corpus's off-topic noise floor (``index.calibration``);
+- ``lexical``: the IDF-weighted share of the question's terms found in one of the top passages (precise-mode
+  terms, so a compound such as 个人所得税 counts once, not once per sub-word).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from index.bm25 import BM25Index
+from index.calibration import BACKGROUND_QUESTIONS, background_stats, z_score
 from index.chunk import Chunk
 from index.dense import DenseIndex
 from index.embed import Embedder
@@ -26,6 +29,7 @@ from index.tokenize import Tokenizer
 
 DEFAULT_DENSE_WEIGHT = 0.3  # chosen by measurement on ../shared/eval/dev.jsonl (see CHANGES.md)
 OVERFETCH = 10
+EVIDENCE_HITS = 3  # lexical evidence may come from any of the passages a reply can quote
 
 
 @dataclass
@@ -45,6 +49,7 @@ class SearchResult:
     tokens: list[str]
     hits: list[Hit]
     semantic: float  # cosine of the passage nearest to the question (0 when there is none)
+    semantic_z: float  # the same in standard deviations above this corpus's off-topic noise floor
     lexical: float  # IDF-weighted share of query terms present in the best-ranked passage
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -52,7 +57,7 @@ class SearchResult:
 class HybridSearcher:
     def __init__(self, chunks: list[Chunk], chunk_tokens: list[list[str]], bm25: BM25Index,
                  dense: DenseIndex, embedder: Embedder, tokenizer: Tokenizer,
-                 dense_weight: float = DEFAULT_DENSE_WEIGHT) -> None:
+                 dense_weight: float = DEFAULT_DENSE_WEIGHT, calibration: dict | None = None) -> None:
         self.chunks = chunks
         self.chunk_tokens = [set(tokens) for tokens in chunk_tokens]
         self.bm25 = bm25
@@ -60,6 +65,13 @@ class HybridSearcher:
         self.embedder = embedder
         self.tokenizer = tokenizer
         self.dense_weight = dense_weight
+        self.calibration: dict | None = None  # measure_background searches uncalibrated
+        self.calibration = calibration or self.measure_background()
+
+    def measure_background(self) -> dict:
+        """The off-topic noise floor of this corpus (see index.calibration)."""
+        semantic = [self.search(q, k=1).semantic for q in BACKGROUND_QUESTIONS]
+        return background_stats(semantic)
 
     def search(self, query: str, k: int = 5) -> SearchResult:
         timings: dict[str, float] = {}
@@ -81,10 +93,11 @@ class HybridSearcher:
 
         hits = self._fuse(query_vector, dense_ids, dense_scores, bm25_all, bm25_order)
         semantic = float(dense_scores[0]) if len(dense_scores) else 0.0
-        lexical = self.lexical_coverage(tokens, hits[0].position) if hits else 0.0
+        terms = self.tokenizer.terms(query)
+        lexical = max((self.lexical_coverage(terms, h.position) for h in hits[:EVIDENCE_HITS]), default=0.0)
         timings["fuse"] = (time.perf_counter() - t3) * 1000
         return SearchResult(query=query, tokens=tokens, hits=hits[:k], semantic=semantic,
-                            lexical=lexical, timings_ms=timings)
+                            semantic_z=z_score(semantic, self.calibration), lexical=lexical, timings_ms=timings)
 
     def _fuse(self, query_vector: np.ndarray, dense_ids: np.ndarray, dense_scores: np.ndarray,
               bm25_all: np.ndarray, bm25_order: np.ndarray) -> list[Hit]:

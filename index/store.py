@@ -148,8 +148,11 @@ class IndexStore:
                 vectors[start:start + len(batch)] = embedder.encode_passages(batch, batch_size=EMBED_BATCH)
                 if progress:
                     progress(start + len(batch), len(texts))
-            DenseIndex.build(vectors).save(work)
-            BM25Index.build(token_lists).save(work / "bm25")
+            dense = DenseIndex.build(vectors)
+            bm25 = BM25Index.build(token_lists)
+            calibration = HybridSearcher(chunks, token_lists, bm25, dense, embedder, tokenizer).calibration
+            dense.save(work)
+            bm25.save(work / "bm25")
             _write_jsonl(work / "chunks.jsonl", (c.to_dict() for c in chunks))
             _write_jsonl(work / "tokens.jsonl", token_lists)
             (work / "userdict.txt").write_text("\n".join(terms), encoding="utf-8")
@@ -163,6 +166,7 @@ class IndexStore:
                 "chunker": {"target_chars": target_chars},
                 "counts": {"documents": len(documents), "chunks": len(chunks), "coined_terms": len(terms)},
                 "corpus_sha256": corpus_hash,
+                "calibration": calibration,
                 "documents": [
                     {"doc_id": d.doc_id, "title": d.title, "date": d.date, "author": d.author,
                      "source": d.source, "sha256": d.sha256,
@@ -206,7 +210,8 @@ class IndexStore:
         if dense.size != len(chunks):
             raise IndexMismatchError(f"index {version} is inconsistent: {dense.size} vectors, {len(chunks)} chunks")
         searcher = HybridSearcher(chunks, token_lists, BM25Index.load(path / "bm25", len(chunks)), dense,
-                                  embedder, Tokenizer(terms), dense_weight=dense_weight)
+                                  embedder, Tokenizer(terms), dense_weight=dense_weight,
+                                  calibration=manifest.get("calibration"))
         return LoadedIndex(version=version, path=path, manifest=manifest, searcher=searcher)
 
 

@@ -53,6 +53,15 @@ class Tokenizer:
         text = self._cc.convert(text)
         return " ".join(text.lower().split())
 
+    def terms(self, text: str) -> list[str]:
+        """The query's concepts, each once: precise-mode jieba (no sub-words), minus stop words."""
+        out = []
+        for token in self._jieba.cut(self.normalize(text)):
+            token = token.strip()
+            if token and token not in STOP_WORDS and WORD.search(token):
+                out.append(token)
+        return out
+
     def tokens(self, text: str) -> list[str]:
         """Index/query terms: search-mode jieba over normalised text, minus stop words and punctuation."""
         out = []
