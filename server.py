@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from bot import answer, api, cli, engine, store, wechat
+from bot import admin, answer, api, cli, engine, store, wechat
 from index.bundled_model import BUNDLED_MODEL_NAME
 from index.chunk import DEFAULT_TARGET_CHARS
 from index.search import DEFAULT_DENSE_WEIGHT
@@ -43,6 +43,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         WECHAT_RATE_LIMIT=20,
         USER_STATE_TTL_SECONDS=1800,
         LOG_SALT=None,
+        ADMIN_TOKEN=None,
+        MAX_UPLOAD_BYTES=20 * 1024 * 1024,
         JSON_AS_ASCII=False,
     )
     app.config.from_prefixed_env()
@@ -52,10 +54,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     _configure_logging(app)
 
     retrieval = engine.init_app(app)
-    bot_store = store.init_app(app)
+    bot_store = store.init_app(app, retrieval.bot_store)
     wechat.init_app(app, retrieval.answerer, bot_store)
     cli.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(admin.bp)
     return app
 
 

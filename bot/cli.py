@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from tqdm import tqdm
 
 from bot.engine import get_engine
 from bot.evaluate import QuestionSetError, evaluate, load_questions
+from bot.library import LibraryError
 from bot.store import get_store
 from index.ingest import IngestError
 from index.store import IndexStoreError
@@ -23,10 +25,14 @@ index_cli = AppGroup("index", help="Build and manage the versioned search index.
 
 @index_cli.command("build")
 @click.option("--if-missing", is_flag=True, help="Do nothing when a serving index exists and matches the model.")
-def index_build(if_missing: bool) -> None:
-    """Clean, chunk and embed the corpus into a new index version, then switch to it."""
+@click.option("--job", "job_id", type=int, help="Report progress and outcome to this re-index job (admin API).")
+def index_build(if_missing: bool, job_id: int | None) -> None:
+    """Clean, chunk and embed the library into a new index version, check it, then switch to it."""
     engine = get_engine()
     engine.store.clean_leftovers()
+    if job_id is not None:
+        run_job(engine, job_id)
+        return
     if if_missing and engine.store.current():
         try:
             engine.current_index()
@@ -67,10 +73,13 @@ def index_versions() -> None:
 @click.argument("version")
 def index_activate(version: str) -> None:
     """Serve VERSION (roll back or forward)."""
+    engine = get_engine()
     try:
-        get_engine().store.activate(version)
+        engine.store.activate(version)
     except IndexStoreError as exc:
+        engine.bot_store.audit("cli", "activate", version, f"refused: {exc}")
         raise click.ClickException(str(exc)) from exc
+    engine.bot_store.audit("cli", "activate", version, "serving")
     click.echo(f"serving {version}")
 
 
@@ -133,6 +142,78 @@ def eval_command(path: Path, k: int, as_json: bool) -> None:
             click.echo(f"  {r.id} rank={r.rank} abstained={r.abstained} conf={r.confidence} {r.question}")
 
 
+def run_job(engine, job_id: int) -> None:
+    """The body of a re-index job's child process."""
+    jobs = engine.jobs
+    jobs.update(job_id, state="running", pid=os.getpid())
+    last = 0.0
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last
+        if time.monotonic() - last > 0.5 or done == total:
+            last = time.monotonic()
+            jobs.update(job_id, done=done, total=total)
+
+    try:
+        version = engine.build(progress=progress)
+    except Exception as exc:
+        jobs.update(job_id, state="failed", error=f"{exc.__class__.__name__}: {exc}", finished=time.time())
+        engine.bot_store.audit("system", "reindex", f"job {job_id}", f"failed: {exc}")
+        raise click.ClickException(str(exc)) from exc
+    jobs.update(job_id, state="done", version=version, finished=time.time())
+    engine.bot_store.audit("system", "reindex", f"job {job_id}", f"serving {version}")
+    click.echo(f"job {job_id}: serving {version}")
+
+
+docs_cli = AppGroup("docs", help="The document library the index is built from.")
+
+
+@docs_cli.command("add")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--replace", is_flag=True, help="Replace a document with the same file name.")
+@click.option("--title", help="Title to use instead of the one found in the file (one file only).")
+def docs_add(files: tuple[Path, ...], replace: bool, title: str | None) -> None:
+    """Add documents (txt, md, docx, pdf, html). Run `index build` afterwards."""
+    engine = get_engine()
+    engine.library.seed(Path(engine.config["CORPUS_DIR"]))
+    failed = 0
+    for path in files:
+        try:
+            doc = engine.library.add(path.name, path.read_bytes(), uploaded_by="cli", replace=replace,
+                                     title=title if len(files) == 1 else None)
+        except LibraryError as exc:
+            failed += 1
+            click.echo(f"refused {path.name}: {exc}", err=True)
+            engine.bot_store.audit("cli", "add_document", path.name, f"refused: {exc}")
+            continue
+        engine.bot_store.audit("cli", "add_document", doc.doc_id, "added")
+        click.echo(f"added {doc.doc_id}: 《{doc.title}》 {doc.chars} characters")
+    if failed:
+        raise click.ClickException(f"{failed} file(s) refused")
+
+
+@docs_cli.command("list")
+def docs_list() -> None:
+    """List the documents in the library."""
+    engine = get_engine()
+    engine.library.seed(Path(engine.config["CORPUS_DIR"]))
+    for doc in engine.library.all():
+        click.echo(f"{doc.doc_id}  《{doc.title}》  {doc.date or '-'}  {doc.chars} chars  {doc.file_name}")
+
+
+@docs_cli.command("remove")
+@click.argument("doc_id")
+def docs_remove(doc_id: str) -> None:
+    """Remove a document from the library. Run `index build` afterwards."""
+    engine = get_engine()
+    try:
+        doc = engine.library.remove(doc_id)
+    except LibraryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    engine.bot_store.audit("cli", "remove_document", doc_id, "removed")
+    click.echo(f"removed {doc.doc_id}: 《{doc.title}》")
+
+
 log_cli = AppGroup("log", help="The query log (questions from WeChat and the console).")
 
 
@@ -164,3 +245,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(ask)
     app.cli.add_command(eval_command)
     app.cli.add_command(log_cli)
+    app.cli.add_command(docs_cli)

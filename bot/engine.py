@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from flask import Flask, current_app
 
 from bot.answer import Answerer, AnswerSettings
+from bot.jobs import Jobs
+from bot.library import Library
+from bot.store import BotStore
 from index.embed import Embedder, load_embedder, set_threads
-from index.ingest import Document, IngestError, load_file
-from index.store import IndexStore, LoadedIndex, NoIndexError, Progress
+from index.embed_cache import EmbeddingCache
+from index.ingest import Document, IngestError
+from index.store import IndexStore, IndexStoreError, LoadedIndex, NoIndexError, Progress
 
 log = logging.getLogger(__name__)
-SUPPORTED_SUFFIXES = (".txt", ".md")
 
 
 class Engine:
@@ -32,6 +36,11 @@ class Engine:
         self._embedder: Embedder | None = None
         self._index: LoadedIndex | None = None
         self._lock = threading.Lock()
+        self._loading: str | None = None
+        self.bot_store = BotStore(instance_path / "bot.sqlite3", salt=config.get("LOG_SALT") or None)
+        self.library = Library(self.bot_store, instance_path / "documents", int(config["MAX_UPLOAD_BYTES"]))
+        self.jobs = Jobs(self.bot_store, instance_path, config)
+        self.cache = EmbeddingCache(instance_path / "cache" / "embeddings.sqlite3")
         self.answerer = Answerer(self.current_index, AnswerSettings(
             threshold=float(config["ABSTAIN_THRESHOLD"]),
             lexical_weight=float(config["ABSTAIN_LEXICAL_WEIGHT"]),
@@ -60,18 +69,54 @@ class Engine:
             return self._embedder
 
     def current_index(self) -> LoadedIndex:
-        """The serving index; reloaded when the store's CURRENT pointer names another version."""
+        """The serving index. When the store's CURRENT pointer names another version (a re-index or a
+        rollback, possibly by another process), that version is loaded in the background while the
+        loaded one keeps answering, then swapped in: no request waits for a load or sees half of one."""
         serving = self.store.current()
         loaded = self._index
         if loaded is not None and (serving is None or serving == loaded.version):
             return loaded
+        if loaded is not None:
+            self._load_in_background(serving)
+            return loaded
         embedder = self.embedder()
         with self._lock:
-            if self._index is None or self._index.version != serving:
-                index = self.store.load(embedder, serving, dense_weight=float(self.config["DENSE_WEIGHT"]))
-                log.info("serving index %s (%s chunks)", index.version, len(index.chunks))
-                self._index = index
+            if self._index is None:
+                self._index = self._load(embedder, serving)
             return self._index
+
+    def _load(self, embedder: Embedder, version: str | None) -> LoadedIndex:
+        index = self.store.load(embedder, version, dense_weight=float(self.config["DENSE_WEIGHT"]))
+        log.info("serving index %s (%s chunks)", index.version, len(index.chunks))
+        return index
+
+    def _load_in_background(self, version: str | None) -> None:
+        with self._lock:
+            if self._loading == version:
+                return
+            self._loading = version
+
+        def load() -> None:
+            try:
+                index = self._load(self.embedder(), version)
+                with self._lock:
+                    self._index = index
+            except Exception:
+                log.exception("could not load index version %s; still serving the previous one", version)
+            finally:
+                with self._lock:
+                    self._loading = None
+
+        threading.Thread(target=load, name="index-reload", daemon=True).start()
+
+    def wait_for_version(self, version: str, timeout: float = 60.0) -> LoadedIndex:
+        """Block until ``version`` serves here (tests and the CLI use this after a switch)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            index = self.current_index()
+            if index.version == version or time.monotonic() > deadline:
+                return index
+            time.sleep(0.05)
 
     def status(self) -> dict:
         return {
@@ -85,18 +130,31 @@ class Engine:
     # -------------------------------------------------------------- building
 
     def corpus_documents(self) -> list[Document]:
-        corpus = Path(self.config["CORPUS_DIR"])
-        files = sorted(p for p in corpus.iterdir() if p.suffix.lower() in SUPPORTED_SUFFIXES) if corpus.is_dir() else []
-        if not files:
-            raise IngestError(f"no documents (.txt, .md) in {corpus}")
-        return [load_file(p) for p in files]
+        """The library's documents (seeded from CORPUS_DIR the first time)."""
+        self.library.seed(Path(self.config["CORPUS_DIR"]))
+        documents = self.library.documents()
+        if not documents:
+            raise IngestError("the document library is empty: add documents first (flask docs add FILE)")
+        return documents
 
     def build(self, documents: Iterable[Document] | None = None, progress: Progress | None = None) -> str:
+        """Build a version from the library (or ``documents``), check it, switch to it."""
         docs = list(documents) if documents is not None else self.corpus_documents()
         version = self.store.build(docs, self.embedder(), target_chars=int(self.config["CHUNK_TARGET_CHARS"]),
-                                   progress=progress)
-        self.current_index()
+                                   progress=progress, cache=self.cache, check=smoke_check)
+        self.wait_for_version(version)
         return version
+
+
+def smoke_check(index: LoadedIndex, samples: int = 3) -> None:
+    """A new version must find its own passages: a sentence from a few chunks retrieves that chunk."""
+    chunks = index.chunks
+    step = max(len(chunks) // samples, 1)
+    for chunk in chunks[::step][:samples]:
+        probe = chunk.text[:60]
+        hits = index.searcher.search(probe, k=5).hits
+        if chunk.chunk_id not in [h.chunk.chunk_id for h in hits]:
+            raise IndexStoreError(f"smoke check failed: {chunk.chunk_id} is not found by its own text")
 
 
 def init_app(app: Flask) -> Engine:

@@ -51,6 +51,36 @@ CREATE TABLE IF NOT EXISTS query_log (
     latency_ms REAL NOT NULL,
     index_version TEXT
 );
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY,        -- from the file name; the same name replaces (with replace=1)
+    file_name TEXT NOT NULL,
+    title TEXT NOT NULL,
+    date TEXT,
+    sha256 TEXT NOT NULL UNIQUE,
+    chars INTEGER NOT NULL,
+    uploaded_by TEXT NOT NULL,
+    uploaded_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    state TEXT NOT NULL,            -- queued, running, done, failed
+    done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    version TEXT,
+    error TEXT,
+    pid INTEGER,
+    requested_by TEXT NOT NULL,
+    created REAL NOT NULL,
+    finished REAL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    result TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -79,12 +109,12 @@ class BotStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._connect().executescript(SCHEMA)  # executescript manages its own transaction
+        self.connection().executescript(SCHEMA)  # executescript manages its own transaction
         self._salt = salt or self._stored_salt()
 
     # ------------------------------------------------------------ connection
 
-    def _connect(self) -> sqlite3.Connection:
+    def connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
@@ -95,8 +125,8 @@ class BotStore:
         return db
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._connect()
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self.connection()
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
@@ -106,7 +136,7 @@ class BotStore:
         db.execute("COMMIT")
 
     def _stored_salt(self) -> str:
-        with self._tx() as db:
+        with self.transaction() as db:
             row = db.execute("SELECT value FROM settings WHERE name = 'user_salt'").fetchone()
             if row:
                 return row[0]
@@ -114,27 +144,48 @@ class BotStore:
             db.execute("INSERT INTO settings (name, value) VALUES ('user_salt', ?)", (salt,))
             return salt
 
+    # ------------------------------------------------------------------ audit
+
+    def audit(self, who: str, action: str, target: str | None, result: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO audit (at, who, action, target, result) VALUES (?, ?, ?, ?, ?)",
+                       (time.time(), who, action, target, result))
+
+    def audit_log(self, limit: int = 50) -> list[dict]:
+        rows = self.connection().execute(
+            "SELECT at, who, action, target, result FROM audit ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [dict(zip(("at", "who", "action", "target", "result"), r, strict=True)) for r in rows]
+
+    def setting(self, name: str) -> str | None:
+        row = self.connection().execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_setting(self, name: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)", (name, value))
+
     # ---------------------------------------------------------------- dedupe
 
     def claim(self, key: str) -> bool:
         """True when this caller is the first to see ``key`` and must answer it."""
-        with self._tx() as db:
+        with self.transaction() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO replies (key, state, created) VALUES (?, 'pending', ?)", (key, time.time())
             )
             return cur.rowcount == 1
 
     def finish(self, key: str, content: str) -> None:
-        with self._tx() as db:
+        with self.transaction() as db:
             db.execute("UPDATE replies SET state = 'done', content = ? WHERE key = ?", (content, key))
 
     def release(self, key: str) -> None:
         """Forget a claim that produced no reply, so a retry is answered afresh."""
-        with self._tx() as db:
+        with self.transaction() as db:
             db.execute("DELETE FROM replies WHERE key = ? AND state = 'pending'", (key,))
 
     def stored_reply(self, key: str) -> tuple[str, str | None] | None:
-        row = self._connect().execute("SELECT state, content FROM replies WHERE key = ?", (key,)).fetchone()
+        row = self.connection().execute("SELECT state, content FROM replies WHERE key = ?", (key,)).fetchone()
         return (row[0], row[1]) if row else None
 
     def wait_for_reply(self, key: str, timeout: float, poll: float = 0.05) -> str | None:
@@ -150,20 +201,20 @@ class BotStore:
 
     def purge(self, older_than: float) -> None:
         cutoff = time.time() - older_than
-        with self._tx() as db:
+        with self.transaction() as db:
             db.execute("DELETE FROM replies WHERE created < ? AND state = 'done'", (cutoff,))
             db.execute("DELETE FROM rate_events WHERE at < ?", (time.time() - 3600,))
 
     # ------------------------------------------------------------ user state
 
     def get_state(self, user: str, max_age: float) -> dict:
-        row = self._connect().execute("SELECT data, updated FROM user_state WHERE user = ?", (user,)).fetchone()
+        row = self.connection().execute("SELECT data, updated FROM user_state WHERE user = ?", (user,)).fetchone()
         if not row or time.time() - row[1] > max_age:
             return {}
         return json.loads(row[0])
 
     def set_state(self, user: str, data: dict) -> None:
-        with self._tx() as db:
+        with self.transaction() as db:
             db.execute(
                 "INSERT INTO user_state (user, data, updated) VALUES (?, ?, ?) "
                 "ON CONFLICT(user) DO UPDATE SET data = excluded.data, updated = excluded.updated",
@@ -175,7 +226,7 @@ class BotStore:
     def hit_rate_limit(self, user: str, limit: int, window: float = 60.0) -> bool:
         """Record one message from ``user``; True when it is over ``limit`` in the last ``window`` s."""
         now = time.time()
-        with self._tx() as db:
+        with self.transaction() as db:
             (count,) = db.execute(
                 "SELECT COUNT(*) FROM rate_events WHERE user = ? AND at > ?", (user, now - window)
             ).fetchone()
@@ -192,7 +243,7 @@ class BotStore:
     def log_query(self, *, channel: str, user: str, question: str, kind: str, abstained: bool,
                   top_doc: str | None, top_section: str | None, confidence: float | None,
                   latency_ms: float, index_version: str | None) -> None:
-        with self._tx() as db:
+        with self.transaction() as db:
             db.execute(
                 "INSERT INTO query_log (at, channel, user_hash, question, kind, abstained, top_doc, top_section,"
                 " confidence, latency_ms, index_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -211,7 +262,7 @@ class BotStore:
             params.append(channel)
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
-        rows = self._connect().execute(sql, params).fetchall()
+        rows = self.connection().execute(sql, params).fetchall()
         return [
             LogEntry(id=r[0], at=r[1], channel=r[2], user_hash=r[3], question=r[4], kind=r[5], abstained=bool(r[6]),
                      top_doc=r[7], top_section=r[8], confidence=r[9], latency_ms=r[10], index_version=r[11])
@@ -219,8 +270,7 @@ class BotStore:
         ]
 
 
-def init_app(app: Flask) -> BotStore:
-    store = BotStore(Path(app.instance_path) / "bot.sqlite3", salt=app.config.get("LOG_SALT") or None)
+def init_app(app: Flask, store: BotStore) -> BotStore:
     app.extensions["bot_store"] = store
     return store
 

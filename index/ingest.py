@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import re
 import statistics
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from index.formats import SUPPORTED_SUFFIXES, IngestError, decode, extract_text
 
 HEADER = "header"
 BODY = "body"
@@ -59,9 +60,9 @@ SENTENCE_END = "。！？!?；;…"
 CLOSERS = "”’」』）)】"
 CJK = r"\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef“”‘’"
 
+__all__ = ["IngestError", "SUPPORTED_SUFFIXES", "Document", "Paragraph", "clean", "decode", "load_bytes", "load_file"]
 
-class IngestError(ValueError):
-    """A file cannot be turned into a document; the message says why and what to do."""
+
 
 
 @dataclass
@@ -87,40 +88,32 @@ class Document:
     meta: dict[str, str] = field(default_factory=dict)
 
 
-def decode(data: bytes, name: str = "") -> str:
-    """Bytes -> str: UTF-8 (with or without BOM), UTF-16 with BOM, else GB18030 (covers GBK/GB2312)."""
-    if not data.strip():
-        raise IngestError(f"{name or '文件'} 是空文件")
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            text = data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-        if _looks_like_text(text):
-            return text
-    raise IngestError(f"{name or '文件'} 的编码无法识别：请另存为 UTF-8 文本后再上传")
 
 
-def _looks_like_text(text: str) -> bool:
-    if not text:
-        return False
-    bad = sum(1 for ch in text if unicodedata.category(ch) in ("Cc", "Co", "Cn") and ch not in "\n\r\t\f")
-    return bad / len(text) < 0.01
-
-
-def load_file(path: Path, doc_id: str | None = None) -> Document:
-    """Read a .txt/.md file and clean it. (Other formats join here as they are supported.)"""
-    suffix = path.suffix.lower()
-    if suffix not in (".txt", ".md"):
-        raise IngestError(f"{path.name}：不支持的文件类型 {suffix or '（无扩展名）'}")
+def load_file(path: Path, doc_id: str | None = None, title: str | None = None) -> Document:
+    """Read a document file (.txt .md .docx .pdf .html) and clean it."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise IngestError(f"{path.name} 无法读取：{exc.strerror}") from exc
-    text = decode(data, path.name)
-    return clean(text, doc_id=doc_id or path.stem, source=path.name, sha256=hashlib.sha256(data).hexdigest())
+    return load_bytes(data, path.name, doc_id=doc_id, title=title)
+
+
+def load_bytes(data: bytes, name: str, doc_id: str | None = None, title: str | None = None) -> Document:
+    """Bytes of a file called ``name`` -> Document. Raises IngestError saying what is wrong."""
+    suffix = Path(name).suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise IngestError(
+            f"{name}：不支持的文件类型 {suffix or '（无扩展名）'}，请上传 txt、md、docx、pdf 或 html 文件"
+        )
+    if not data.strip():
+        raise IngestError(f"{name} 是空文件")
+    text, found_title = extract_text(data, name)
+    title = title or found_title
+    doc = clean(text, doc_id=doc_id or Path(name).stem, source=name, sha256=hashlib.sha256(data).hexdigest())
+    if title:
+        doc.title = title.strip()
+    return doc
 
 
 def clean(raw: str, doc_id: str, source: str = "", sha256: str = "") -> Document:

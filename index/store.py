@@ -31,6 +31,7 @@ from index.bm25 import BM25Index
 from index.chunk import DEFAULT_TARGET_CHARS, Chunk, chunk_document
 from index.dense import DenseIndex
 from index.embed import Embedder
+from index.embed_cache import EmbeddingCache
 from index.ingest import Document
 from index.search import DEFAULT_DENSE_WEIGHT, HybridSearcher
 from index.tokenize import Tokenizer, find_coined_terms
@@ -122,8 +123,13 @@ class IndexStore:
 
     def build(self, documents: Iterable[Document], embedder: Embedder, *,
               target_chars: int = DEFAULT_TARGET_CHARS, progress: Progress | None = None,
-              activate: bool = True) -> str:
-        """Build a new version from ``documents`` and (by default) switch to it. Returns its name."""
+              activate: bool = True, cache: EmbeddingCache | None = None,
+              check: Callable[[LoadedIndex], None] | None = None) -> str:
+        """Build a new version from ``documents`` and (by default) switch to it. Returns its name.
+
+        ``cache`` skips embedding passages seen before. ``check`` gets the new version loaded before the
+        switch; if it raises, the version is removed and the serving one stays.
+        """
         started = time.time()
         documents = list(documents)
         chunks = [c for doc in documents for c in chunk_document(doc, target_chars)]
@@ -141,13 +147,8 @@ class IndexStore:
         work = self.root / f"{BUILDING_PREFIX}{version}"
         work.mkdir()
         try:
-            vectors = np.zeros((len(chunks), embedder.dimension), dtype=np.float32)
             texts = [c.context_text() for c in chunks]
-            for start in range(0, len(texts), EMBED_BATCH):
-                batch = texts[start:start + EMBED_BATCH]
-                vectors[start:start + len(batch)] = embedder.encode_passages(batch, batch_size=EMBED_BATCH)
-                if progress:
-                    progress(start + len(batch), len(texts))
+            vectors, embedded = _embed(texts, embedder, cache, progress)
             dense = DenseIndex.build(vectors)
             bm25 = BM25Index.build(token_lists)
             calibration = HybridSearcher(chunks, token_lists, bm25, dense, embedder, tokenizer).calibration
@@ -164,7 +165,8 @@ class IndexStore:
                 "model": embedder.name,
                 "dimension": embedder.dimension,
                 "chunker": {"target_chars": target_chars},
-                "counts": {"documents": len(documents), "chunks": len(chunks), "coined_terms": len(terms)},
+                "counts": {"documents": len(documents), "chunks": len(chunks), "coined_terms": len(terms),
+                           "embedded": embedded, "from_cache": len(chunks) - embedded},
                 "corpus_sha256": corpus_hash,
                 "calibration": calibration,
                 "documents": [
@@ -180,6 +182,12 @@ class IndexStore:
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
+        if check is not None:
+            try:
+                check(self.load(embedder, version))
+            except BaseException:
+                shutil.rmtree(self.root / version, ignore_errors=True)
+                raise
         if activate:
             self.activate(version)
             self.prune()
@@ -213,6 +221,31 @@ class IndexStore:
                                   embedder, Tokenizer(terms), dense_weight=dense_weight,
                                   calibration=manifest.get("calibration"))
         return LoadedIndex(version=version, path=path, manifest=manifest, searcher=searcher)
+
+
+def _embed(texts: list[str], embedder: Embedder, cache: EmbeddingCache | None,
+           progress: Progress | None) -> tuple[np.ndarray, int]:
+    """Vectors for ``texts`` (from the cache where possible); also how many were newly embedded."""
+    vectors = np.zeros((len(texts), embedder.dimension), dtype=np.float32)
+    keys = [EmbeddingCache.key(embedder.name, t) for t in texts]
+    cached = cache.get_many(keys, embedder.dimension) if cache else {}
+    todo = [i for i, key in enumerate(keys) if key not in cached]
+    for i, key in enumerate(keys):
+        if key in cached:
+            vectors[i] = cached[key]
+    done = len(texts) - len(todo)
+    if progress:
+        progress(done, len(texts))
+    for start in range(0, len(todo), EMBED_BATCH):
+        batch = todo[start:start + EMBED_BATCH]
+        fresh = embedder.encode_passages([texts[i] for i in batch], batch_size=EMBED_BATCH)
+        vectors[batch] = fresh
+        if cache:
+            cache.put_many({keys[i]: fresh[j] for j, i in enumerate(batch)})
+        done += len(batch)
+        if progress:
+            progress(done, len(texts))
+    return vectors, len(todo)
 
 
 def _write_json(path: Path, value: object) -> None:
