@@ -170,9 +170,14 @@ def _reflow(raw: str) -> list[str]:
     nonblank = [ln for ln in lines if ln.strip()]
     if not nonblank:
         return []
-    # Double spacing: nearly every text line is followed by a blank one; then blanks mean nothing.
+    # Double spacing: nearly every text line is followed by a blank one, and the lines are hard-wrapped
+    # (long lines stop mid-sentence); then blanks mean nothing. With whole paragraphs on their lines,
+    # the same blanks separate paragraphs.
     blank_after = sum(1 for a, b in zip(lines, lines[1:], strict=False) if a.strip() and not b.strip())
-    double_spaced = blank_after >= 0.6 * len(nonblank)
+    long_lines = [ln.strip() for ln in nonblank if len(ln.strip()) >= 20]
+    wrapped = sum(1 for ln in long_lines if ln[-1] not in SENTENCE_END + CLOSERS + "：:")
+    hard_wrapped = bool(long_lines) and wrapped > 0.5 * len(long_lines)
+    double_spaced = blank_after >= 0.6 * len(nonblank) and hard_wrapped
     marked = sum(1 for ln in nonblank if ln != ln.rstrip() and ln.strip())
     uses_end_marks = marked >= max(3, 0.03 * len(nonblank))
     width = statistics.median(len(ln.strip()) for ln in nonblank)

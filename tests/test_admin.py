@@ -1,0 +1,128 @@
+"""The admin API: auth, documents, re-index jobs (real child processes), versions and rollback."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.conftest import SHARED, make_app
+
+TOKEN = "admin-secret"
+AUTH = {"Authorization": f"Bearer {TOKEN}", "X-Admin-User": "tester"}
+NEWS = SHARED / "docs" / "news_xwlb_2023-10-15_cadre_education_training_regulation.txt"
+
+
+@pytest.fixture
+def admin_app(built_instance, tmp_path):
+    return make_app(built_instance, tmp_path, ADMIN_TOKEN=TOKEN, CORPUS_DIR=str(tmp_path / "no-corpus"))
+
+
+@pytest.fixture
+def admin(admin_app):
+    return admin_app.test_client()
+
+
+def upload(client, path, **form):
+    with open(path, "rb") as fh:
+        return client.post("/admin/api/documents", headers=AUTH, data={"file": (fh, path.name), **form},
+                           content_type="multipart/form-data")
+
+
+def wait_job(client, job_id, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.get(f"/admin/api/jobs/{job_id}", headers=AUTH).get_json()
+        if state["state"] in ("done", "failed"):
+            return state
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not finish: {state}")
+
+
+def test_admin_api_is_off_without_a_token(built_instance, tmp_path):
+    client = make_app(built_instance, tmp_path).test_client()
+    r = client.get("/admin/api/documents", headers=AUTH)
+    assert r.status_code == 403 and "FLASK_ADMIN_TOKEN" in r.get_json()["error"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
+                                     {"Authorization": "Basic YWRtaW46YWRtaW4="}])
+def test_missing_or_wrong_token_is_401(admin, headers):
+    assert admin.get("/admin/api/documents", headers=headers).status_code == 401
+    assert admin.post("/admin/api/reindex", headers=headers).status_code == 401
+    assert admin.delete("/admin/api/documents/x", headers=headers).status_code == 401
+
+
+def test_documents_list_add_refuse_remove(admin, admin_app, tmp_path):
+    listed = admin.get("/admin/api/documents", headers=AUTH).get_json()["documents"]
+    assert [d["doc_id"] for d in listed] == ["quzhou-2018-organization-ministers-speech"]  # seeded from corpus
+    r = upload(admin, NEWS)
+    assert r.status_code == 201 and r.get_json()["document"]["title"] == "中共中央印发《干部教育培训工作条例》"
+    assert upload(admin, NEWS).status_code == 409
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    assert upload(admin, empty).status_code == 422
+    assert admin.post("/admin/api/documents", headers=AUTH, data={}).status_code == 400
+    doc_id = r.get_json()["document"]["doc_id"]
+    assert admin.delete(f"/admin/api/documents/{doc_id}", headers=AUTH).status_code == 200
+    assert admin.delete(f"/admin/api/documents/{doc_id}", headers=AUTH).status_code == 404
+    audit = admin.get("/admin/api/audit", headers=AUTH).get_json()["entries"]
+    assert [(e["action"], e["who"]) for e in audit[:4]] == [
+        ("remove_document", "tester"), ("remove_document", "tester"), ("add_document", "tester"),
+        ("add_document", "tester")]
+    assert audit[0]["result"].startswith("refused")
+
+
+def test_reindex_job_switches_every_reader_and_rolls_back(admin, admin_app):
+    engine = admin_app.extensions["engine"]
+    before = engine.store.current()
+    assert upload(admin, NEWS).status_code == 201
+    r = admin.post("/admin/api/reindex", headers=AUTH)
+    assert r.status_code == 202
+    job_id = r.get_json()["job"]
+    second = admin.post("/admin/api/reindex", headers=AUTH).get_json()
+    assert second == {"job": job_id, "started": False}  # one at a time
+    state = wait_job(admin, job_id)
+    assert state["state"] == "done", state
+    assert state["progress"]["done"] == state["progress"]["total"] > 0
+    new = state["version"]
+    assert new != before
+    engine.wait_for_version(new)
+    answer = engine.answerer.answer("干部教育培训工作条例是什么时候印发的？")
+    assert any(p.doc.startswith("news_xwlb") for p in answer.passages)
+
+    versions = admin.get("/admin/api/versions", headers=AUTH).get_json()
+    assert versions["current"] == new and {v["version"] for v in versions["versions"]} >= {before, new}
+    assert admin.post(f"/admin/api/versions/{before}/activate", headers=AUTH).get_json() == {"current": before}
+    engine.wait_for_version(before)
+    answer = engine.answerer.answer("干部教育培训工作条例是什么时候印发的？")
+    assert not any(p.doc.startswith("news_xwlb") for p in answer.passages)
+    assert admin.post("/admin/api/versions/v-missing/activate", headers=AUTH).status_code == 404
+    assert admin.get("/admin/api/jobs/999", headers=AUTH).status_code == 404
+
+
+def test_sigkill_during_a_reindex_job_keeps_the_old_version(admin, admin_app):
+    engine = admin_app.extensions["engine"]
+    before = engine.store.current()
+    assert upload(admin, SHARED / "docs" / "19th_party_congress_report_2017.txt").status_code == 201
+    job_id = admin.post("/admin/api/reindex", headers=AUTH).get_json()["job"]
+    deadline = time.monotonic() + 120
+    pid = None
+    while time.monotonic() < deadline:
+        row = engine.bot_store.connection().execute("SELECT state, done, total, pid FROM jobs WHERE id = ?",
+                                                    (job_id,)).fetchone()
+        if row[0] == "running" and 0 < row[1] < row[2]:
+            pid = row[3]
+            break
+        time.sleep(0.1)
+    assert pid, "the build never got going"
+    os.kill(pid, signal.SIGKILL)
+    state = wait_job(admin, job_id, timeout=30)
+    assert state["state"] == "failed" and "中止" in state["error"]
+    assert engine.store.current() == before
+    assert not engine.answerer.answer("海燕归巢计划是做什么的？").abstained
+    # the next start removes the half-built directory
+    leftovers = [p for p in engine.store.root.iterdir() if p.name.startswith(".building-")]
+    assert leftovers
+    engine.start()
+    assert not [p for p in engine.store.root.iterdir() if p.name.startswith(".building-")]

@@ -1,0 +1,100 @@
+"""The document library: formats, encodings, and every refused input leaving it unchanged."""
+
+import pytest
+
+from bot.library import Library, LibraryError
+from bot.store import BotStore
+from tests.conftest import SPEECH
+from tests.docs_factory import docx_bytes, html_bytes, pdf_bytes, scanned_pdf_bytes
+
+NOTICE = "关于加强基层治理的通知\n\n为进一步加强基层治理，现将有关事项通知如下。\n\n一、总体要求\n\n坚持党建引领，推动治理重心下移。\n"
+
+
+@pytest.fixture
+def library(tmp_path):
+    return Library(BotStore(tmp_path / "bot.sqlite3"), tmp_path / "documents", max_bytes=200_000)
+
+
+def test_txt_in_utf8_bom_and_gbk(library):
+    a = library.add("通知.txt", NOTICE.encode("utf-8-sig"), uploaded_by="t")
+    b = library.add("notice-gbk.txt", NOTICE.replace("通知如下", "通知如下：").encode("gbk"), uploaded_by="t")
+    assert a.title == b.title == "关于加强基层治理的通知"
+    docs = {d.doc_id: d for d in library.documents()}
+    assert "坚持党建引领" in docs["notice-gbk"].text
+
+
+def test_docx(library):
+    data = docx_bytes(["关于推进数字政府建设的意见", "一、工作目标", "到2025年，政务服务事项全面实现网上办理。"])
+    doc = library.add("digital.docx", data, uploaded_by="t")
+    assert doc.title == "关于推进数字政府建设的意见"
+    text = library.documents()[0].text
+    assert "到2025年，政务服务事项全面实现网上办理。" in text
+
+
+def test_pdf_with_text_layer(library):
+    data = pdf_bytes(["Data Sharing Measures", "Article 1. Government data shall be shared by default."])
+    doc = library.add("measures.pdf", data, uploaded_by="t")
+    assert "shared by default" in library.documents()[0].text
+    assert doc.chars > 40
+
+
+def test_html_keeps_text_drops_script(library):
+    data = html_bytes("干部教育培训工作条例", ["第一条 为了推进干部教育培训工作，制定本条例。", "第二条 本条例适用于全国。"])
+    doc = library.add("rules.html", data, uploaded_by="t")
+    text = library.documents()[0].text
+    assert doc.title == "干部教育培训工作条例"
+    assert "第二条 本条例适用于全国。".replace(" ", "") in text.replace(" ", "") and "不要索引我" not in text
+
+
+def test_a_title_can_be_given(library):
+    doc = library.add("report.txt", "各位代表：\n\n现在，我代表国务院报告工作。\n".encode(), uploaded_by="t",
+                      title="2017年政府工作报告")
+    assert doc.title == "2017年政府工作报告" and library.documents()[0].title == "2017年政府工作报告"
+
+
+@pytest.mark.parametrize("name,data,status,message", [
+    ("empty.txt", b"", 422, "空文件"),
+    ("blank.txt", b"   \n\n  ", 422, "空文件"),
+    ("photo.png", b"\x89PNG\r\n\x1a\nxxxx", 415, "不支持的文件类型"),
+    ("noext", b"some text", 415, "不支持的文件类型"),
+    ("binary.txt", bytes(range(0, 32)) * 50, 422, "编码"),
+    ("scan.pdf", scanned_pdf_bytes(), 422, "扫描件"),
+    ("broken.pdf", b"%PDF-1.4 not really", 422, "不是有效的 PDF"),
+    ("broken.docx", b"PK\x03\x04 not a zip", 422, "不是有效的 docx"),
+    ("huge.txt", ("很长的文字。" * 20000).encode(), 413, "超过大小上限"),
+])
+def test_bad_input_is_refused_and_changes_nothing(library, name, data, status, message):
+    library.add("通知.txt", NOTICE.encode(), uploaded_by="t")
+    before = library.all()
+    with pytest.raises(LibraryError, match=message) as info:
+        library.add(name, data, uploaded_by="t")
+    assert info.value.status == status
+    assert library.all() == before
+    assert sorted(p.name for p in library.files_dir.iterdir()) == ["通知"]
+
+
+def test_exact_duplicate_names_the_existing_document(library):
+    library.add("a.txt", NOTICE.encode(), uploaded_by="t")
+    with pytest.raises(LibraryError, match=r"《关于加强基层治理的通知》（a.txt）") as info:
+        library.add("b.txt", NOTICE.encode(), uploaded_by="t")
+    assert info.value.status == 409
+
+
+def test_same_name_replaces_only_when_asked(library):
+    library.add("a.txt", NOTICE.encode(), uploaded_by="t")
+    changed = NOTICE.replace("坚持党建引领", "坚持系统观念")
+    with pytest.raises(LibraryError, match="replace=1"):
+        library.add("a.txt", changed.encode(), uploaded_by="t")
+    library.add("a.txt", changed.encode(), uploaded_by="t", replace=True)
+    assert len(library.all()) == 1 and "坚持系统观念" in library.documents()[0].text
+
+
+def test_remove_and_seed_once(library):
+    assert library.seed(SPEECH.parent) == 1
+    doc_id = library.all()[0].doc_id
+    library.remove(doc_id)
+    assert library.seed(SPEECH.parent) == 0  # the admin removed it: it does not come back
+    assert library.all() == []
+    with pytest.raises(LibraryError) as info:
+        library.remove(doc_id)
+    assert info.value.status == 404
