@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from bot import admin, answer, api, cli, engine, store, wechat
+from bot import admin, answer, api, cli, console, engine, store, wechat
 from index.bundled_model import BUNDLED_MODEL_NAME
 from index.chunk import DEFAULT_TARGET_CHARS
 from index.search import DEFAULT_DENSE_WEIGHT
@@ -44,6 +44,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         USER_STATE_TTL_SECONDS=1800,
         LOG_SALT=None,
         ADMIN_TOKEN=None,
+        CONSOLE_TOKEN=None,
         MAX_UPLOAD_BYTES=20 * 1024 * 1024,
         JSON_AS_ASCII=False,
     )
@@ -59,6 +60,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     cli.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(admin.bp)
+    console.init_app(app)
     return app
 
 

@@ -81,6 +81,17 @@ CREATE TABLE IF NOT EXISTS audit (
     target TEXT,
     result TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    question_set TEXT NOT NULL,
+    versions TEXT NOT NULL,         -- JSON list: the serving version, and one to compare with
+    state TEXT NOT NULL,            -- running, done, failed
+    done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    results TEXT,                   -- JSON: version -> {metrics, rows}
+    error TEXT,
+    created REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -164,6 +175,36 @@ class BotStore:
     def set_setting(self, name: str, value: str) -> None:
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)", (name, value))
+
+    # --------------------------------------------------------------- batches
+
+    def create_batch(self, question_set: str, versions: list[str]) -> int:
+        with self.transaction() as db:
+            cur = db.execute("INSERT INTO batches (question_set, versions, state, created) VALUES (?, ?, 'running', ?)",
+                             (question_set, json.dumps(versions), time.time()))
+            return int(cur.lastrowid or 0)
+
+    def update_batch(self, batch_id: int, **fields: object) -> None:
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        with self.transaction() as db:
+            db.execute(f"UPDATE batches SET {columns} WHERE id = ?", (*fields.values(), batch_id))
+
+    def get_batch(self, batch_id: int) -> dict | None:
+        row = self.connection().execute(
+            "SELECT id, question_set, versions, state, done, total, results, error, created FROM batches WHERE id = ?",
+            (batch_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        keys = ("id", "question_set", "versions", "state", "done", "total", "results", "error", "created")
+        run = dict(zip(keys, row, strict=True))
+        run["versions"] = json.loads(run["versions"])
+        run["results"] = json.loads(run["results"]) if run["results"] else None
+        return run
+
+    def recent_batches(self, limit: int = 10) -> list[dict]:
+        ids = [r[0] for r in self.connection().execute("SELECT id FROM batches ORDER BY id DESC LIMIT ?", (limit,))]
+        return [b for b in (self.get_batch(i) for i in ids) if b]
 
     # ---------------------------------------------------------------- dedupe
 

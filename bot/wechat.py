@@ -226,10 +226,7 @@ class Webhook:
         if self.store.hit_rate_limit(user, self.settings.rate_limit):
             return t.RATE_LIMITED
         if kind == "text":
-            text = message.content or ""
-            if text.strip().lower() in MORE_WORDS:
-                return self.more(user)
-            return self.ask(user, text)
+            return self.reply_text(user, message.content or "")
         if kind == "voice":
             heard = (message._data.get("Recognition") or "").strip()
             if not heard:
@@ -254,32 +251,38 @@ class Webhook:
 
     # ---------------------------------------------------------------- questions
 
-    def ask(self, user: str, question: str, lead: str = "") -> str:
+    def reply_text(self, user: str, text: str, channel: str = "wechat") -> str:
+        """The reply to a text message; the QA console calls this too, so both show the same text."""
+        if text.strip().lower() in MORE_WORDS:
+            return self.more(user)
+        return self.ask(user, text, channel=channel)
+
+    def ask(self, user: str, question: str, lead: str = "", channel: str = "wechat") -> str:
         future: Future[Answer] = self.pool.submit(self.answerer.answer, question, 5, lead)
         try:
             answer = future.result(timeout=self.settings.reply_budget)
         except FutureTimeout:
             self.store.set_state(user, {"question": question, "shown": 0, "pending": True})
-            future.add_done_callback(lambda f: self._keep_late_answer(user, question, f))
+            future.add_done_callback(lambda f: self._keep_late_answer(user, question, f, channel))
             return t.render(t.TIMEOUT, question=question[:60])
-        self._remember(user, question, answer)
+        self._remember(user, question, answer, channel)
         return answer.text
 
-    def _remember(self, user: str, question: str, answer: Answer) -> None:
+    def _remember(self, user: str, question: str, answer: Answer, channel: str = "wechat") -> None:
         if answer.kind in ("answer", "abstain"):
             self.store.set_state(user, {"question": question, "shown": answer.quoted})
         self.store.log_query(
-            channel="wechat", user=user, question=question, kind=answer.kind, abstained=answer.abstained,
+            channel=channel, user=user, question=question, kind=answer.kind, abstained=answer.abstained,
             top_doc=answer.passages[0].title if answer.passages else None,
             top_section=answer.passages[0].section if answer.passages else None,
             confidence=answer.decision.confidence if answer.decision else None,
             latency_ms=answer.elapsed_ms, index_version=answer.index_version,
         )
 
-    def _keep_late_answer(self, user: str, question: str, future: Future[Answer]) -> None:
+    def _keep_late_answer(self, user: str, question: str, future: Future[Answer], channel: str) -> None:
         try:
             answer = future.result()
-            self._remember(user, question, answer)
+            self._remember(user, question, answer, channel)
             self.store.set_state(user, {"question": question, "shown": answer.quoted, "late": answer.text})
         except Exception:
             log.exception("late answer failed for a question of %s", self.store.hash_user(user))

@@ -1,0 +1,346 @@
+"""The QA console at /console: try a question and see exactly what WeChat users get and why; run
+question sets; read the query log; inspect documents as they were cleaned and chunked.
+
+Server-rendered pages, no JavaScript and no external assets. The reply text comes from the webhook's own
+``reply_text``, so the console cannot disagree with the live bot. Sign-in takes the console token
+(``FLASK_CONSOLE_TOKEN``, read-only) or the admin token; forms carry a per-session CSRF token.
+"""
+
+from __future__ import annotations
+
+import csv
+import hmac
+import io
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+
+from flask import Blueprint, Flask, Response, abort, current_app, redirect, render_template, request, session, url_for
+
+from bot.answer import Answerer
+from bot.engine import Engine, get_engine
+from bot.evaluate import QuestionSetError, evaluate, load_questions
+from bot.wechat import get_webhook
+from index.store import LoadedIndex
+
+bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
+ROLE_ADMIN, ROLE_QA = "admin", "qa"
+CHAT_KEEP = 12  # messages kept in the chat pane
+
+
+def tokens() -> dict[str, str]:
+    cfg = current_app.config
+    out = {}
+    if cfg.get("CONSOLE_TOKEN"):
+        out[ROLE_QA] = str(cfg["CONSOLE_TOKEN"])
+    if cfg.get("ADMIN_TOKEN"):
+        out[ROLE_ADMIN] = str(cfg["ADMIN_TOKEN"])
+    return out
+
+
+def csrf_token() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(24)
+    return session["csrf"]
+
+
+def check_csrf() -> None:
+    sent = request.form.get("csrf", "")
+    if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
+        abort(400, description="表单已过期，请刷新页面后重试")
+
+
+def signed_in(role: str | None = None):
+    def decorator(view):
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            if not tokens():
+                return render_template("console/off.html"), 403
+            if session.get("role") not in (ROLE_ADMIN, ROLE_QA):
+                return redirect(url_for("console.login", next=request.path))
+            if role == ROLE_ADMIN and session.get("role") != ROLE_ADMIN:
+                return render_template("console/forbidden.html"), 403
+            if request.method == "POST":
+                check_csrf()
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+@bp.app_context_processor
+def inject() -> dict:
+    return {"csrf_token": csrf_token, "role": session.get("role")}
+
+
+# ------------------------------------------------------------------------------- sign-in
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if not tokens():
+        return render_template("console/off.html"), 403
+    error = None
+    if request.method == "POST":
+        check_csrf()
+        given = request.form.get("token", "")
+        role = next((r for r, tok in tokens().items() if hmac.compare_digest(given.encode(), tok.encode())), None)
+        if role:
+            session.clear()
+            session["role"] = role
+            session["uid"] = secrets.token_hex(8)
+            target = request.args.get("next", "")
+            return redirect(target if target.startswith("/console") else url_for("console.ask"))
+        error = "令牌不正确，请重新输入"
+    return render_template("console/login.html", error=error), 401 if error else 200
+
+
+@bp.post("/logout")
+@signed_in()
+def logout():
+    session.clear()
+    return redirect(url_for("console.login"))
+
+
+# ----------------------------------------------------------------------------------- ask
+
+
+@bp.route("/", methods=["GET", "POST"])
+@signed_in()
+def ask():
+    engine = get_engine()
+    chat = session.get("chat", [])
+    details = None
+    if request.method == "POST":
+        text = request.form.get("q", "")
+        user = f"console:{session['uid']}"
+        reply = get_webhook().reply_text(user, text, channel="console")
+        chat = (chat + [{"who": "user", "text": text}, {"who": "bot", "text": reply}])[-CHAT_KEEP:]
+        session["chat"] = chat
+        question = text if text.strip() not in ("更多", "more") else session.get("last_question", text)
+        if text.strip() not in ("更多", "more"):
+            session["last_question"] = text
+        details = engine.answerer.answer(question, k=int(request.form.get("k", 5) or 5)).to_json(details=True)
+        details["reply_bytes"] = len(reply.encode("utf-8"))
+    return render_template("console/ask.html", chat=chat, details=details)
+
+
+@bp.post("/clear")
+@signed_in()
+def clear_chat():
+    session.pop("chat", None)
+    return redirect(url_for("console.ask"))
+
+
+# --------------------------------------------------------------------------------- batch
+
+
+def sets_dir(engine: Engine) -> Path:
+    path = engine.instance_path / "question-sets"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_batch(app: Flask, batch_id: int, path: Path, versions: list[str]) -> None:
+    """Run a question set on one or two index versions in a background thread; results go to SQLite."""
+    with app.app_context():
+        engine = get_engine()
+        store = engine.bot_store
+        try:
+            questions = load_questions(path)
+            total = len(questions) * len(versions)
+            results = {}
+            done = 0
+            for version in versions:
+                answerer = Answerer(version_loader(engine, version), engine.answerer.settings)
+                rows_all = []
+                for start in range(0, len(questions), 10):
+                    part = questions[start:start + 10]
+                    _, rows = evaluate(answerer, part)
+                    rows_all += rows
+                    done += len(part)
+                    store.update_batch(batch_id, done=done, total=total)
+                from bot.evaluate import metrics
+
+                results[version] = {"metrics": metrics(rows_all), "rows": [r.__dict__ | {"failed": r.failed}
+                                                                            for r in rows_all]}
+            store.update_batch(batch_id, state="done", results=json.dumps(results, ensure_ascii=False))
+        except (QuestionSetError, OSError, ValueError) as exc:
+            store.update_batch(batch_id, state="failed", error=str(exc))
+        except Exception as exc:  # report any failure on the page rather than leave it running forever
+            current_app.logger.exception("batch %s failed", batch_id)
+            store.update_batch(batch_id, state="failed", error=f"{exc.__class__.__name__}: {exc}")
+
+
+def version_loader(engine: Engine, version: str) -> Callable[[], LoadedIndex]:
+    """The serving index, or another version loaded once for a comparison."""
+    if version == engine.store.current():
+        return engine.current_index
+    index = engine.store.load(engine.embedder(), version, dense_weight=float(engine.config["DENSE_WEIGHT"]))
+    return lambda: index
+
+
+@bp.route("/batch", methods=["GET", "POST"])
+@signed_in()
+def batch():
+    engine = get_engine()
+    folder = sets_dir(engine)
+    error = None
+    if request.method == "POST":
+        upload = request.files.get("file")
+        if upload is not None and upload.filename:
+            name = Path(upload.filename).name
+            if not name.endswith(".jsonl"):
+                error = "请上传 .jsonl 格式的问题集"
+            else:
+                path = folder / name
+                path.write_bytes(upload.read())
+        else:
+            name = request.form.get("existing", "")
+            path = folder / Path(name).name
+            if not name or not path.exists():
+                error = "请上传问题集文件，或选择已有的问题集"
+        if error is None:
+            try:
+                load_questions(path)
+            except QuestionSetError as exc:
+                error = str(exc)
+        if error is None:
+            versions = [engine.store.current() or ""]
+            other = request.form.get("compare", "")
+            if other and other in engine.store.versions() and other != versions[0]:
+                versions.append(other)
+            batch_id = engine.bot_store.create_batch(path.name, versions)
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            threading.Thread(target=run_batch, args=(app, batch_id, path, versions),
+                             daemon=True, name=f"batch-{batch_id}").start()
+            return redirect(url_for("console.batch_result", batch_id=batch_id))
+    return render_template("console/batch.html", sets=sorted(p.name for p in folder.glob("*.jsonl")),
+                           versions=engine.store.versions(), current=engine.store.current(),
+                           batches=engine.bot_store.recent_batches(), error=error), 400 if error else 200
+
+
+@bp.get("/batch/<int:batch_id>")
+@signed_in()
+def batch_result(batch_id: int):
+    run = get_engine().bot_store.get_batch(batch_id)
+    if run is None:
+        abort(404)
+    failures_only = request.args.get("failures") == "1"
+    comparison = compare(run) if run["state"] == "done" and len(run["versions"]) == 2 else None
+    return render_template("console/batch_result.html", run=run, failures_only=failures_only,
+                           comparison=comparison)
+
+
+def compare(run: dict) -> list[dict]:
+    a, b = run["versions"]
+    rows_b = {r["id"]: r for r in run["results"][b]["rows"]}
+    out = []
+    for row in run["results"][a]["rows"]:
+        other = rows_b.get(row["id"])
+        if other is None:
+            continue
+        score_a, score_b = _goodness(row), _goodness(other)
+        if score_a != score_b:
+            out.append({"id": row["id"], "question": row["question"], "a": row, "b": other,
+                        "change": "变好" if score_a > score_b else "变差"})
+    return out
+
+
+def _goodness(row: dict) -> float:
+    """Higher is better: a first hit high up and not abstained; for out-of-scope, abstaining."""
+    if not row["answerable"]:
+        return 1.0 if row["abstained"] else 0.0
+    if row["abstained"] or not row["rank"]:
+        return 0.0
+    return 1.0 / row["rank"]
+
+
+@bp.get("/batch/<int:batch_id>/download.<fmt>")
+@signed_in()
+def batch_download(batch_id: int, fmt: str):
+    run = get_engine().bot_store.get_batch(batch_id)
+    if run is None or run["state"] != "done" or fmt not in ("csv", "jsonl"):
+        abort(404)
+    rows = run["results"][run["versions"][0]]["rows"]
+    if fmt == "jsonl":
+        body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        return Response(body, mimetype="application/x-ndjson",
+                        headers={"Content-Disposition": f"attachment; filename=batch-{batch_id}.jsonl"})
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["id", "question", "answerable", "rank", "abstained", "confidence",
+                                             "failed"])
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: r.get(k) for k in writer.fieldnames})
+    return Response("\ufeff" + out.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": f"attachment; filename=batch-{batch_id}.csv"})
+
+
+# ----------------------------------------------------------------------------------- log
+
+
+@bp.route("/log", methods=["GET", "POST"])
+@signed_in()
+def log_page():
+    store = get_engine().bot_store
+    if request.method == "POST":
+        ids = {int(i) for i in request.form.getlist("id") if i.isdigit()}
+        entries = [e for e in store.recent_queries(limit=1000) if e.id in ids]
+        body = "".join(json.dumps({"id": f"log-{e.id}", "q": e.question, "gold": []}, ensure_ascii=False) + "\n"
+                       for e in sorted(entries, key=lambda e: e.id))
+        return Response(body, mimetype="application/x-ndjson",
+                        headers={"Content-Disposition": "attachment; filename=questions-from-log.jsonl"})
+    abstained = request.args.get("abstained") == "1"
+    channel = request.args.get("channel") or None
+    entries = store.recent_queries(limit=200, abstained_only=abstained, channel=channel)
+    return render_template("console/log.html", entries=entries, abstained=abstained, channel=channel,
+                           fmt_time=lambda at: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)))
+
+
+# ----------------------------------------------------------------------------- documents
+
+
+@bp.get("/documents")
+@signed_in()
+def documents():
+    index = get_engine().current_index()
+    return render_template("console/documents.html", documents=index.manifest.get("documents", []),
+                           version=index.version, manifest=index.manifest)
+
+
+@bp.get("/documents/<doc_id>")
+@signed_in()
+def document(doc_id: str):
+    index = get_engine().current_index()
+    meta = next((d for d in index.manifest.get("documents", []) if d["doc_id"] == doc_id), None)
+    if meta is None:
+        abort(404)
+    chunks = [c for c in index.chunks if c.doc_id == doc_id]
+    return render_template("console/document.html", doc=meta, chunks=chunks, version=index.version)
+
+
+@bp.post("/reindex")
+@signed_in(role=ROLE_ADMIN)
+def reindex():
+    engine = get_engine()
+    job_id, new = engine.jobs.start("console-admin")
+    engine.bot_store.audit("console-admin", "reindex", f"job {job_id}", "started" if new else "already running")
+    return redirect(url_for("console.documents", job=job_id))
+
+
+def init_app(app: Flask) -> None:
+    if not app.config.get("SECRET_KEY"):
+        key_file = Path(app.instance_path) / "secret_key"
+        if not key_file.exists():
+            key_file.write_text(secrets.token_hex(32), encoding="utf-8")
+            key_file.chmod(0o600)
+        app.config["SECRET_KEY"] = key_file.read_text(encoding="utf-8").strip()
+    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    app.register_blueprint(bp)
