@@ -56,21 +56,16 @@ class Tokenizer:
 
     def terms(self, text: str) -> list[str]:
         """The query's concepts, each once: precise-mode jieba (no sub-words), minus stop words."""
-        out = []
-        for token in self._jieba.cut(self.normalize(text)):
-            token = token.strip()
-            if token and token not in STOP_WORDS and WORD.search(token):
-                out.append(token)
-        return out
+        return _content(self._jieba.cut(self.normalize(text)))
 
     def tokens(self, text: str) -> list[str]:
         """Index/query terms: search-mode jieba over normalised text, minus stop words and punctuation."""
-        out = []
-        for token in self._jieba.cut_for_search(self.normalize(text)):
-            token = token.strip()
-            if token and token not in STOP_WORDS and WORD.search(token):
-                out.append(token)
-        return out
+        return _content(self._jieba.cut_for_search(self.normalize(text)))
+
+
+def _content(pieces: Iterable[str]) -> list[str]:
+    """Drop white space, punctuation and stop words."""
+    return [p for p in (piece.strip() for piece in pieces) if p and p not in STOP_WORDS and WORD.search(p)]
 
 
 def find_coined_terms(texts: Iterable[str]) -> list[str]:
