@@ -1,5 +1,6 @@
 """The QA console: auth with the test client, and the pages in a real Chromium (Playwright)."""
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -174,3 +175,49 @@ def test_console_pages_in_a_real_browser(live_console, page, console_app):
     assert chunks.count() > 10 and "海燕归巢" in page.inner_text("#chunks")
     shot(page, "document")
     assert os.path.getsize(ARTIFACTS / "console-document.png") > 10_000
+
+
+def test_batch_compare_download_and_log_export(console_app, tmp_path):
+    client = console_app.test_client()
+    _, csrf = sign_in(client, ADMIN_TOKEN)
+    engine = console_app.extensions["engine"]
+    old = engine.store.current()
+    from index.ingest import load_file
+    from tests.conftest import SPEECH
+
+    news = SHARED / "docs" / "news_xwlb_2023-10-15_cadre_education_training_regulation.txt"
+    engine.build([load_file(SPEECH), load_file(news)])
+    qs = tmp_path / "set.jsonl"
+    qs.write_text('{"id": "a", "q": "干部教育培训工作条例是什么时候印发的？", "gold": ["干部教育培训工作条例"]}\n'
+                  '{"id": "b", "q": "海燕归巢计划是做什么的？", "gold": ["“海燕归巢”计划"]}\n', encoding="utf-8")
+    with open(qs, "rb") as fh:
+        r = client.post("/console/batch", data={"csrf": csrf, "file": (fh, "set.jsonl"), "compare": old},
+                        content_type="multipart/form-data")
+    assert r.status_code == 302
+    batch_url = r.headers["Location"]
+    batch_id = int(batch_url.rstrip("/").rsplit("/", 1)[1])
+    import time as _time
+
+    deadline = _time.monotonic() + 60
+    while engine.bot_store.get_batch(batch_id)["state"] == "running" and _time.monotonic() < deadline:
+        _time.sleep(0.2)
+    page = client.get(batch_url).get_data(as_text=True)
+    assert "版本对比" in page and "变好" in page  # question a is answered only by the new version
+    csv_body = client.get(f"/console/batch/{batch_id}/download.csv").get_data(as_text=True)
+    assert csv_body.lstrip("\ufeff").startswith("id,question,answerable,rank") and "海燕归巢" in csv_body
+    jsonl = client.get(f"/console/batch/{batch_id}/download.jsonl").get_data(as_text=True)
+    assert len(jsonl.strip().splitlines()) == 2
+    # a broken set is refused with its line number
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{oops\n", encoding="utf-8")
+    with open(bad, "rb") as fh:
+        r = client.post("/console/batch", data={"csrf": csrf, "file": (fh, "bad.jsonl")},
+                        content_type="multipart/form-data")
+    assert r.status_code == 400 and "bad.jsonl:1" in r.get_data(as_text=True)
+
+    client.post("/console/", data={"q": "红烧肉怎么做？", "csrf": csrf})
+    log_page = client.get("/console/log?abstained=1").get_data(as_text=True)
+    assert "红烧肉怎么做？" in log_page
+    entry = engine.bot_store.recent_queries(limit=1, abstained_only=True)[0]
+    exported = client.post("/console/log", data={"csrf": csrf, "id": str(entry.id)}).get_data(as_text=True)
+    assert json.loads(exported) == {"id": f"log-{entry.id}", "q": "红烧肉怎么做？", "gold": []}
