@@ -23,8 +23,8 @@ from bot import templates as t
 from index.search import Hit, SearchResult
 from index.store import LoadedIndex
 
-DEFAULT_THRESHOLD = 3.0
-DEFAULT_LEXICAL_WEIGHT = 2.0
+DEFAULT_THRESHOLD = 3.2
+DEFAULT_LEXICAL_WEIGHT = 2.5
 MAX_QUESTION_CHARS = 200  # longer messages are searched by their beginning
 SECOND_QUOTE_RATIO = 0.85  # a second passage is quoted when its fused score is this close to the best
 MAX_QUOTES = 2

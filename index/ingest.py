@@ -33,6 +33,7 @@ CN_NUM = "一二三四五六七八九十百零〇两"
 HEADING_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("part", re.compile(rf"^第[{CN_NUM}\d]+[编部](分)?(?=\s|$|[^\w])")),
     ("chapter", re.compile(rf"^第[{CN_NUM}\d]+章")),
+    ("named", re.compile(r"^(总纲|总则|序言|前言|引言|附则|结束语)$")),  # a chapter without a number
     ("section", re.compile(rf"^第[{CN_NUM}\d]+节")),
     ("cn_num", re.compile(rf"^[{CN_NUM}]+、")),
     ("paren_cn", re.compile(rf"^[（(][{CN_NUM}]+[）)]")),
@@ -324,14 +325,26 @@ def _section_label(text: str, kind: str) -> str:
     return label if len(label) <= SECTION_LABEL_MAX else label[: SECTION_LABEL_MAX - 1] + "…"
 
 
+STRUCTURAL = ("part", "chapter", "named", "section")  # always the outermost levels, in this order
+
+
 def _sectioned(blocks: list[str]) -> list[Paragraph]:
+    """Section paths. Parts, chapters and sections nest in that order; the other heading kinds nest in
+    the order a document first uses them (a notice puts （一） under 一、, a law puts 第一条 under 第一章).
+    Below an article (第X条), numbered items are the article's list, not sections of their own."""
     stack: list[tuple[str, str]] = []  # (kind, label), outermost first
+    ranks = {kind: HEADING_RANK[kind] for kind in STRUCTURAL}
+    ranks["named"] = ranks["chapter"]
     out: list[Paragraph] = []
     for text in blocks:
         kind = _heading_kind(text)
+        if kind is not None and kind not in ranks:
+            ranks[kind] = len(HEADING_RANK) + len(ranks)
+        if kind is not None and "article" in ranks and ranks[kind] > ranks["article"]:
+            kind = None  # an item of the current article
         if kind is not None:
-            rank = HEADING_RANK[kind]
-            stack = [(k, label) for k, label in stack if HEADING_RANK[k] < rank]
+            rank = ranks[kind]
+            stack = [(k, label) for k, label in stack if ranks[k] < rank]
             stack.append((kind, _section_label(text, kind)))
         section = tuple(label for _, label in stack)
         out.append(Paragraph(text=text, section=section, kind=BODY, is_heading=_is_standalone_heading(text)))
