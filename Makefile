@@ -32,6 +32,9 @@ test: install
 	$(VENV)/bin/mypy bot index server.py
 	$(VENV)/bin/pytest
 
+bench: install
+	$(VENV)/bin/python -m bench.run
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy bot index server.py

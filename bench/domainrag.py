@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--cache", type=Path, default=ROOT / "instance" / "bench-cache")
     parser.add_argument("--model", default=BUNDLED_MODEL_NAME)
+    parser.add_argument("--backend", default="torch", choices=("torch", "onnx"))
     parser.add_argument("--weights", type=float, nargs="*", default=[],
                         help="extra dense weights to try beside 0 (BM25 alone), 1 (dense alone) and the default")
     args = parser.parse_args()
@@ -54,7 +55,7 @@ def main() -> None:
     chunks = [Chunk(p["pid"], p["pid"], p.get("title", ""), (), p["text"], 0, len(p["text"])) for p in passages]
     texts = [c.context_text() for c in chunks]
 
-    embedder = load_embedder(args.model, ROOT / "instance" / "models")
+    embedder = load_embedder(args.model, ROOT / "instance" / "models", backend=args.backend)
     tokenizer = Tokenizer(find_coined_terms(p["text"] for p in passages))
     tokens = [tokenizer.tokens(t) for t in texts]
     started = time.perf_counter()

@@ -65,7 +65,8 @@ class Engine:
     def embedder(self) -> Embedder:
         with self._lock:
             if self._embedder is None:
-                self._embedder = load_embedder(str(self.config["EMBED_MODEL"]), self.instance_path / "models")
+                self._embedder = load_embedder(str(self.config["EMBED_MODEL"]), self.instance_path / "models",
+                                               backend=str(self.config["EMBED_BACKEND"]))
             return self._embedder
 
     def current_index(self) -> LoadedIndex:

