@@ -36,6 +36,10 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def rss_mb() -> float:
+    """Current resident memory (ru_maxrss would carry the parent's peak across exec on Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
