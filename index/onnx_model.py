@@ -8,12 +8,12 @@ retrieval figures on ../shared/eval (see CHANGES.md).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from index.bundled_model import atomic_folder
 
 ONNX_FILE = "model-int8.onnx"
 MAX_TOKENS = 512
@@ -44,9 +44,7 @@ def export_int8(model_folder: Path, target: Path) -> Path:
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, dim=-1)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".onnx-", dir=target.parent))
-    try:
+    with atomic_folder(target, ".onnx-") as work:
         ids = torch.tensor([[0, 6, 5, 2], [0, 6, 5, 2]])
         torch.onnx.export(
             Pooled(model), (ids, torch.ones_like(ids)), str(work / "model.onnx"),
@@ -63,12 +61,6 @@ def export_int8(model_folder: Path, target: Path) -> Path:
         if st_config.exists():
             prompts = json.loads(st_config.read_text(encoding="utf-8")).get("prompts", {})
         (work / "prompts.json").write_text(json.dumps(prompts, ensure_ascii=False), encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(work, target)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return target
 
 
