@@ -276,9 +276,7 @@ def cut_to_bytes(text: str, max_bytes: int) -> str:
 
 def example_questions(index: LoadedIndex, n: int = 3) -> list[str]:
     """Example questions made from the terms the documents coin (“海燕归巢” -> 海燕归巢是指什么？)."""
-    path = index.path / "userdict.txt"
-    terms = [w for w in path.read_text(encoding="utf-8").split("\n") if 3 <= len(w) <= 6] if path.exists() else []
-    terms.sort(key=lambda w: (-len(w), w))
+    terms = sorted((w for w in index.terms if 3 <= len(w) <= 6), key=lambda w: (-len(w), w))
     if not terms:
         return ["文件的主要内容是什么？"]
     step = max(len(terms) // n, 1)

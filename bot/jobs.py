@@ -56,9 +56,8 @@ class Jobs:
             if row:
                 db.execute("UPDATE jobs SET state = 'failed', error = ?, finished = ? WHERE id = ?",
                            ("构建进程意外中止", time.time(), row[0]))
-            job_id = db.execute("INSERT INTO jobs (state, requested_by, created) VALUES ('queued', ?, ?)",
-                                (who, time.time())).lastrowid
-        assert job_id is not None
+            job_id = int(db.execute("INSERT INTO jobs (state, requested_by, created) VALUES ('queued', ?, ?)",
+                                    (who, time.time())).lastrowid or 0)
         logs = self.instance_path / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "FLASK_INSTANCE_PATH": str(self.instance_path)}

@@ -80,7 +80,11 @@ class Library:
         return [StoredDocument(*row) for row in rows]
 
     def get(self, doc_id: str) -> StoredDocument | None:
-        return next((d for d in self.all() if d.doc_id == doc_id), None)
+        row = self.store.connection().execute(
+            "SELECT doc_id, file_name, title, date, sha256, chars, uploaded_by, uploaded_at FROM documents "
+            "WHERE doc_id = ?", (doc_id,)
+        ).fetchone()
+        return StoredDocument(*row) if row else None
 
     def add(self, file_name: str, data: bytes, uploaded_by: str, replace: bool = False,
             title: str | None = None) -> StoredDocument:

@@ -62,6 +62,7 @@ class LoadedIndex:
     path: Path
     manifest: dict
     searcher: HybridSearcher
+    terms: list[str]  # the coined terms the documents quote, as found (the jieba user dictionary)
 
     @property
     def chunks(self) -> list[Chunk]:
@@ -220,7 +221,7 @@ class IndexStore:
         searcher = HybridSearcher(chunks, token_lists, BM25Index.load(path / "bm25", len(chunks)), dense,
                                   embedder, Tokenizer(terms), dense_weight=dense_weight,
                                   calibration=manifest.get("calibration"))
-        return LoadedIndex(version=version, path=path, manifest=manifest, searcher=searcher)
+        return LoadedIndex(version=version, path=path, manifest=manifest, searcher=searcher, terms=terms)
 
 
 def _embed(texts: list[str], embedder: Embedder, cache: EmbeddingCache | None,
