@@ -11,7 +11,7 @@ from flask import Flask
 from bot import admin, answer, api, cli, console, engine, store, wechat
 from index.bundled_model import BUNDLED_MODEL_NAME
 from index.chunk import DEFAULT_TARGET_CHARS
-from index.search import DEFAULT_DENSE_WEIGHT
+from index.search import DEFAULT_DENSE_WEIGHT, DEFAULT_DOC_PRIOR_WEIGHT
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 
@@ -29,8 +29,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         CORPUS_DIR=str(PROJECT_ROOT / "corpus"),
         CHUNK_TARGET_CHARS=DEFAULT_TARGET_CHARS,
         DENSE_WEIGHT=DEFAULT_DENSE_WEIGHT,
+        DOC_PRIOR_WEIGHT=DEFAULT_DOC_PRIOR_WEIGHT,
         ABSTAIN_THRESHOLD=answer.DEFAULT_THRESHOLD,
         ABSTAIN_LEXICAL_WEIGHT=answer.DEFAULT_LEXICAL_WEIGHT,
+        ABSTAIN_MIN_LEXICAL=answer.DEFAULT_MIN_LEXICAL,
         EXAMPLE_QUESTIONS=[],
         INDEX_KEEP=3,
         PRELOAD=False,

@@ -6,9 +6,12 @@ show the same reply for the same question.
 Abstention is a calibrated rule over two numbers from the search (see ``index.search``):
 ``confidence = semantic_z + lexical_weight * lexical``, where ``semantic_z`` is the best cosine in
 standard deviations above the corpus's off-topic noise floor and ``lexical`` the share of the question's
-terms found in a top passage. The bot answers when ``confidence`` reaches ``threshold``. The constants
-were chosen on ../shared/eval (see CHANGES.md) in the middle of the gap between answerable and
-out-of-scope questions; settings ABSTAIN_THRESHOLD and ABSTAIN_LEXICAL_WEIGHT override them.
+terms found in a top passage. The bot answers when ``confidence`` reaches ``threshold`` and the passage
+shares at least ``min_lexical`` of the question's terms: a question none of whose words the documents
+use ("今天衢州天气怎么样" against a speech about 衢州) is not answered on semantic closeness alone. The
+constants were chosen on ../shared/eval (see CHANGES.md) in the middle of the gap between answerable and
+out-of-scope questions; settings ABSTAIN_THRESHOLD, ABSTAIN_LEXICAL_WEIGHT and ABSTAIN_MIN_LEXICAL
+override them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from index.store import LoadedIndex
 
 DEFAULT_THRESHOLD = 3.2
 DEFAULT_LEXICAL_WEIGHT = 2.5
+DEFAULT_MIN_LEXICAL = 0.2
 MAX_QUESTION_CHARS = 200  # longer messages are searched by their beginning
 SECOND_QUOTE_RATIO = 0.85  # a second passage is quoted when its fused score is this close to the best
 MAX_QUOTES = 2
@@ -53,12 +57,14 @@ class Passage:
     bm25: float
     dense_rank: int | None
     bm25_rank: int | None
+    doc_prior: float
 
     @classmethod
     def from_hit(cls, hit: Hit) -> Passage:
         c = hit.chunk
         return cls(doc=c.doc_id, title=c.title, section=" › ".join(c.section), text=c.text, score=hit.score,
-                   dense=hit.dense, bm25=hit.bm25, dense_rank=hit.dense_rank, bm25_rank=hit.bm25_rank)
+                   dense=hit.dense, bm25=hit.bm25, dense_rank=hit.dense_rank, bm25_rank=hit.bm25_rank,
+                   doc_prior=hit.doc_prior)
 
 
 @dataclass
@@ -71,6 +77,7 @@ class Decision:
     lexical_weight: float
     confidence: float
     threshold: float
+    min_lexical: float
     abstained: bool
 
 
@@ -95,8 +102,8 @@ class Answer:
             "text": self.text,
             "passages": [
                 {"doc": p.doc, "title": p.title, "section": p.section, "text": p.text, "score": p.score}
-                | ({"dense": p.dense, "bm25": p.bm25, "dense_rank": p.dense_rank, "bm25_rank": p.bm25_rank}
-                   if details else {})
+                | ({"dense": p.dense, "bm25": p.bm25, "dense_rank": p.dense_rank, "bm25_rank": p.bm25_rank,
+                    "doc_prior": p.doc_prior} if details else {})
                 for p in self.passages
             ],
             "elapsed_ms": self.elapsed_ms,
@@ -113,6 +120,7 @@ class Answer:
 class AnswerSettings:
     threshold: float = DEFAULT_THRESHOLD
     lexical_weight: float = DEFAULT_LEXICAL_WEIGHT
+    min_lexical: float = DEFAULT_MIN_LEXICAL
     example_questions: tuple[str, ...] = ()
     max_bytes: int = t.WECHAT_MAX_BYTES
 
@@ -184,8 +192,8 @@ class Answerer:
         return Decision(
             semantic=round(result.semantic, 6), semantic_z=round(result.semantic_z, 4),
             lexical=round(result.lexical, 6), lexical_weight=s.lexical_weight,
-            confidence=round(confidence, 6), threshold=s.threshold,
-            abstained=not result.hits or confidence < s.threshold,
+            confidence=round(confidence, 6), threshold=s.threshold, min_lexical=s.min_lexical,
+            abstained=not result.hits or confidence < s.threshold or result.lexical < s.min_lexical,
         )
 
     def compose(self, template: str, question: str, hits: list[Hit], notice: str, lead: str,

@@ -181,7 +181,7 @@ def version_loader(engine: Engine, version: str) -> Callable[[], LoadedIndex]:
     """The serving index, or another version loaded once for a comparison."""
     if version == engine.store.current():
         return engine.current_index
-    index = engine.store.load(engine.embedder(), version, dense_weight=float(engine.config["DENSE_WEIGHT"]))
+    index = engine.load_version(version)
     return lambda: index
 
 

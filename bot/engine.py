@@ -35,7 +35,7 @@ class Engine:
         self.store = IndexStore(instance_path / "indexes", keep=int(config["INDEX_KEEP"]))
         self._embedder: Embedder | None = None
         self._index: LoadedIndex | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # loading an index loads the model under the same lock
         self._loading: str | None = None
         self.bot_store = BotStore(instance_path / "bot.sqlite3", salt=config.get("LOG_SALT") or None)
         self.library = Library(self.bot_store, instance_path / "documents", int(config["MAX_UPLOAD_BYTES"]))
@@ -44,6 +44,7 @@ class Engine:
         self.answerer = Answerer(self.current_index, AnswerSettings(
             threshold=float(config["ABSTAIN_THRESHOLD"]),
             lexical_weight=float(config["ABSTAIN_LEXICAL_WEIGHT"]),
+            min_lexical=float(config["ABSTAIN_MIN_LEXICAL"]),
             example_questions=tuple(config.get("EXAMPLE_QUESTIONS") or ()),
         ))
 
@@ -80,14 +81,18 @@ class Engine:
         if loaded is not None:
             self._load_in_background(serving)
             return loaded
-        embedder = self.embedder()
         with self._lock:
             if self._index is None:
-                self._index = self._load(embedder, serving)
+                self._index = self._load(serving)
             return self._index
 
-    def _load(self, embedder: Embedder, version: str | None) -> LoadedIndex:
-        index = self.store.load(embedder, version, dense_weight=float(self.config["DENSE_WEIGHT"]))
+    def load_version(self, version: str | None) -> LoadedIndex:
+        """Load a version (the serving one when None) with this app's ranking settings; not cached."""
+        return self.store.load(self.embedder(), version, dense_weight=float(self.config["DENSE_WEIGHT"]),
+                               doc_prior_weight=float(self.config["DOC_PRIOR_WEIGHT"]))
+
+    def _load(self, version: str | None) -> LoadedIndex:
+        index = self.load_version(version)
         log.info("serving index %s (%s chunks)", index.version, len(index.chunks))
         return index
 
@@ -99,7 +104,7 @@ class Engine:
 
         def load() -> None:
             try:
-                index = self._load(self.embedder(), version)
+                index = self._load(version)
                 with self._lock:
                     self._index = index
             except Exception:

@@ -4,6 +4,11 @@ Fusion is a convex combination of the two scores, each scaled to [0, 1] over the
 (dense: min-max; BM25: divided by the best). Over-fetch from both before fusing; ties break on the
 chunk's position in the index so a ranking never depends on dictionary or thread order.
 
+With several documents, a passage also earns a little from its document as a whole (``doc_prior``):
+BM25 over whole documents, divided by the best. Near-identical sentences recur across documents (a
+speech restates the party congress report); the document that is about the question as a whole is the
+better source. With one document the prior is the same for every passage and changes nothing.
+
 Besides the ranking, ``search`` reports two numbers that say whether the corpus answers the question
 at all; ``bot.answer`` turns them into the abstention decision:
 - ``semantic``: the nearest passage's cosine similarity to the question, also expressed as ``semantic_z``,
@@ -28,6 +33,7 @@ from index.embed import Embedder
 from index.tokenize import Tokenizer
 
 DEFAULT_DENSE_WEIGHT = 0.3  # chosen by measurement on ../shared/eval/dev.jsonl (see CHANGES.md)
+DEFAULT_DOC_PRIOR_WEIGHT = 0.1  # chosen on dev.jsonl + docs-dev.jsonl with all documents (see CHANGES.md)
 OVERFETCH = 10
 EVIDENCE_HITS = 3  # lexical evidence may come from any of the passages a reply can quote
 
@@ -35,12 +41,13 @@ EVIDENCE_HITS = 3  # lexical evidence may come from any of the passages a reply 
 @dataclass
 class Hit:
     chunk: Chunk
-    score: float  # fused, in [0, 1]
+    score: float  # fused, in [0, 1]; includes the document prior
     dense: float  # cosine similarity
     bm25: float  # raw BM25 score
     dense_rank: int | None  # 1-based rank among dense candidates, None when not fetched
     bm25_rank: int | None
     position: int  # the chunk's position in the index
+    doc_prior: float = 0.0  # the document's BM25 over whole documents, divided by the best
 
 
 @dataclass
@@ -57,10 +64,18 @@ class SearchResult:
 class HybridSearcher:
     def __init__(self, chunks: list[Chunk], chunk_tokens: list[list[str]], bm25: BM25Index,
                  dense: DenseIndex, embedder: Embedder, tokenizer: Tokenizer,
-                 dense_weight: float = DEFAULT_DENSE_WEIGHT, calibration: dict | None = None) -> None:
+                 dense_weight: float = DEFAULT_DENSE_WEIGHT, calibration: dict | None = None,
+                 doc_prior_weight: float = DEFAULT_DOC_PRIOR_WEIGHT) -> None:
         self.chunks = chunks
         self.chunk_tokens = [set(tokens) for tokens in chunk_tokens]
         self.bm25 = bm25
+        self.doc_prior_weight = doc_prior_weight
+        documents: dict[str, list[str]] = {}
+        for chunk, tokens in zip(chunks, chunk_tokens, strict=True):
+            documents.setdefault(chunk.doc_id, []).extend(tokens)
+        number = {doc_id: i for i, doc_id in enumerate(documents)}
+        self.chunk_document = np.array([number[c.doc_id] for c in chunks], dtype=np.int64)
+        self.document_bm25 = BM25Index.build(list(documents.values())) if len(documents) > 1 else None
         self.dense = dense
         self.embedder = embedder
         self.tokenizer = tokenizer
@@ -91,7 +106,7 @@ class HybridSearcher:
         t3 = time.perf_counter()
         timings["search"] = (t3 - t2) * 1000
 
-        hits = self._fuse(query_vector, dense_ids, dense_scores, bm25_all, bm25_order)
+        hits = self._fuse(query_vector, dense_ids, dense_scores, bm25_all, bm25_order, self.doc_prior(tokens))
         semantic = float(dense_scores[0]) if len(dense_scores) else 0.0
         terms = self.tokenizer.terms(query)
         lexical = max((self.lexical_coverage(terms, h.position) for h in hits[:EVIDENCE_HITS]), default=0.0)
@@ -100,7 +115,7 @@ class HybridSearcher:
                             semantic_z=z_score(semantic, self.calibration), lexical=lexical, timings_ms=timings)
 
     def _fuse(self, query_vector: np.ndarray, dense_ids: np.ndarray, dense_scores: np.ndarray,
-              bm25_all: np.ndarray, bm25_order: np.ndarray) -> list[Hit]:
+              bm25_all: np.ndarray, bm25_order: np.ndarray, doc_prior: np.ndarray | None) -> list[Hit]:
         dense_rank = {int(i): r + 1 for r, i in enumerate(dense_ids)}
         bm25_rank = {int(i): r + 1 for r, i in enumerate(bm25_order)}
         candidates = sorted(set(dense_rank) | set(bm25_rank))
@@ -122,11 +137,22 @@ class HybridSearcher:
             b = float(bm25_all[i])
             b_norm = b / best_bm25 if best_bm25 > 0 else 0.0
             score = self.dense_weight * d_norm + (1 - self.dense_weight) * b_norm
+            prior = float(doc_prior[self.chunk_document[i]]) if doc_prior is not None else 0.0
+            if doc_prior is not None:
+                score = (1 - self.doc_prior_weight) * score + self.doc_prior_weight * prior
             hits.append(Hit(chunk=self.chunks[i], score=round(score, 6), dense=round(float(d), 6),
                             bm25=round(b, 6), dense_rank=dense_rank.get(i), bm25_rank=bm25_rank.get(i),
-                            position=i))
+                            position=i, doc_prior=round(prior, 6)))
         hits.sort(key=lambda h: (-h.score, h.position))
         return hits
+
+    def doc_prior(self, tokens: list[str]) -> np.ndarray | None:
+        """Each document's BM25 for the query over whole documents, divided by the best (None: one document)."""
+        if self.document_bm25 is None:
+            return None
+        scores = self.document_bm25.scores(tokens)
+        best = float(scores.max()) if len(scores) else 0.0
+        return scores / best if best > 0 else scores
 
     def idf(self, token: str) -> float:
         n = self.bm25.size

@@ -33,7 +33,7 @@ from index.dense import DenseIndex
 from index.embed import Embedder
 from index.embed_cache import EmbeddingCache
 from index.ingest import Document
-from index.search import DEFAULT_DENSE_WEIGHT, HybridSearcher
+from index.search import DEFAULT_DENSE_WEIGHT, DEFAULT_DOC_PRIOR_WEIGHT, HybridSearcher
 from index.tokenize import Tokenizer, find_coined_terms
 
 MANIFEST_VERSION = 1
@@ -197,7 +197,8 @@ class IndexStore:
     # ------------------------------------------------------------------- load
 
     def load(self, embedder: Embedder, version: str | None = None,
-             dense_weight: float = DEFAULT_DENSE_WEIGHT) -> LoadedIndex:
+             dense_weight: float = DEFAULT_DENSE_WEIGHT,
+             doc_prior_weight: float = DEFAULT_DOC_PRIOR_WEIGHT) -> LoadedIndex:
         version = version or self.current()
         if version is None:
             raise NoIndexError(
@@ -220,6 +221,7 @@ class IndexStore:
             raise IndexMismatchError(f"index {version} is inconsistent: {dense.size} vectors, {len(chunks)} chunks")
         searcher = HybridSearcher(chunks, token_lists, BM25Index.load(path / "bm25", len(chunks)), dense,
                                   embedder, Tokenizer(terms), dense_weight=dense_weight,
+                                  doc_prior_weight=doc_prior_weight,
                                   calibration=manifest.get("calibration"))
         return LoadedIndex(version=version, path=path, manifest=manifest, searcher=searcher, terms=terms)
 

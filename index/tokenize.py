@@ -30,6 +30,10 @@ STOP_WORDS = frozenset(
     哪次 哪年 哪天 哪位 哪家 哪种 哪类 哪项 何时 什么时候 多久 多长
     """.split()
 )
+# jieba keeps some question phrases whole (哪几种, 多长时间, 哪五法). The question word goes; what follows
+# stays when it names something (五法) and goes when it only counts or measures (种, 时间).
+QUESTION_PREFIX = re.compile(r"^(哪些|哪几|哪|几|多少|多长|多久|多大|多高|什么样|什么)(.+)$")
+MEASURE_WORDS = frozenset("时间 时候 方面 些 样".split())
 
 
 class Tokenizer:
@@ -59,13 +63,34 @@ class Tokenizer:
         return _content(self._jieba.cut(self.normalize(text)))
 
     def tokens(self, text: str) -> list[str]:
-        """Index/query terms: search-mode jieba over normalised text, minus stop words and punctuation."""
-        return _content(self._jieba.cut_for_search(self.normalize(text)))
+        """Index/query terms: search-mode jieba over normalised text, minus stop words and punctuation.
+
+        Search mode is precise mode plus each long word's known 2- and 3-character sub-words (as
+        jieba's ``cut_for_search``), except inside a question phrase: 多长时间 yields no 时间.
+        """
+        pieces: list[str] = []
+        for word in self._jieba.cut(self.normalize(text)):
+            if len(word) > 2 and not QUESTION_PREFIX.match(word):
+                pieces += [word[i:i + n] for n in (2, 3) if len(word) > n
+                           for i in range(len(word) - n + 1) if self._jieba.FREQ.get(word[i:i + n])]
+            pieces.append(word)
+        return _content(pieces)
 
 
 def _content(pieces: Iterable[str]) -> list[str]:
-    """Drop white space, punctuation and stop words."""
-    return [p for p in (piece.strip() for piece in pieces) if p and p not in STOP_WORDS and WORD.search(p)]
+    """Drop white space, punctuation, stop words and question words."""
+    words = []
+    for piece in pieces:
+        piece = piece.strip()
+        if piece in STOP_WORDS or not WORD.search(piece):
+            continue
+        question = QUESTION_PREFIX.match(piece)
+        if question:
+            piece = question.group(2)
+            if len(piece) < 2 or piece in STOP_WORDS or piece in MEASURE_WORDS:
+                continue
+        words.append(piece)
+    return words
 
 
 def find_coined_terms(texts: Iterable[str]) -> list[str]:

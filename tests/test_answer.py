@@ -24,7 +24,15 @@ def test_out_of_scope_questions_are_declined_politely(answerer, question):
     assert question in answer.text and "没有找到" in answer.text
     assert "《" not in answer.text  # cites nothing
     d = answer.decision
-    assert d.confidence < d.threshold
+    assert d.confidence < d.threshold or d.lexical < d.min_lexical
+
+
+def test_no_answer_on_semantic_closeness_alone(answerer):
+    # the speech is about 衢州, so the weather question comes semantically close; but it shares none of
+    # the words that matter, and the minimum lexical evidence declines it whatever the model says
+    result = answerer._index().searcher.search("今天衢州天气怎么样？")
+    decision = answerer.decide(result)
+    assert decision.abstained and decision.lexical < decision.min_lexical
 
 
 @pytest.mark.parametrize("message,kind", [

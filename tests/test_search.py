@@ -94,3 +94,30 @@ def test_lexical_coverage(tokenizer):
     assert searcher.lexical_coverage(tokens, 1) == pytest.approx(1.0)
     assert searcher.lexical_coverage(tokens, 0) == 0.0
     assert searcher.lexical_coverage([], 0) == 0.0
+
+
+def test_document_prior_prefers_the_document_about_the_question(tokenizer):
+    shared = "完善干部考核评价机制，强化考核结果运用。"
+    texts = [("economy", shared), ("economy", "扩大内需，稳定外贸外资。"), ("economy", "推进财政税收改革。"),
+             ("cadres", shared), ("cadres", "干部考核要注重平时考核。"), ("cadres", "严把干部选拔任用关。")]
+    chunks = [Chunk(f"{doc}#{i}", doc, "工作要点", (), text, 0, len(text)) for i, (doc, text) in enumerate(texts)]
+    tokens = [tokenizer.tokens(c.context_text()) for c in chunks]
+    embedder = HashEmbedder()
+    dense = DenseIndex.build(embedder.encode_passages([c.context_text() for c in chunks]))
+
+    def top(prior_weight: float):
+        searcher = HybridSearcher(chunks, tokens, BM25Index.build(tokens), dense, embedder, tokenizer,
+                                  doc_prior_weight=prior_weight)
+        return searcher.search("干部考核评价", k=3).hits
+
+    # without the prior the two copies tie and the earlier one wins; with it, the document about cadres
+    assert top(0.0)[0].chunk.chunk_id == "economy#0"
+    hits = top(0.1)
+    assert hits[0].chunk.chunk_id == "cadres#3"
+    assert hits[0].doc_prior == 1.0 and 0 <= hits[1].doc_prior < 1.0
+
+
+def test_one_document_has_no_prior(tokenizer):
+    searcher = make_searcher(tokenizer, 0.3)
+    assert searcher.doc_prior(tokenizer.tokens("带病提拔")) is None
+    assert all(h.doc_prior == 0.0 for h in searcher.search("带病提拔").hits)

@@ -1,6 +1,6 @@
 import pytest
 
-from index.tokenize import Tokenizer, find_coined_terms
+from index.tokenize import STOP_WORDS, WORD, Tokenizer, find_coined_terms
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +39,22 @@ def test_private_tokenizers_do_not_share_words():
     b = Tokenizer()
     assert "上下管育爱" in a.tokens("上下管育爱")
     assert "上下管育爱" not in b.tokens("上下管育爱")
+
+
+@pytest.mark.parametrize("question,kept,dropped", [
+    ("预备党员的预备期是多长时间？", ["预备期"], ["多长时间", "时间", "长时间"]),
+    ("对党员的纪律处分有哪几种？", ["纪律处分"], ["哪几种", "几种", "种"]),
+    ("识别干部的“五法”是哪五法？", ["五法"], ["哪五法"]),
+    ("党的纪律主要包括哪些方面？", ["党的纪律"], ["哪些方面", "方面"]),
+])
+def test_question_phrases_leave_only_what_they_name(question, kept, dropped):
+    tokenizer = Tokenizer(["五法"])
+    for tokens in (tokenizer.tokens(question), tokenizer.terms(question)):
+        assert all(word in tokens for word in kept), tokens
+        assert not any(word in tokens for word in dropped), tokens
+
+
+def test_search_mode_matches_jieba_outside_question_phrases(tokenizer):
+    text = "中华人民共和国监察法规定，监察机关依法独立行使监察权。"
+    assert sorted(tokenizer.tokens(text)) == sorted(
+        w for w in tokenizer._jieba.cut_for_search(tokenizer.normalize(text)) if WORD.search(w) and w not in STOP_WORDS)
