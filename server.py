@@ -25,7 +25,7 @@ def create_app(test_config: dict | None = None) -> Flask:
                 instance_relative_config=True)
     app.config.from_mapping(
         EMBED_MODEL=BUNDLED_MODEL_NAME,
-        EMBED_BACKEND="torch",
+        EMBED_BACKEND="onnx",
         CORPUS_DIR=str(PROJECT_ROOT / "corpus"),
         CHUNK_TARGET_CHARS=DEFAULT_TARGET_CHARS,
         DENSE_WEIGHT=DEFAULT_DENSE_WEIGHT,

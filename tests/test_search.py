@@ -8,7 +8,7 @@ import pytest
 from index.bm25 import BM25Index
 from index.chunk import Chunk
 from index.dense import DenseIndex
-from index.search import HybridSearcher
+from index.search import HybridSearcher, top_positions
 from index.tokenize import Tokenizer
 from tests.conftest import HashEmbedder
 
@@ -121,3 +121,27 @@ def test_one_document_has_no_prior(tokenizer):
     searcher = make_searcher(tokenizer, 0.3)
     assert searcher.doc_prior(tokenizer.tokens("带病提拔")) is None
     assert all(h.doc_prior == 0.0 for h in searcher.search("带病提拔").hits)
+
+
+def test_top_positions_equals_a_stable_full_sort():
+    rng = np.random.default_rng(1)
+    for size, k in [(1000, 50), (30, 50), (500, 1)]:
+        scores = np.round(rng.random(size) * 5, 1).astype(np.float32) - 1.0  # many ties, some <= 0
+        expected = np.argsort(-scores, kind="stable")[:k]
+        expected = expected[scores[expected] > 0]
+        np.testing.assert_array_equal(top_positions(scores, k), expected)
+
+
+def test_large_corpora_get_an_inverted_file_index_close_to_exact():
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(50, 32))
+    vectors = (centres[rng.integers(0, 50, 6000)] + rng.normal(scale=0.3, size=(6000, 32))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    exact, ann = DenseIndex.build(vectors), DenseIndex.build(vectors, exact_limit=1000)
+    assert exact.kind == "exact" and ann.kind.startswith("IVF")
+    found = []
+    for query in vectors[:50]:
+        truth = set(exact.search(query, 10)[0].tolist())
+        found.append(len(truth & set(ann.search(query, 10)[0].tolist())) / 10)
+    assert np.mean(found) >= 0.95
+    np.testing.assert_allclose(ann.vectors([5, 7]), vectors[[5, 7]], atol=1e-6)  # reconstruct works
