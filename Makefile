@@ -33,6 +33,7 @@ test: install
 	$(VENV)/bin/pytest
 
 bench: install
+	$(PIP) install -q -r requirements-bench.txt
 	$(VENV)/bin/python -m bench.run
 
 lint: install

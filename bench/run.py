@@ -74,6 +74,8 @@ import json, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 t0 = time.perf_counter()
 from bench.run import make_app, rss_mb
+from index.embed import set_threads
+set_threads(1)  # as a serving worker
 app = make_app(__import__("pathlib").Path({str(instance)!r}), {backend!r})
 engine = app.extensions["engine"]
 t1 = time.perf_counter(); engine.embedder(); t2 = time.perf_counter(); engine.current_index(); t3 = time.perf_counter()
@@ -191,6 +193,8 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["onnx", "torch"])
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--skip-build", action="store_true")
+    parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--skip-peer", action="store_true")
     args = parser.parse_args()
     questions = [json.loads(line)["q"] for line in (SHARED / "eval" / "dev.jsonl").read_text("utf-8").splitlines()]
     models = ROOT / "instance" / "models"
@@ -233,7 +237,20 @@ def main() -> None:
                 "re-index after one changed document s | passages re-embedded |",
                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         out += build
-    out += ["", "Not measured yet: 10k–1M chunk scale with ANN recall, and the txtai peer comparison.", ""]
+    if not args.skip_scale:
+        from bench import scale
+
+        scale.cached_vectors(scale.corpus_chunks(max(scale.SIZES)), scale.embedder())
+        out += ["", "## Scale: chunks of ../shared/bench/*.jsonl (1M: the 100k repeated), one worker thread", "",
+                f"`answer()` over the {len(scale.questions())} questions of ../shared/eval (dev, docs-dev, DomainRAG), "
+                "ONNX back end; resident memory of the whole process.", ""]
+        out += scale.markdown(scale.run_all())
+    if not args.skip_peer:
+        from bench import peer
+
+        out += ["", "## Peer: txtai hybrid, same model and passages (search only, one thread)", ""]
+        out += peer.run()
+    out.append("")
     args.out.write_text("\n".join(out), encoding="utf-8")
     print(f"wrote {args.out}")
 

@@ -49,6 +49,7 @@ class DenseIndex:
     def build(cls, vectors: np.ndarray, exact_limit: int = EXACT_LIMIT) -> DenseIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         count, dimension = vectors.shape
+        index: faiss.Index
         if count <= exact_limit:
             index = faiss.IndexFlatIP(dimension)
         else:

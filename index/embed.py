@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Protocol
 
@@ -36,8 +37,11 @@ class SentenceTransformerEmbedder:
 
     def __init__(self, name: str, path: str, query_prefix: str | None = None,
                  passage_prefix: str | None = None) -> None:
+        import torch
         from sentence_transformers import SentenceTransformer
 
+        if _threads:
+            torch.set_num_threads(_threads)
         try:
             self.model = SentenceTransformer(path, device="cpu")
         except Exception as exc:  # the library raises many kinds; all mean "cannot load"
@@ -76,15 +80,21 @@ class SentenceTransformerEmbedder:
         return self._encode(texts, self.passage_prefix, batch_size)
 
 
-def set_threads(count: int) -> None:
-    """Threads for the model (torch) and for FAISS (OpenMP). Serving uses 1 per worker: several workers
-    on few cores otherwise fight over them (measured: p50 750 ms -> 164 ms at 20 concurrent senders,
-    2 workers; an exact FAISS scan of 10k vectors took 12 ms instead of 0.5 ms while the cores were busy)."""
-    import faiss
-    import torch
+_threads = 0  # threads for models loaded from now on; 0: the libraries' default, every core (index builds)
 
-    torch.set_num_threads(max(1, count))
-    faiss.omp_set_num_threads(max(1, count))
+
+def set_threads(count: int) -> None:
+    """Threads for the model (torch, and ONNX sessions created afterwards) and for FAISS (OpenMP).
+    Serving uses 1 per worker: several workers on few cores otherwise fight over them (measured: p50
+    750 ms -> 164 ms at 20 concurrent senders, 2 workers; an exact FAISS scan of 10k vectors took 12 ms
+    instead of 0.5 ms while the cores were busy). Index builds keep every core."""
+    global _threads
+    import faiss
+
+    _threads = max(1, count)
+    faiss.omp_set_num_threads(_threads)
+    if "torch" in sys.modules:  # else the torch back end sets it when it loads; onnx never imports torch
+        sys.modules["torch"].set_num_threads(_threads)
 
 
 def resolve_model_path(setting: str, models_dir: Path) -> str:
@@ -145,4 +155,4 @@ def _load_onnx(setting: str, path: str, models_dir: str) -> Embedder:
         folder = export_int8(Path(path), target)
     except Exception as exc:
         raise EmbedderError(f"could not export {setting!r} to ONNX ({exc}); set FLASK_EMBED_BACKEND=torch") from exc
-    return OnnxEmbedder(setting + ONNX_SUFFIX, folder)
+    return OnnxEmbedder(setting + ONNX_SUFFIX, folder, threads=_threads)

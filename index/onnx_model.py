@@ -67,12 +67,13 @@ def export_int8(model_folder: Path, target: Path) -> Path:
 class OnnxEmbedder:
     """Embeds with onnxruntime (int8), same vectors' geometry as the torch model (cosine ≈ 0.99)."""
 
-    def __init__(self, name: str, folder: Path, threads: int = 1) -> None:
+    def __init__(self, name: str, folder: Path, threads: int = 0) -> None:
+        """``threads`` 0: onnxruntime's default, one per core."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
+        options.intra_op_num_threads = max(0, threads)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(folder / ONNX_FILE), options, providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
