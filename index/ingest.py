@@ -58,6 +58,8 @@ TITLE_LINE_MAX = 40
 DOC_NUMBER = re.compile(r"[〔\[［(（]\s*\d{4}\s*[〕\]］)）]\s*\d+\s*号$")  # 阿府办发〔2021〕21号
 FOOTER_LINE = re.compile(r"^(抄送|主送|送|发|报|分送|印送)[：:]|印发\s*$|^(联系人|联系电话)[：:]")
 SENTENCE_END = "。！？!?；;…"
+LONG_TITLE_MAX = 120
+DOCUMENT_TYPE_END = re.compile(r"(通知|意见|办法|决定|规定|方案|条例|细则|规划|纲要|公告|通告|批复|报告)[》”」]?$")
 CLOSERS = "”’」』）)】"
 CJK = r"\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef“”‘’"
 
@@ -266,7 +268,7 @@ def _split_header_footer(blocks: list[str]) -> tuple[list[str], list[str], list[
     while i < len(blocks) and i < 2 and DATELINE.match(blocks[i]):
         header.append(blocks[i])
         i += 1
-    if i < len(blocks) and _is_title(blocks[i]):
+    if i < len(blocks) and _is_title(blocks[i], blocks[i + 1] if i + 1 < len(blocks) else ""):
         header.append(TITLE_MARK + blocks[i])
         i += 1
         # a long title wraps onto a second line of the same kind
@@ -291,9 +293,13 @@ def _split_header_footer(blocks: list[str]) -> tuple[list[str], list[str], list[
     return header, blocks[i:j], blocks[j:]
 
 
-def _is_title(block: str) -> bool:
-    return (len(block) <= 60 and block[-1] not in SENTENCE_END + "：:，," and _heading_kind(block) is None
-            and not DATE.search(block) and not ISO_DATE.match(block))
+def _is_title(block: str, next_block: str = "") -> bool:
+    """A title line: short, or long when it names an official document type (关于印发…的通知) or sits
+    right above a date line (a news headline), never a sentence, a heading or a date."""
+    long_title = len(block) <= LONG_TITLE_MAX and bool(
+        DOCUMENT_TYPE_END.search(block) or HEADER_DATE.match(next_block) or ISO_DATE.match(next_block))
+    return ((len(block) <= 60 or long_title) and block[-1] not in SENTENCE_END + "：:，,"
+            and _heading_kind(block) is None and not DATE.search(block) and not ISO_DATE.match(block))
 
 
 # --------------------------------------------------------------------------------- sections

@@ -112,3 +112,18 @@ def test_empty_and_undecodable_input_is_refused(tmp_path):
         load_file(png)
     with pytest.raises(IngestError, match="无法读取"):
         load_file(tmp_path / "missing.txt")
+
+
+def test_long_titles_of_notices_and_news_headlines():
+    notice = ("某某市人民政府办公室关于印发《某某市促进数字经济和实体经济深度融合高质量发展若干政策措施（2024—2026年）》"
+              "的实施意见的通知\n某政办发〔2024〕3号\n各区人民政府：\n现将有关措施印发给你们，请认真贯彻执行。\n")
+    doc = clean(notice, doc_id="n")
+    assert doc.title.startswith("某某市人民政府办公室关于印发") and doc.title.endswith("的通知")
+    assert len(doc.title) > 60
+    news = ("习近平对组织工作作出重要指示强调 不断提高组织工作质量 全国组织工作会议在京召开\n2023-06-29\n"
+            "央视网消息（新闻联播）：全国组织工作会议29日在京召开。\n")
+    doc = clean(news, doc_id="x")
+    assert doc.title.startswith("习近平对组织工作作出重要指示") and doc.date == "2023-06-29"
+    # a long first line that is neither is body text, not a title
+    body = "为了进一步加强和改进新时代干部教育培训工作，推动干部教育培训高质量发展，现就有关事项作出如下安排和部署要求\n第一条 总则。\n"
+    assert clean(body, doc_id="b", source="b.txt").title == "b"
