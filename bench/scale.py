@@ -254,3 +254,46 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def reindex(size: int = 10_000) -> dict:
+    """Build an index version of the first documents reaching ``size`` chunks (vectors from the cache),
+    then re-index after one changed document: the admin's case, through IndexStore.build."""
+    import tempfile
+
+    from index.chunk import chunk_document
+    from index.embed_cache import EmbeddingCache
+    from index.ingest import IngestError, clean
+    from index.store import IndexStore
+
+    docs = []
+    chunk_count = 0
+    for doc_id, title, text in documents():
+        try:
+            doc = clean(text, doc_id=doc_id)
+        except IngestError:
+            continue
+        doc.title = title
+        docs.append(doc)
+        chunk_count += len(chunk_document(doc))
+        if chunk_count >= size:
+            break
+    model = embedder()
+    cache = EmbeddingCache(CACHE)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = IndexStore(Path(tmp))
+            started = time.perf_counter()
+            first = store.build(docs, model, cache=cache)
+            full = time.perf_counter() - started
+            changed = docs[-1]
+            docs[-1] = clean(changed.text + "\n本段为基准测试新增的一句话。\n", doc_id=changed.doc_id)
+            docs[-1].title = changed.title
+            started = time.perf_counter()
+            second = store.build(docs, model, cache=cache)
+            incremental = time.perf_counter() - started
+            counts = store.manifest(second)["counts"]
+            return {"documents": len(docs), "chunks": counts["chunks"], "full_from_cache_s": round(full, 1),
+                    "reindex_s": round(incremental, 1), "embedded": counts["embedded"], "first": first}
+    finally:
+        cache.close()
