@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import statistics
@@ -18,12 +19,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 REPEATS = 3
+HTTP_SECONDS = 15
 
 
 def median_spread(values: list[float]) -> str:
@@ -111,54 +112,53 @@ print(json.dumps({{"import_app": t1 - t0, "model": t2 - t1, "index": t3 - t2, "f
 
 
 def bench_http(instance: Path, backend: str, questions: list[str]) -> list[str]:
+    """gunicorn (2 workers) under wrk: signed WeChat text messages and /api/ask, concurrency 1, 8, 32."""
     from bench.webhook_load import free_port, start_gunicorn, stop
-    from tests.wechat_client import TOKEN, message_xml, sign
+    from tests.wechat_client import TOKEN, sign
 
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("make bench needs wrk for the HTTP figures: apt-get install -y wrk")
     os.environ["FLASK_EMBED_BACKEND"] = backend
     port = free_port()
     proc = start_gunicorn(instance, port)
     rows = []
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as fh:
+        fh.write("\n".join(q.replace('"', "").replace("\\", "") for q in questions))
     try:
         for concurrency in (1, 8, 32):
             for kind in ("wechat", "api"):
-                from concurrent.futures import ThreadPoolExecutor
-
-                count = 60 * max(1, concurrency // 4) if concurrency > 1 else 60
-                errors = 0
-                latencies: list[float] = []
-
-                def send(i: int, kind: str = kind, concurrency: int = concurrency,
-                         latencies: list[float] = latencies) -> None:
-                    nonlocal errors
-                    q = questions[i % len(questions)]
-                    if kind == "wechat":
-                        ts, nonce = str(int(time.time())), str(i)
-                        url = (f"http://127.0.0.1:{port}/wechat?signature={sign(TOKEN, ts, nonce)}"
-                               f"&timestamp={ts}&nonce={nonce}")
-                        msg_id = 7_000_000 + i + concurrency * 100_000
-                        body = message_xml("text", user=f"o_bench_{i % 500}", msg_id=msg_id, Content=q).encode()
-                    else:
-                        url = f"http://127.0.0.1:{port}/api/ask"
-                        body = json.dumps({"q": q}).encode()
-                    started = time.perf_counter()
-                    try:
-                        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30) as r:
-                            r.read()
-                            if r.status != 200:
-                                errors += 1
-                    except OSError:
-                        errors += 1
-                    latencies.append((time.perf_counter() - started) * 1000)
-
-                started = time.perf_counter()
-                with ThreadPoolExecutor(max_workers=concurrency) as pool:
-                    list(pool.map(send, range(count)))
-                elapsed = time.perf_counter() - started
-                rows.append(f"| {backend} | {kind} | {concurrency} | {count} | {count / elapsed:.0f} | "
-                            f"{percentile(latencies, 50):.1f} | {percentile(latencies, 99):.1f} | {errors} |")
+                ts, nonce = str(int(time.time())), f"bench{concurrency}"
+                url = (f"http://127.0.0.1:{port}/wechat?signature={sign(TOKEN, ts, nonce)}&timestamp={ts}"
+                       f"&nonce={nonce}" if kind == "wechat" else f"http://127.0.0.1:{port}/api/ask")
+                out = subprocess.run(
+                    [wrk, "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{HTTP_SECONDS}s",
+                     "--latency", "-s", str(ROOT / "bench" / "wrk.lua"), url, "--", kind, fh.name,
+                     str(int(time.time()) % 1_000_000 * 1_000_000_000)],
+                    capture_output=True, text=True, check=True).stdout
+                figures = parse_wrk(out)
+                rows.append(f"| {backend} | {kind} | {concurrency} | {figures['requests']} | "
+                            f"{figures['rate']:.0f} | {figures['p50']:.1f} | {figures['p99']:.1f} | "
+                            f"{figures['errors']} |")
     finally:
         stop(proc)
+        os.unlink(fh.name)
     return rows
+
+
+def parse_wrk(out: str) -> dict:
+    """Requests, rate, p50/p99 in ms and errors (non-2xx answers and socket errors) from wrk --latency."""
+    def ms(value: str) -> float:
+        number, unit = re.match(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
+        return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors += sum(int(n) for n in socket.groups()) if socket else 0
+    return {"requests": int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
+            "rate": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+            "p50": ms(latency["50"]), "p99": ms(latency["99"]), "errors": errors}
 
 
 def bench_build(instance: Path, backend: str) -> list[str]:
@@ -227,7 +227,7 @@ def main() -> None:
     out += ["", "## `answer()` latency on the first document (ms, 48 dev questions × 5)", "",
             "| back end | stage | p50 | p99 |", "| --- | --- | --- | --- |"]
     out += stages
-    out += ["", "## HTTP: gunicorn, 2 workers, loopback (load generator on the same 2 cores)", "",
+    out += ["", "## HTTP: gunicorn, 2 workers, loopback, wrk on the same 2 cores (15 s a row)", "",
             "| back end | endpoint | concurrency | requests | req/s | p50 ms | p99 ms | errors |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     out += http
