@@ -287,7 +287,8 @@ def reindex(size: int = 10_000) -> dict:
             first = store.build(docs, model, cache=cache)
             full = time.perf_counter() - started
             changed = docs[-1]
-            docs[-1] = clean(changed.text + "\n本段为基准测试新增的一句话。\n", doc_id=changed.doc_id)
+            added = f"\n本段为基准测试新增的一句话（{time.time_ns()}），每次不同，所以要重新嵌入。\n"
+            docs[-1] = clean(changed.text + added, doc_id=changed.doc_id)
             docs[-1].title = changed.title
             started = time.perf_counter()
             second = store.build(docs, model, cache=cache)

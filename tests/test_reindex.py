@@ -31,10 +31,11 @@ def test_all_documents_answer_their_questions(all_docs_app):
     assert docs["R@3"] >= 0.9
     assert docs["false_abstentions"] == 0
     dev, rows = evaluate(answerer, load_questions(SHARED / "eval" / "dev.jsonl"))
-    assert dev["R@3"] == 1.0 and dev["false_abstentions"] == 0
-    # out-of-scope questions on everyday topics stay declined with twenty documents indexed
-    everyday = {"o01", "o02", "o03", "o04", "o07", "o08", "o10", "o12"}
-    assert all(r.abstained for r in rows if r.id in everyday), [r for r in rows if r.id in everyday]
+    assert dev["R@3"] == 1.0 and dev["R@1"] >= 0.94 and dev["false_abstentions"] == 0
+    # out-of-scope questions stay declined with twenty documents indexed: the everyday ones, and 公积金
+    # and 高考 (the government reports name 贷款利率 and 高考改革, not what was asked)
+    declined = {"o01", "o02", "o03", "o04", "o07", "o08", "o09", "o10", "o11", "o12"}
+    assert all(r.abstained for r in rows if r.id in declined), [r for r in rows if r.id in declined]
 
 
 def test_remove_a_document_then_roll_back(all_docs_app):
