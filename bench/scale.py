@@ -51,10 +51,22 @@ def documents() -> Iterator[tuple[str, str, str]]:
     yield from items
 
 
+def cleaned_documents() -> Iterator:
+    """The bench documents cleaned like uploads (those with no usable text skipped), titled from the data."""
+    from index.ingest import IngestError, clean
+
+    for doc_id, title, text in documents():
+        try:
+            doc = clean(text, doc_id=doc_id)
+        except IngestError:
+            continue
+        doc.title = title
+        yield doc
+
+
 def corpus_chunks(limit: int) -> list:
     """The first ``limit`` chunks (cached as JSONL: cleaning and chunking 100k chunks takes minutes)."""
     from index.chunk import Chunk, chunk_document
-    from index.ingest import IngestError, clean
 
     if CHUNKS_FILE.exists():
         with open(CHUNKS_FILE, encoding="utf-8") as fh:
@@ -62,12 +74,7 @@ def corpus_chunks(limit: int) -> list:
         if len(cached) >= limit:
             return cached
     chunks = []
-    for doc_id, title, text in documents():
-        try:
-            doc = clean(text, doc_id=doc_id)
-        except IngestError:
-            continue
-        doc.title = title
+    for doc in cleaned_documents():
         chunks += chunk_document(doc)
         if len(chunks) >= limit:
             break
@@ -164,10 +171,10 @@ def measure(size: int) -> dict:
     from index.tokenize import Tokenizer, find_coined_terms
 
     set_threads(1)  # as one serving worker
-    base = corpus_chunks(min(size, max(SIZES)))
+    every = corpus_chunks(max(SIZES))
+    base = every[:size]
     model = embedder(threads=1)
     base_vectors = cached_vectors(base, model, progress=False)
-    every = corpus_chunks(max(SIZES))
     tokenizer = Tokenizer(find_coined_terms(c.text for c in every))
     base_tokens = cached_tokens(every, tokenizer)[:len(base)]
     copies = max(1, size // len(base))
@@ -237,25 +244,6 @@ def markdown(results: list[dict]) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--embed-only", action="store_true", help="fill the vector cache and stop")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--size", type=int, help="measure one size and print it as JSON")
-    args = parser.parse_args()
-    if args.size:
-        print(json.dumps(measure(args.size)))
-        return
-    chunks = corpus_chunks(max(SIZES))
-    cached_vectors(chunks, embedder(args.threads))
-    if not args.embed_only:
-        print("\n".join(markdown(run_all())))
-
-
-if __name__ == "__main__":
-    main()
-
-
 def reindex(size: int = 10_000) -> dict:
     """Build an index version of the first documents reaching ``size`` chunks (vectors from the cache),
     then re-index after one changed document: the admin's case, through IndexStore.build."""
@@ -263,17 +251,12 @@ def reindex(size: int = 10_000) -> dict:
 
     from index.chunk import chunk_document
     from index.embed_cache import EmbeddingCache
-    from index.ingest import IngestError, clean
+    from index.ingest import clean
     from index.store import IndexStore
 
     docs = []
     chunk_count = 0
-    for doc_id, title, text in documents():
-        try:
-            doc = clean(text, doc_id=doc_id)
-        except IngestError:
-            continue
-        doc.title = title
+    for doc in cleaned_documents():
         docs.append(doc)
         chunk_count += len(chunk_document(doc))
         if chunk_count >= size:
@@ -298,3 +281,23 @@ def reindex(size: int = 10_000) -> dict:
                     "reindex_s": round(incremental, 1), "embedded": counts["embedded"], "first": first}
     finally:
         cache.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--embed-only", action="store_true", help="fill the vector cache and stop")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", type=int, help="measure one size and print it as JSON")
+    args = parser.parse_args()
+    if args.size:
+        print(json.dumps(measure(args.size)))
+        return
+    chunks = corpus_chunks(max(SIZES))
+    cached_vectors(chunks, embedder(args.threads))
+    if not args.embed_only:
+        print("\n".join(markdown(run_all())))
+
+
+if __name__ == "__main__":
+    main()
+

@@ -136,8 +136,9 @@ class HybridSearcher:
             b = float(bm25_all[i])
             b_norm = b / best_bm25 if best_bm25 > 0 else 0.0
             score = self.dense_weight * d_norm + (1 - self.dense_weight) * b_norm
-            prior = float(doc_prior[self.chunk_document[i]]) if doc_prior is not None else 0.0
+            prior = 0.0
             if doc_prior is not None:
+                prior = float(doc_prior[self.chunk_document[i]])
                 score = (1 - self.doc_prior_weight) * score + self.doc_prior_weight * prior
             hits.append(Hit(chunk=self.chunks[i], score=round(score, 6), dense=round(float(d), 6),
                             bm25=round(b, 6), dense_rank=dense_rank.get(i), bm25_rank=bm25_rank.get(i),
