@@ -5,9 +5,10 @@ Fusion is a convex combination of the two scores, each scaled to [0, 1] over the
 chunk's position in the index so a ranking never depends on dictionary or thread order.
 
 With several documents, a passage also earns a little from its document as a whole (``doc_prior``):
-BM25 over whole documents, divided by the best. Near-identical sentences recur across documents (a
-speech restates the party congress report); the document that is about the question as a whole is the
-better source. With one document the prior is the same for every passage and changes nothing.
+BM25 over whole documents, divided by the best, or the share of the question's terms in the document's
+title when that is more. Near-identical sentences recur across documents (a speech restates the party
+congress report); the document that is about the question as a whole, or that the question names, is
+the better source. With one document the prior is the same for every passage and changes nothing.
 
 Besides the ranking, ``search`` reports two numbers that say whether the corpus answers the question
 at all; ``bot.answer`` turns them into the abstention decision:
@@ -47,7 +48,7 @@ class Hit:
     dense_rank: int | None  # 1-based rank among dense candidates, None when not fetched
     bm25_rank: int | None
     position: int  # the chunk's position in the index
-    doc_prior: float = 0.0  # the document's BM25 over whole documents, divided by the best
+    doc_prior: float = 0.0  # how much the passage's document as a whole is about the query (see doc_prior)
 
 
 @dataclass
@@ -71,8 +72,11 @@ class HybridSearcher:
         self.bm25 = bm25
         self.doc_prior_weight = doc_prior_weight
         documents: dict[str, list[str]] = {}
+        titles: dict[str, str] = {}
         for chunk, tokens in zip(chunks, chunk_tokens, strict=True):
             documents.setdefault(chunk.doc_id, []).extend(tokens)
+            titles.setdefault(chunk.doc_id, chunk.title)
+        self.document_titles = [frozenset(tokenizer.tokens(title)) for title in titles.values()]
         number = {doc_id: i for i, doc_id in enumerate(documents)}
         self.chunk_document = np.array([number[c.doc_id] for c in chunks], dtype=np.int64)
         self.document_bm25 = BM25Index.build(list(documents.values())) if len(documents) > 1 else None
@@ -105,9 +109,9 @@ class HybridSearcher:
         t3 = time.perf_counter()
         timings["search"] = (t3 - t2) * 1000
 
-        hits = self._fuse(query_vector, dense_ids, dense_scores, bm25_all, bm25_order, self.doc_prior(tokens))
-        semantic = float(dense_scores[0]) if len(dense_scores) else 0.0
         terms = self.tokenizer.terms(query)
+        hits = self._fuse(query_vector, dense_ids, dense_scores, bm25_all, bm25_order, self.doc_prior(tokens, terms))
+        semantic = float(dense_scores[0]) if len(dense_scores) else 0.0
         lexical = max((self.lexical_coverage(terms, h.position) for h in hits[:EVIDENCE_HITS]), default=0.0)
         timings["fuse"] = (time.perf_counter() - t3) * 1000
         return SearchResult(query=query, tokens=tokens, hits=hits[:k], semantic=semantic,
@@ -146,13 +150,23 @@ class HybridSearcher:
         hits.sort(key=lambda h: (-h.score, h.position))
         return hits
 
-    def doc_prior(self, tokens: list[str]) -> np.ndarray | None:
-        """Each document's BM25 for the query over whole documents, divided by the best (None: one document)."""
+    def doc_prior(self, tokens: list[str], terms: list[str] | None = None) -> np.ndarray | None:
+        """How much each document as a whole is about the query, in [0, 1] (None: one document).
+
+        The larger of two: the document's BM25 over whole documents divided by the best, and its title
+        match, the IDF-weighted share of the query's ``terms`` in its title. A question that names its
+        document (这篇讲话, 监察法里…) points at the one whose title has those words even when its body
+        rarely repeats them.
+        """
         if self.document_bm25 is None:
             return None
         scores = self.document_bm25.scores(tokens)
         best = float(scores.max()) if len(scores) else 0.0
-        return scores / best if best > 0 else scores
+        body = scores / best if best > 0 else scores
+        if not terms:
+            return body
+        title = np.array([self.term_coverage(terms, words) for words in self.document_titles], dtype=body.dtype)
+        return np.maximum(body, title)
 
     def idf(self, token: str) -> float:
         n = self.bm25.size
@@ -165,15 +179,18 @@ class HybridSearcher:
         Single characters are too ambiguous to count as evidence; they count only when the query has
         no longer term.
         """
+        return self.term_coverage(tokens, set(self.chunk_tokens[position]))
+
+    def term_coverage(self, tokens: list[str], words: set[str] | frozenset[str]) -> float:
+        """IDF-weighted share of ``tokens`` among ``words`` (single characters only when nothing longer)."""
         unique = list(dict.fromkeys(tokens))
-        words = [tok for tok in unique if len(tok) > 1]
-        unique = words or unique
+        longer = [tok for tok in unique if len(tok) > 1]
+        unique = longer or unique
         if not unique:
             return 0.0
         weights = {t: self.idf(t) for t in unique}
         total = sum(weights.values())
-        chunk_tokens = set(self.chunk_tokens[position])
-        present = sum(w for t, w in weights.items() if t in chunk_tokens)
+        present = sum(w for t, w in weights.items() if t in words)
         return present / total if total > 0 else 0.0
 
 

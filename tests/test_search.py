@@ -117,6 +117,30 @@ def test_document_prior_prefers_the_document_about_the_question(tokenizer):
     assert hits[0].doc_prior == 1.0 and 0 <= hits[1].doc_prior < 1.0
 
 
+def test_document_prior_follows_a_document_named_by_its_title(tokenizer):
+    # the speech never says 讲话 in its body; the other document says it often but is not a speech
+    texts = [("rules", "规章制度", "领导干部要带头讲政治，发表讲话要严谨，讲话稿要审核。"),
+             ("rules", "规章制度", "重要讲话精神要及时传达学习。"),
+             ("speech", "在全市组织部长会议上的讲话", "陈玲玲，2018年2月6日，讲于全市组织部长会议。"),
+             ("speech", "在全市组织部长会议上的讲话", "抓紧研究专业化干部队伍建设办法。")]
+    chunks = [Chunk(f"{doc}#{i}", doc, title, (), text, 0, len(text)) for i, (doc, title, text) in enumerate(texts)]
+    tokens = [tokenizer.tokens(t) for _, _, t in texts]  # bodies only: the title counts through the prior
+    embedder = HashEmbedder()
+    dense = DenseIndex.build(embedder.encode_passages([t for _, _, t in texts]))
+    searcher = HybridSearcher(chunks, tokens, BM25Index.build(tokens), dense, embedder, tokenizer)
+
+    body_only = searcher.doc_prior(tokenizer.tokens("这篇讲话是谁讲的？"))
+    assert body_only is not None and body_only[0] > body_only[1]  # by their bodies, the rules talk of 讲话
+    prior = searcher.doc_prior(tokenizer.tokens("这篇讲话是谁讲的？"), tokenizer.terms("这篇讲话是谁讲的？"))
+    assert prior is not None and prior[1] == 1.0
+    hits = searcher.search("这篇讲话是谁讲的？", k=4).hits
+    assert {h.chunk.doc_id: h.doc_prior for h in hits}["speech"] == 1.0
+    # a question that names no title keeps the body's prior
+    question = "专业化干部队伍"
+    plain = searcher.doc_prior(tokenizer.tokens(question), tokenizer.terms(question))
+    np.testing.assert_array_equal(plain, searcher.doc_prior(tokenizer.tokens(question)))
+
+
 def test_one_document_has_no_prior(tokenizer):
     searcher = make_searcher(tokenizer, 0.3)
     assert searcher.doc_prior(tokenizer.tokens("带病提拔")) is None
