@@ -28,11 +28,12 @@ STOP_WORDS = frozenset(
     有 有些 有哪些 哪几个 吗？ 的话 一个 这个 那个 这些 那些 这样 那样 主要 具体 指 是什么 做 干 干什么
     该怎么 还 呢？ 关于 方面 情况 内容 问题 规定 这篇 这份 这次 这项 这里 本 给 讲的 说的 提到 提出
     哪次 哪年 哪天 哪位 哪家 哪种 哪类 哪项 何时 什么时候 多久 多长
+    怎么办 怎样才能 怎么才能 如何才能 才能 啥时候 啥时 意思 什么意思
     """.split()
 )
 # jieba keeps some question phrases whole (哪几种, 多长时间, 哪五法). The question word goes; what follows
 # stays when it names something (五法) and goes when it only counts or measures (种, 时间).
-QUESTION_PREFIX = re.compile(r"^(哪些|哪几|哪|几|多少|多长|多久|多大|多高|什么样|什么)(.+)$")
+QUESTION_PREFIX = re.compile(r"^(哪些|哪几|哪|几|多少|多长|多久|多大|多高|什么样|什么|啥)(.+)$")
 MEASURE_WORDS = frozenset("时间 时候 方面 些 样".split())
 
 
