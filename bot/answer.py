@@ -8,7 +8,11 @@ Abstention is a calibrated rule over two numbers from the search (see ``index.se
 standard deviations above the corpus's off-topic noise floor and ``lexical`` the share of the question's
 terms found in a top passage. The bot answers when ``confidence`` reaches ``threshold`` and the passage
 shares at least ``min_lexical`` of the question's terms: a question none of whose words the documents
-use ("今天衢州天气怎么样" against a speech about 衢州) is not answered on semantic closeness alone. The
+use ("今天衢州天气怎么样" against a speech about 衢州) is not answered on semantic closeness alone.
+A how-to question is about its action: when no top passage has the action (个人所得税怎么申报 finds
+完善个人所得税制度, never 申报), the words found show only the topic, so ``lexical`` earns nothing and
+semantic closeness alone must reach the threshold; a paraphrased action (怎么转正 for 转为正式党员) still
+can. The
 constants were chosen on ../shared/eval (see CHANGES.md) in the middle of the gap between answerable and
 out-of-scope questions; settings ABSTAIN_THRESHOLD, ABSTAIN_LEXICAL_WEIGHT and ABSTAIN_MIN_LEXICAL
 override them.
@@ -79,6 +83,8 @@ class Decision:
     threshold: float
     min_lexical: float
     abstained: bool
+    action: str | None = None  # what a how-to question asks to do
+    action_found: bool | None = None  # False: no top passage has it, and lexical earned nothing
 
 
 @dataclass
@@ -188,12 +194,14 @@ class Answerer:
 
     def decide(self, result: SearchResult) -> Decision:
         s = self.settings
-        confidence = result.semantic_z + s.lexical_weight * result.lexical
+        lexical_credit = 0.0 if result.action_found is False else result.lexical
+        confidence = result.semantic_z + s.lexical_weight * lexical_credit
         return Decision(
             semantic=round(result.semantic, 6), semantic_z=round(result.semantic_z, 4),
             lexical=round(result.lexical, 6), lexical_weight=s.lexical_weight,
             confidence=round(confidence, 6), threshold=s.threshold, min_lexical=s.min_lexical,
             abstained=not result.hits or confidence < s.threshold or result.lexical < s.min_lexical,
+            action=result.action, action_found=result.action_found,
         )
 
     def compose(self, template: str, question: str, hits: list[Hit], notice: str, lead: str,

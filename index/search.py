@@ -15,7 +15,8 @@ at all; ``bot.answer`` turns them into the abstention decision:
 - ``semantic``: the nearest passage's cosine similarity to the question, also expressed as ``semantic_z``,
   standard deviations above the corpus's off-topic noise floor (``index.calibration``);
 - ``lexical``: the IDF-weighted share of the question's terms found in one of the top passages (precise-mode
-  terms, so a compound such as 个人所得税 counts once, not once per sub-word).
+  terms, so a compound such as 个人所得税 counts once, not once per sub-word);
+- for a how-to question, ``action`` (个人所得税怎么申报 -> 申报) and whether a top passage has it.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class SearchResult:
     semantic: float  # cosine of the passage nearest to the question (0 when there is none)
     semantic_z: float  # the same in standard deviations above this corpus's off-topic noise floor
     lexical: float  # IDF-weighted share of query terms present in the best-ranked passage
+    action: str | None = None  # what a how-to question asks to do (个人所得税怎么申报 -> 申报)
+    action_found: bool | None = None  # whether a top passage has it; None when there is no action
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -113,9 +116,13 @@ class HybridSearcher:
         hits = self._fuse(query_vector, dense_ids, dense_scores, bm25_all, bm25_order, self.doc_prior(tokens, terms))
         semantic = float(dense_scores[0]) if len(dense_scores) else 0.0
         lexical = max((self.lexical_coverage(terms, h.position) for h in hits[:EVIDENCE_HITS]), default=0.0)
+        action = self.tokenizer.asked_action(query)
+        action_found = None if action is None else any(
+            action in self.chunk_tokens[h.position] for h in hits[:EVIDENCE_HITS])
         timings["fuse"] = (time.perf_counter() - t3) * 1000
         return SearchResult(query=query, tokens=tokens, hits=hits[:k], semantic=semantic,
-                            semantic_z=z_score(semantic, self.calibration), lexical=lexical, timings_ms=timings)
+                            semantic_z=z_score(semantic, self.calibration), lexical=lexical,
+                            action=action, action_found=action_found, timings_ms=timings)
 
     def _fuse(self, query_vector: np.ndarray, dense_ids: np.ndarray, dense_scores: np.ndarray,
               bm25_all: np.ndarray, bm25_order: np.ndarray, doc_prior: np.ndarray | None) -> list[Hit]:

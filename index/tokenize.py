@@ -35,6 +35,8 @@ STOP_WORDS = frozenset(
 # stays when it names something (五法) and goes when it only counts or measures (种, 时间).
 QUESTION_PREFIX = re.compile(r"^(哪些|哪几|哪|几|多少|多长|多久|多大|多高|什么样|什么|啥)(.+)$")
 MEASURE_WORDS = frozenset("时间 时候 方面 些 样".split())
+# Words that make a how-to question; the content word after one is the action asked about.
+HOW_WORDS = frozenset("怎么 怎样 怎么样 如何 怎样才能 怎么才能 如何才能".split())
 
 
 class Tokenizer:
@@ -76,6 +78,22 @@ class Tokenizer:
                            for i in range(len(word) - n + 1) if self._jieba.FREQ.get(word[i:i + n])]
             pieces.append(word)
         return _content(pieces)
+
+    def asked_action(self, text: str) -> str | None:
+        """The action a how-to question asks about (个人所得税怎么申报 -> 申报); None for other questions.
+
+        The action may follow a modal (怎么才能当选 -> 当选). A single character (怎么做, 怎么考) is too
+        vague to name an action, and 怎样的 asks what kind, not how: both give None.
+        """
+        words = [w for w in self._jieba.cut(self.normalize(text)) if w.strip()]
+        for i, word in enumerate(words):
+            if word in HOW_WORDS:
+                following = words[i + 1:i + 3]
+                if following[:1] == ["的"]:
+                    return None
+                action = _content(following)[:1]
+                return action[0] if action and len(action[0]) > 1 else None
+        return None
 
 
 def _content(pieces: Iterable[str]) -> list[str]:

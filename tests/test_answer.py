@@ -35,6 +35,20 @@ def test_no_answer_on_semantic_closeness_alone(answerer):
     assert decision.abstained and decision.lexical < decision.min_lexical
 
 
+def test_a_how_to_question_needs_its_action_in_a_passage(answerer):
+    # same words found, but no passage has the action: the lexical share earns nothing
+    searcher = answerer._index().searcher
+    result = searcher.search("海燕归巢计划怎么申报？")
+    assert result.action == "申报" and result.action_found is False
+    decision = answerer.decide(result)
+    assert decision.lexical > 0.5 and decision.confidence == pytest.approx(decision.semantic_z, abs=1e-4)
+    found = answerer.decide(searcher.search("怎样防止干部带病提拔？"))
+    assert found.action == "防止" and found.action_found is True
+    assert found.confidence == pytest.approx(found.semantic_z + found.lexical_weight * found.lexical, abs=1e-4)
+    # a paraphrased action still gets an answer when the meaning is close enough
+    assert not answerer.answer("怎么关心关爱干部？").abstained
+
+
 @pytest.mark.parametrize("message,kind", [
     ("你好", KIND_GREETING), ("您好！", KIND_GREETING), ("在吗", KIND_GREETING),
     ("帮助", KIND_HELP), ("help", KIND_HELP), ("？", KIND_HELP),

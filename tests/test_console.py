@@ -144,6 +144,11 @@ def test_console_pages_in_a_real_browser(live_console, page, console_app):
     assert "不作答" in page.inner_text("#verdict")
     shot(page, "ask-declined")
 
+    # a how-to question whose action no passage has: the inspector says so
+    page.fill("#question", "海燕归巢计划怎么申报？")
+    page.click("#send")
+    assert page.inner_text("#action") == "申报（段落中没有，词面不计分）"
+
     # the dev set as a batch: the page's metrics equal `flask eval`
     page.click("text=批量评测")
     page.set_input_files("#set-file", str(SHARED / "eval" / "dev.jsonl"))

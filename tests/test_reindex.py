@@ -31,10 +31,12 @@ def test_all_documents_answer_their_questions(all_docs_app):
     assert docs["R@3"] >= 0.9
     assert docs["false_abstentions"] == 0
     dev, rows = evaluate(answerer, load_questions(SHARED / "eval" / "dev.jsonl"))
-    assert dev["R@3"] == 1.0 and dev["R@1"] >= 0.94 and dev["false_abstentions"] == 0
-    # out-of-scope questions stay declined with twenty documents indexed: the everyday ones, and 公积金
-    # and 高考 (the government reports name 贷款利率 and 高考改革, not what was asked)
-    declined = {"o01", "o02", "o03", "o04", "o07", "o08", "o09", "o10", "o11", "o12"}
+    assert dev["R@3"] == 1.0 and dev["R@1"] >= 0.95 and dev["false_abstentions"] == 0
+    # out-of-scope questions stay declined with twenty documents indexed: the everyday ones; 公积金 and
+    # 高考 (the government reports name 贷款利率 and 高考改革, not what was asked); and 个人所得税怎么申报
+    # (完善个人所得税制度 has the topic, not the action). Only o06 医保报销比例 is answered: the 2019
+    # report raised 大病保险's 报销比例 from 50% to 60%.
+    declined = {"o01", "o02", "o03", "o04", "o05", "o07", "o08", "o09", "o10", "o11", "o12"}
     assert all(r.abstained for r in rows if r.id in declined), [r for r in rows if r.id in declined]
 
 

@@ -62,3 +62,18 @@ def test_search_mode_matches_jieba_outside_question_phrases(tokenizer):
     text = "中华人民共和国监察法规定，监察机关依法独立行使监察权。"
     assert sorted(tokenizer.tokens(text)) == sorted(
         w for w in tokenizer._jieba.cut_for_search(tokenizer.normalize(text)) if WORD.search(w) and w not in STOP_WORDS)
+
+
+@pytest.mark.parametrize("question,action", [
+    ("个人所得税怎么申报？", "申报"),
+    ("怎样防止干部带病提拔？", "防止"),
+    ("专业化干部队伍怎么建设？", "建设"),
+    ("怎么才能当选村委会主任？", "当选"),  # past the modal
+    ("红烧肉怎么做？", None),  # one character names no action
+    ("今天衢州天气怎么样？", None),  # how it is, not how to
+    ("怎样的干部才是好干部？", None),  # what kind
+    ("党费怎么办？", None),
+    ("海燕归巢计划是做什么的？", None),
+])
+def test_asked_action_of_how_to_questions(question, action):
+    assert Tokenizer().asked_action(question) == action
