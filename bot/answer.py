@@ -12,7 +12,8 @@ use ("今天衢州天气怎么样" against a speech about 衢州) is not answere
 A how-to question is about its action: when no top passage has the action (个人所得税怎么申报 finds
 完善个人所得税制度, never 申报), the words found show only the topic, so ``lexical`` earns nothing and
 semantic closeness alone must reach the threshold; a paraphrased action (怎么转正 for 转为正式党员) still
-can. The
+can. A name the documents coin (村情通, 凡提四必) counts twice: the model has never seen it, so the
+semantic score of 村情通是什么 is low however exactly the passage answers it. The
 constants were chosen on ../shared/eval (see CHANGES.md) in the middle of the gap between answerable and
 out-of-scope questions; settings ABSTAIN_THRESHOLD, ABSTAIN_LEXICAL_WEIGHT and ABSTAIN_MIN_LEXICAL
 override them.
@@ -78,6 +79,7 @@ class Decision:
     semantic: float
     semantic_z: float
     lexical: float
+    named: float
     lexical_weight: float
     confidence: float
     threshold: float
@@ -194,11 +196,11 @@ class Answerer:
 
     def decide(self, result: SearchResult) -> Decision:
         s = self.settings
-        lexical_credit = 0.0 if result.action_found is False else result.lexical
+        lexical_credit = 0.0 if result.action_found is False else result.lexical + result.named
         confidence = result.semantic_z + s.lexical_weight * lexical_credit
         return Decision(
             semantic=round(result.semantic, 6), semantic_z=round(result.semantic_z, 4),
-            lexical=round(result.lexical, 6), lexical_weight=s.lexical_weight,
+            lexical=round(result.lexical, 6), named=round(result.named, 6), lexical_weight=s.lexical_weight,
             confidence=round(confidence, 6), threshold=s.threshold, min_lexical=s.min_lexical,
             abstained=not result.hits or confidence < s.threshold or result.lexical < s.min_lexical,
             action=result.action, action_found=result.action_found,

@@ -16,6 +16,8 @@ at all; ``bot.answer`` turns them into the abstention decision:
   standard deviations above the corpus's off-topic noise floor (``index.calibration``);
 - ``lexical``: the IDF-weighted share of the question's terms found in one of the top passages (precise-mode
   terms, so a compound such as 个人所得税 counts once, not once per sub-word);
+- ``named``: the part of that share that is the documents' own coined names (村情通, 凡提四必): the
+  model cannot know them, so a passage that has them is evidence the semantic score cannot show;
 - for a how-to question, ``action`` (个人所得税怎么申报 -> 申报) and whether a top passage has it.
 """
 
@@ -60,6 +62,7 @@ class SearchResult:
     semantic: float  # cosine of the passage nearest to the question (0 when there is none)
     semantic_z: float  # the same in standard deviations above this corpus's off-topic noise floor
     lexical: float  # IDF-weighted share of query terms present in the best-ranked passage
+    named: float = 0.0  # the same share counting only the documents' own coined names (村情通)
     action: str | None = None  # what a how-to question asks to do (个人所得税怎么申报 -> 申报)
     action_found: bool | None = None  # whether a top passage has it; None when there is no action
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -116,12 +119,14 @@ class HybridSearcher:
         hits = self._fuse(query_vector, dense_ids, dense_scores, bm25_all, bm25_order, self.doc_prior(tokens, terms))
         semantic = float(dense_scores[0]) if len(dense_scores) else 0.0
         lexical = max((self.lexical_coverage(terms, h.position) for h in hits[:EVIDENCE_HITS]), default=0.0)
+        named = max((self.lexical_coverage(terms, h.position, only=self.tokenizer.names)
+                     for h in hits[:EVIDENCE_HITS]), default=0.0)
         action = self.tokenizer.asked_action(query)
         action_found = None if action is None else any(
             action in self.chunk_tokens[h.position] for h in hits[:EVIDENCE_HITS])
         timings["fuse"] = (time.perf_counter() - t3) * 1000
         return SearchResult(query=query, tokens=tokens, hits=hits[:k], semantic=semantic,
-                            semantic_z=z_score(semantic, self.calibration), lexical=lexical,
+                            semantic_z=z_score(semantic, self.calibration), lexical=lexical, named=named,
                             action=action, action_found=action_found, timings_ms=timings)
 
     def _fuse(self, query_vector: np.ndarray, dense_ids: np.ndarray, dense_scores: np.ndarray,
@@ -180,13 +185,14 @@ class HybridSearcher:
         df = self.bm25.document_frequency(token)
         return math.log(1 + (n - df + 0.5) / (df + 0.5))
 
-    def lexical_coverage(self, tokens: list[str], position: int) -> float:
+    def lexical_coverage(self, tokens: list[str], position: int, only: set[str] | None = None) -> float:
         """IDF-weighted share of the query's terms present in the chunk at ``position``.
 
         Single characters are too ambiguous to count as evidence; they count only when the query has
-        no longer term.
+        no longer term. With ``only``, just the present terms among those count (the share stays of all).
         """
-        return self.term_coverage(tokens, set(self.chunk_tokens[position]))
+        words = set(self.chunk_tokens[position])
+        return self.term_coverage(tokens, words if only is None else words & only)
 
     def term_coverage(self, tokens: list[str], words: set[str] | frozenset[str]) -> float:
         """IDF-weighted share of ``tokens`` among ``words`` (single characters only when nothing longer)."""

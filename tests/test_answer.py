@@ -44,9 +44,22 @@ def test_a_how_to_question_needs_its_action_in_a_passage(answerer):
     assert decision.lexical > 0.5 and decision.confidence == pytest.approx(decision.semantic_z, abs=1e-4)
     found = answerer.decide(searcher.search("怎样防止干部带病提拔？"))
     assert found.action == "防止" and found.action_found is True
-    assert found.confidence == pytest.approx(found.semantic_z + found.lexical_weight * found.lexical, abs=1e-4)
+    credit = found.lexical + found.named
+    assert found.confidence == pytest.approx(found.semantic_z + found.lexical_weight * credit, abs=1e-4)
     # a paraphrased action still gets an answer when the meaning is close enough
     assert not answerer.answer("怎么关心关爱干部？").abstained
+
+
+def test_a_coined_name_counts_twice(answerer):
+    # the model has never seen 村情通: the semantic score is low, the passage that has the name is not
+    result = answerer._index().searcher.search("村情通是什么？")
+    assert result.named == result.lexical == 1.0
+    decision = answerer.decide(result)
+    assert decision.confidence == pytest.approx(decision.semantic_z + 2 * decision.lexical_weight, abs=1e-4)
+    assert not decision.abstained
+    # common words in quotation marks are not names: 干部 and 带病提拔 share the credit
+    plain = answerer.decide(answerer._index().searcher.search("怎样防止干部带病提拔？"))
+    assert 0 < plain.named < plain.lexical
 
 
 @pytest.mark.parametrize("message,kind", [

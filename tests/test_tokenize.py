@@ -77,3 +77,9 @@ def test_search_mode_matches_jieba_outside_question_phrases(tokenizer):
 ])
 def test_asked_action_of_how_to_questions(question, action):
     assert Tokenizer().asked_action(question) == action
+
+
+def test_names_are_the_coined_terms_jieba_does_not_know():
+    tokenizer = Tokenizer(["村情通", "凡提四必", "一刀切", "牛鼻子"])
+    assert tokenizer.names == {"村情通", "凡提四必"}
+    assert set(tokenizer.user_words) == {"村情通", "凡提四必", "一刀切", "牛鼻子"}
