@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import statistics
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +56,7 @@ AUTHOR = re.compile(r"^[\u4e00-\u9fff·]{2,8}$")
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DATELINE = re.compile(r"^(新华社|人民网|中新社|央视网|本报).{0,16}电$")  # wire datelines above a title
 TITLE_LINE_MAX = 40
-DOC_NUMBER = re.compile(r"[〔\[［(（]\s*\d{4}\s*[〕\]］)）]\s*\d+\s*号$")  # 阿府办发〔2021〕21号
+DOC_NUMBER = re.compile(r"[〔\[［(（]\s*\d{4}\s*[〕\]］)）]\s*\d+\s*号[）)]?$")  # 阿府办发〔2021〕21号, （…82号）
 FOOTER_LINE = re.compile(r"^(抄送|主送|送|发|报|分送|印送)[：:]|印发\s*$|^(联系人|联系电话)[：:]")
 SENTENCE_END = "。！？!?；;…"
 LONG_TITLE_MAX = 120
@@ -187,6 +188,7 @@ def _reflow(raw: str) -> list[str]:
 
     paragraphs: list[str] = []
     current: list[str] = []
+    previous = ""
 
     def flush() -> None:
         if current:
@@ -201,6 +203,9 @@ def _reflow(raw: str) -> list[str]:
             continue
         if PAGE_NUMBER.match(stripped):
             continue
+        if _repeats(stripped, previous):
+            continue
+        previous = stripped
         if current and _starts_new_paragraph(stripped, current[-1]):
             flush()
         current.append(stripped)
@@ -209,6 +214,15 @@ def _reflow(raw: str) -> list[str]:
             flush()
     flush()
     return [p for p in paragraphs if p]
+
+
+def _repeats(line: str, previous: str) -> bool:
+    """A line that says the previous line again (a title printed twice, once with half-width brackets)."""
+    return len(line) >= 6 and _comparable(line) == _comparable(previous)
+
+
+def _comparable(text: str) -> str:
+    return re.sub(r"[\s\-‐‑‒–—―－]", "", unicodedata.normalize("NFKC", text))
 
 
 def _starts_new_paragraph(line: str, previous: str) -> bool:

@@ -3,7 +3,7 @@ import re
 import pytest
 
 from index.ingest import BODY, FOOTER, FOOTER_SECTION, HEADER, IngestError, clean, decode, load_file
-from tests.conftest import SPEECH
+from tests.conftest import SHARED, SPEECH
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +127,24 @@ def test_long_titles_of_notices_and_news_headlines():
     # a long first line that is neither is body text, not a title
     body = "为了进一步加强和改进新时代干部教育培训工作，推动干部教育培训高质量发展，现就有关事项作出如下安排和部署要求\n第一条 总则。\n"
     assert clean(body, doc_id="b", source="b.txt").title == "b"
+
+
+def test_a_title_printed_twice_is_one_title():
+    # the second copy differs only in bracket width and dash; the document number sits in brackets too
+    notice = ("某省人民政府办公厅关于印发数字经济发展行动计划(2021—2023年)的通知\n"
+              "某省人民政府办公厅关于印发数字经济发展行动计划（2021-2023年）的通知\n"
+              "（某政办秘〔2021〕82号）\n各市人民政府：\n现将行动计划印发给你们，请认真抓好落实。\n")
+    doc = clean(notice, doc_id="n", source="local_policy_notice.txt")
+    assert doc.title == "某省人民政府办公厅关于印发数字经济发展行动计划(2021—2023年)的通知"
+    texts = [p.text for p in doc.paragraphs]
+    assert "（某政办秘〔2021〕82号）" in texts
+    assert sum("行动计划" in t and "通知" in t for t in texts) == 1
+    # the same sentence twice in the body stays: only a line repeating the one before it goes
+    body = clean("标题\n第一条 要加强学习。\n第二条 要加强学习。\n", doc_id="b")
+    assert sum("要加强学习" in p.text for p in body.paragraphs) == 2
+
+
+def test_titles_of_the_shared_notices():
+    doc = load_file(SHARED / "docs" / "local_policy_anhui_industrial_internet.txt")
+    assert doc.title.startswith("安徽省人民政府办公厅关于印发支持工业互联网发展若干政策")
+    assert doc.title.endswith("的通知")
