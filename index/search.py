@@ -82,10 +82,16 @@ class HybridSearcher:
         for chunk, tokens in zip(chunks, chunk_tokens, strict=True):
             documents.setdefault(chunk.doc_id, []).extend(tokens)
             titles.setdefault(chunk.doc_id, chunk.title)
-        self.document_titles = [frozenset(tokenizer.tokens(title)) for title in titles.values()]
         number = {doc_id: i for i, doc_id in enumerate(documents)}
         self.chunk_document = np.array([number[c.doc_id] for c in chunks], dtype=np.int64)
         self.document_bm25 = BM25Index.build(list(documents.values())) if len(documents) > 1 else None
+        self.title_documents: dict[str, np.ndarray] = {}  # a title word -> the documents whose title has it
+        if len(documents) > 1:
+            having: dict[str, list[int]] = {}
+            for doc_id, title in titles.items():
+                for word in set(tokenizer.tokens(title)):
+                    having.setdefault(word, []).append(number[doc_id])
+            self.title_documents = {word: np.array(docs, dtype=np.int64) for word, docs in having.items()}
         self.dense = dense
         self.embedder = embedder
         self.tokenizer = tokenizer
@@ -177,8 +183,18 @@ class HybridSearcher:
         body = scores / best if best > 0 else scores
         if not terms:
             return body
-        title = np.array([self.term_coverage(terms, words) for words in self.document_titles], dtype=body.dtype)
-        return np.maximum(body, title)
+        return np.maximum(body, self.title_match(terms, len(body)).astype(body.dtype))
+
+    def title_match(self, terms: list[str], documents: int) -> np.ndarray:
+        """Each document's IDF-weighted share of ``terms`` in its title."""
+        weights = self.term_weights(terms)
+        total = sum(weights.values())
+        match = np.zeros(documents, dtype=np.float64)
+        for term, weight in weights.items():
+            having = self.title_documents.get(term)
+            if having is not None:
+                match[having] += weight
+        return match / total if total > 0 else match
 
     def idf(self, token: str) -> float:
         n = self.bm25.size
@@ -194,17 +210,18 @@ class HybridSearcher:
         words = set(self.chunk_tokens[position])
         return self.term_coverage(tokens, words if only is None else words & only)
 
-    def term_coverage(self, tokens: list[str], words: set[str] | frozenset[str]) -> float:
-        """IDF-weighted share of ``tokens`` among ``words`` (single characters only when nothing longer)."""
-        unique = list(dict.fromkeys(tokens))
-        longer = [tok for tok in unique if len(tok) > 1]
-        unique = longer or unique
-        if not unique:
-            return 0.0
-        weights = {t: self.idf(t) for t in unique}
+    def term_coverage(self, tokens: list[str], words: set[str]) -> float:
+        """IDF-weighted share of ``tokens`` among ``words``."""
+        weights = self.term_weights(tokens)
         total = sum(weights.values())
         present = sum(w for t, w in weights.items() if t in words)
         return present / total if total > 0 else 0.0
+
+    def term_weights(self, tokens: list[str]) -> dict[str, float]:
+        """Each distinct term's IDF; single characters only when the query has no longer term."""
+        unique = list(dict.fromkeys(tokens))
+        longer = [tok for tok in unique if len(tok) > 1]
+        return {t: self.idf(t) for t in longer or unique}
 
 
 def top_positions(scores: np.ndarray, k: int) -> np.ndarray:
