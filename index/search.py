@@ -208,10 +208,8 @@ class HybridSearcher:
         no longer term. With ``only``, just the present terms among those count (the share stays of all).
         """
         words = set(self.chunk_tokens[position])
-        return self.term_coverage(tokens, words if only is None else words & only)
-
-    def term_coverage(self, tokens: list[str], words: set[str]) -> float:
-        """IDF-weighted share of ``tokens`` among ``words``."""
+        if only is not None:
+            words &= only
         weights = self.term_weights(tokens)
         total = sum(weights.values())
         present = sum(w for t, w in weights.items() if t in words)
