@@ -35,8 +35,11 @@ STOP_WORDS = frozenset(
 # stays when it names something (五法) and goes when it only counts or measures (种, 时间).
 QUESTION_PREFIX = re.compile(r"^(哪些|哪几|哪|几|多少|多长|多久|多大|多高|什么样|什么|啥)(.+)$")
 MEASURE_WORDS = frozenset("时间 时候 方面 些 样".split())
-# Words that make a how-to question; the content word after one is the action asked about.
+# Words that make a how-to question; the content word after one is the action asked about, unless it is
+# the asker's own understanding (如何理解…, 怎么看待…): that asks what something means, which documents
+# explain without naming the act.
 HOW_WORDS = frozenset("怎么 怎样 怎么样 如何 怎样才能 怎么才能 如何才能".split())
+UNDERSTANDING = frozenset("理解 看待 认识 领会 解读 把握 看".split())
 
 
 class Tokenizer:
@@ -90,7 +93,8 @@ class Tokenizer:
         """The action a how-to question asks about (个人所得税怎么申报 -> 申报); None for other questions.
 
         The action may follow a modal (怎么才能当选 -> 当选). A single character (怎么做, 怎么考) is too
-        vague to name an action, and 怎样的 asks what kind, not how: both give None.
+        vague to name an action, 怎样的 asks what kind, not how, and 如何理解 asks what something means:
+        all give None.
         """
         words = [w for w in self._jieba.cut(self.normalize(text)) if w.strip()]
         for i, word in enumerate(words):
@@ -99,7 +103,9 @@ class Tokenizer:
                 if following[:1] == ["的"]:
                     return None
                 action = _content(following)[:1]
-                return action[0] if action and len(action[0]) > 1 else None
+                if not action or len(action[0]) < 2 or action[0] in UNDERSTANDING:
+                    return None
+                return action[0]
         return None
 
 

@@ -73,6 +73,7 @@ def test_search_mode_matches_jieba_outside_question_phrases(tokenizer):
     ("今天衢州天气怎么样？", None),  # how it is, not how to
     ("怎样的干部才是好干部？", None),  # what kind
     ("党费怎么办？", None),
+    ("如何理解“两个确立”？", None),  # what it means, not how to do it
     ("海燕归巢计划是做什么的？", None),
 ])
 def test_asked_action_of_how_to_questions(question, action):
