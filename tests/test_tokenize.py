@@ -50,6 +50,7 @@ def test_private_tokenizers_do_not_share_words():
     ("党费怎么办？", ["党费"], ["怎么办"]),
     ("两个确立是什么意思？", ["确立"], ["意思"]),
     ("啥时候召开党代会？", ["党代会"], ["啥时候", "时候"]),
+    ("党代会是什么时候召开的？", ["党代会"], ["时候"]),
 ])
 def test_question_phrases_leave_only_what_they_name(question, kept, dropped):
     tokenizer = Tokenizer(["五法"])
