@@ -124,12 +124,8 @@ class HybridSearcher:
         terms = self.tokenizer.terms(query)
         hits = self._fuse(query_vector, dense_ids, dense_scores, bm25_all, bm25_order, self.doc_prior(tokens, terms))
         semantic = float(dense_scores[0]) if len(dense_scores) else 0.0
-        lexical = max((self.lexical_coverage(terms, h.position) for h in hits[:EVIDENCE_HITS]), default=0.0)
-        named = max((self.lexical_coverage(terms, h.position, only=self.tokenizer.names)
-                     for h in hits[:EVIDENCE_HITS]), default=0.0)
         action = self.tokenizer.asked_action(query)
-        action_found = None if action is None else any(
-            action in self.chunk_tokens[h.position] for h in hits[:EVIDENCE_HITS])
+        lexical, named, action_found = self.evidence(terms, action, hits[:EVIDENCE_HITS])
         timings["fuse"] = (time.perf_counter() - t3) * 1000
         return SearchResult(query=query, tokens=tokens, hits=hits[:k], semantic=semantic,
                             semantic_z=z_score(semantic, self.calibration), lexical=lexical, named=named,
@@ -201,19 +197,36 @@ class HybridSearcher:
         df = self.bm25.document_frequency(token)
         return math.log(1 + (n - df + 0.5) / (df + 0.5))
 
-    def lexical_coverage(self, tokens: list[str], position: int, only: set[str] | None = None) -> float:
+    def lexical_coverage(self, tokens: list[str], position: int) -> float:
         """IDF-weighted share of the query's terms present in the chunk at ``position``.
 
         Single characters are too ambiguous to count as evidence; they count only when the query has
-        no longer term. With ``only``, just the present terms among those count (the share stays of all).
+        no longer term.
         """
-        words = set(self.chunk_tokens[position])
-        if only is not None:
-            words &= only
-        weights = self.term_weights(tokens)
+        return self._shares(self.term_weights(tokens), set(self.chunk_tokens[position]))[0]
+
+    def evidence(self, terms: list[str], action: str | None, hits: list[Hit]) -> tuple[float, float, bool | None]:
+        """Over ``hits``: the best lexical coverage, the best share of coined names, and whether one has the
+        action (None without an action). Each passage's words are gathered once."""
+        weights = self.term_weights(terms)
+        lexical = named = 0.0
+        action_found = None if action is None else False
+        for hit in hits:
+            words = set(self.chunk_tokens[hit.position])
+            share, names_share = self._shares(weights, words)
+            lexical, named = max(lexical, share), max(named, names_share)
+            if action is not None:
+                action_found = action_found or action in words
+        return lexical, named, action_found
+
+    def _shares(self, weights: dict[str, float], words: set[str]) -> tuple[float, float]:
+        """The weighted share of the terms among ``words``, and of the coined names among them."""
         total = sum(weights.values())
-        present = sum(w for t, w in weights.items() if t in words)
-        return present / total if total > 0 else 0.0
+        if total <= 0:
+            return 0.0, 0.0
+        present = [t for t in weights if t in words]
+        return (sum(weights[t] for t in present) / total,
+                sum(weights[t] for t in present if t in self.tokenizer.names) / total)
 
     def term_weights(self, tokens: list[str]) -> dict[str, float]:
         """Each distinct term's IDF; single characters only when the query has no longer term."""
