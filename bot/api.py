@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify
 
 from bot.engine import get_engine
+from bot.inputs import InputError, clean_text, read_json_body
 from index.store import IndexStoreError
 
 log = logging.getLogger(__name__)
@@ -16,14 +17,18 @@ MAX_K = 20
 
 @bp.post("/api/ask")
 def ask():
-    body = request.get_json(silent=True, force=True)
+    """Bad input is refused (``InputError`` -> 4xx JSON) before any work: the body's size
+    (API_MAX_BODY_BYTES) and nesting, the question's type, characters and length (MAX_QUESTION_CHARS)."""
+    cfg = current_app.config
+    body = read_json_body(int(cfg["API_MAX_BODY_BYTES"]), "API_MAX_BODY_BYTES")
     if not isinstance(body, dict) or not isinstance(body.get("q"), str):
-        return jsonify(error='请求体应为 JSON，例如 {"q": "怎样防止干部带病提拔？", "k": 5}'), 400
+        raise InputError('请求体应为 JSON，例如 {"q": "怎样防止干部带病提拔？", "k": 5}')
+    question = clean_text(body["q"], int(cfg["MAX_QUESTION_CHARS"]), "MAX_QUESTION_CHARS", "问题")
     k = body.get("k", 5)
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
-        return jsonify(error=f"k 应为 1 到 {MAX_K} 之间的整数"), 400
+        raise InputError(f"k 应为 1 到 {MAX_K} 之间的整数")
     try:
-        answer = get_engine().answerer.answer(body["q"], k=k)
+        answer = get_engine().answerer.answer(question, k=k)
     except IndexStoreError as exc:
         log.error("cannot answer: %s", exc)
         return jsonify(error="索引尚未就绪，请稍后再试", detail=str(exc)), 503

@@ -24,12 +24,15 @@ from flask import Blueprint, Flask, Response, abort, current_app, redirect, rend
 from bot.answer import Answerer
 from bot.engine import Engine, get_engine
 from bot.evaluate import QuestionSetError, evaluate, load_questions
+from bot.inputs import InputError, clean_file_name, clean_text, question_set_lines
 from bot.wechat import get_webhook
 from index.store import LoadedIndex
 
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
 ROLE_ADMIN, ROLE_QA = "admin", "qa"
 CHAT_KEEP = 12  # messages kept in the chat pane
+MAX_K = 20
+ROW_ID = "int(max=9223372036854775807)"  # SQLite's largest integer: a bigger id is a 404, not an overflow
 
 
 def tokens() -> dict[str, str]:
@@ -117,7 +120,17 @@ def ask():
     chat = session.get("chat", [])
     details = None
     if request.method == "POST":
-        text = request.form.get("q", "")
+        try:
+            text = clean_text(request.form.get("q", ""), int(current_app.config["MAX_QUESTION_CHARS"]),
+                              "MAX_QUESTION_CHARS", "问题")
+            k = int(request.form.get("k") or 5) if (request.form.get("k") or "5").isascii() else 0
+        except (InputError, ValueError) as exc:
+            error = str(exc) if isinstance(exc, InputError) else f"k 应为 1 到 {MAX_K} 之间的整数"
+            status = exc.status if isinstance(exc, InputError) else 400
+            return render_template("console/ask.html", chat=chat, details=None, error=error), status
+        if not 1 <= k <= MAX_K:
+            return render_template("console/ask.html", chat=chat, details=None,
+                                   error=f"k 应为 1 到 {MAX_K} 之间的整数"), 400
         user = f"console:{session['uid']}"
         reply = get_webhook().reply_text(user, text, channel="console")
         chat = (chat + [{"who": "user", "text": text}, {"who": "bot", "text": reply}])[-CHAT_KEEP:]
@@ -125,7 +138,7 @@ def ask():
         question = text if text.strip() not in ("更多", "more") else session.get("last_question", text)
         if text.strip() not in ("更多", "more"):
             session["last_question"] = text
-        details = engine.answerer.answer(question, k=int(request.form.get("k", 5) or 5)).to_json(details=True)
+        details = engine.answerer.answer(question, k=k).to_json(details=True)
         details["reply_bytes"] = len(reply.encode("utf-8"))
     return render_template("console/ask.html", chat=chat, details=details)
 
@@ -193,23 +206,20 @@ def batch():
     error = None
     if request.method == "POST":
         upload = request.files.get("file")
-        if upload is not None and upload.filename:
-            name = Path(upload.filename).name
-            if not name.endswith(".jsonl"):
-                error = "请上传 .jsonl 格式的问题集"
+        try:
+            if upload is not None and upload.filename:
+                path = save_question_set(folder, upload.filename, upload.read())
             else:
-                path = folder / name
-                path.write_bytes(upload.read())
-        else:
-            name = request.form.get("existing", "")
-            path = folder / Path(name).name
-            if not name or not path.exists():
-                error = "请上传问题集文件，或选择已有的问题集"
-        if error is None:
-            try:
+                existing = request.form.get("existing", "")
+                path = folder / clean_file_name(existing) if existing else folder
+                if not existing or not path.is_file():
+                    raise InputError("请上传问题集文件，或选择已有的问题集")
+                question_set_lines(path.read_bytes(), path.name)
                 load_questions(path)
-            except QuestionSetError as exc:
-                error = str(exc)
+        except InputError as exc:
+            error = str(exc)
+        except QuestionSetError as exc:
+            error = f"问题集格式不正确：{exc}"
         if error is None:
             versions = [engine.store.current() or ""]
             other = request.form.get("compare", "")
@@ -225,7 +235,25 @@ def batch():
                            batches=engine.bot_store.recent_batches(), error=error), 400 if error else 200
 
 
-@bp.get("/batch/<int:batch_id>")
+def save_question_set(folder: Path, file_name: str, data: bytes) -> Path:
+    """Check an uploaded question set completely, then write it: a refused upload leaves no file."""
+    name = clean_file_name(file_name)
+    if not name.endswith(".jsonl"):
+        raise InputError("请上传 .jsonl 格式的问题集")
+    question_set_lines(data, name)  # UTF-8, every line JSON of bounded depth (before load_questions parses it)
+    tmp = folder / f".upload-{secrets.token_hex(8)}.jsonl"
+    tmp.write_bytes(data)
+    try:
+        load_questions(tmp)
+    except QuestionSetError as exc:
+        tmp.unlink()
+        raise QuestionSetError(str(exc).replace(str(tmp), name)) from exc
+    path = folder / name
+    tmp.replace(path)
+    return path
+
+
+@bp.get(f"/batch/<{ROW_ID}:batch_id>")
 @signed_in()
 def batch_result(batch_id: int):
     run = get_engine().bot_store.get_batch(batch_id)
@@ -261,7 +289,7 @@ def _goodness(row: dict) -> float:
     return 1.0 / row["rank"]
 
 
-@bp.get("/batch/<int:batch_id>/download.<fmt>")
+@bp.get(f"/batch/<{ROW_ID}:batch_id>/download.<fmt>")
 @signed_in()
 def batch_download(batch_id: int, fmt: str):
     run = get_engine().bot_store.get_batch(batch_id)
@@ -290,7 +318,7 @@ def batch_download(batch_id: int, fmt: str):
 def log_page():
     store = get_engine().bot_store
     if request.method == "POST":
-        ids = {int(i) for i in request.form.getlist("id") if i.isdigit()}
+        ids = {int(i) for i in request.form.getlist("id")[:1000] if i.isascii() and i.isdigit() and len(i) < 19}
         entries = [e for e in store.recent_queries(limit=1000) if e.id in ids]
         body = "".join(json.dumps({"id": f"log-{e.id}", "q": e.question, "gold": []}, ensure_ascii=False) + "\n"
                        for e in sorted(entries, key=lambda e: e.id))

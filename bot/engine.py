@@ -18,11 +18,11 @@ from flask import Flask, current_app
 
 from bot.answer import Answerer, AnswerSettings
 from bot.jobs import Jobs
-from bot.library import Library
+from bot.library import Library, check_chunk_count, with_setting
 from bot.store import BotStore
 from index.embed import Embedder, load_embedder, set_threads
 from index.embed_cache import EmbeddingCache
-from index.ingest import Document, IngestError
+from index.ingest import Document, IngestError, LimitError, ReadLimits
 from index.store import IndexStore, IndexStoreError, LoadedIndex, NoIndexError, Progress
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,12 @@ class Engine:
         self._lock = threading.RLock()  # loading an index loads the model under the same lock
         self._loading: str | None = None
         self.bot_store = BotStore(instance_path / "bot.sqlite3", salt=config.get("LOG_SALT") or None)
-        self.library = Library(self.bot_store, instance_path / "documents", int(config["MAX_UPLOAD_BYTES"]))
+        self.library = Library(
+            self.bot_store, instance_path / "documents", int(config["MAX_UPLOAD_BYTES"]),
+            limits=ReadLimits(unpacked_bytes=int(config["MAX_UNPACKED_BYTES"]),
+                              chars=int(config["MAX_DOCUMENT_CHARS"]), pdf_pages=int(config["MAX_PDF_PAGES"])),
+            target_chars=int(config["CHUNK_TARGET_CHARS"]), max_chunks=int(config["MAX_CHUNKS_PER_DOCUMENT"]),
+        )
         self.jobs = Jobs(self.bot_store, instance_path, config)
         self.cache = EmbeddingCache(instance_path / "cache" / "embeddings.sqlite3")
         self.answerer = Answerer(self.current_index, AnswerSettings(
@@ -138,14 +143,24 @@ class Engine:
     def corpus_documents(self) -> list[Document]:
         """The library's documents (seeded from CORPUS_DIR the first time)."""
         self.library.seed(Path(self.config["CORPUS_DIR"]))
-        documents = self.library.documents()
+        try:
+            documents = self.library.documents()
+        except LimitError as exc:  # a file added before a limit was lowered
+            raise IngestError(with_setting(exc)) from exc
         if not documents:
             raise IngestError("the document library is empty: add documents first (flask docs add FILE)")
         return documents
 
     def build(self, documents: Iterable[Document] | None = None, progress: Progress | None = None) -> str:
-        """Build a version from the library (or ``documents``), check it, switch to it."""
+        """Build a version from the library (or ``documents``), check it, switch to it. A document that
+        makes more than MAX_CHUNKS_PER_DOCUMENT passages stops the build before anything is embedded."""
         docs = list(documents) if documents is not None else self.corpus_documents()
+        for doc in docs:
+            try:
+                check_chunk_count(doc, int(self.config["CHUNK_TARGET_CHARS"]),
+                                  int(self.config["MAX_CHUNKS_PER_DOCUMENT"]))
+            except LimitError as exc:
+                raise IngestError(with_setting(exc)) from exc
         version = self.store.build(docs, self.embedder(), target_chars=int(self.config["CHUNK_TARGET_CHARS"]),
                                    progress=progress, cache=self.cache, check=smoke_check)
         self.wait_for_version(version)

@@ -3,6 +3,10 @@
 Adding checks everything before anything changes: a refused file (empty, unknown type, undecodable,
 no text layer, too large, an exact duplicate) leaves the library as it was. The shipped ``corpus/``
 seeds the library once, the first time it is used; after that the admin decides what is in it.
+
+A file name is cleaned before use (``bot.inputs.clean_file_name``). Work per file is bounded: its size,
+what it unpacks to, the characters extracted (``ReadLimits``) and the passages it makes
+(``max_chunks``); a refusal names the limit and the setting that moves it.
 """
 
 from __future__ import annotations
@@ -14,10 +18,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.inputs import InputError, clean_file_name, clean_title, setting_hint, size_text
 from bot.store import BotStore
-from index.ingest import SUPPORTED_SUFFIXES, Document, IngestError, load_bytes, load_file
+from index.chunk import DEFAULT_TARGET_CHARS, chunk_document
+from index.ingest import SUPPORTED_SUFFIXES, Document, IngestError, LimitError, ReadLimits, load_bytes, load_file
 
 SEEDED_SETTING = "corpus_seeded"
+DEFAULT_MAX_CHUNKS = 5000
+LIMIT_SETTINGS = {  # ReadLimits field (or "chunks") -> the setting that moves it
+    "unpacked_bytes": "MAX_UNPACKED_BYTES", "chars": "MAX_DOCUMENT_CHARS", "pdf_pages": "MAX_PDF_PAGES",
+    "chunks": "MAX_CHUNKS_PER_DOCUMENT",
+}
 
 
 class LibraryError(ValueError):
@@ -43,6 +54,19 @@ class StoredDocument:
         return self.__dict__.copy()
 
 
+def with_setting(exc: LimitError) -> str:
+    return f"{exc}{setting_hint(LIMIT_SETTINGS[exc.limit])}"
+
+
+def check_chunk_count(doc: Document, target_chars: int, max_chunks: int) -> int:
+    """The passages ``doc`` makes; LimitError when more than ``max_chunks``."""
+    count = len(chunk_document(doc, target_chars))
+    if count > max_chunks:
+        raise LimitError(f"{doc.source or doc.doc_id} 切分后有 {count:,} 段，超过每个文件 {max_chunks:,} 段的上限，"
+                         "请拆分后再上传", "chunks")
+    return count
+
+
 def doc_id_for(file_name: str) -> str:
     """A stable id from a file name: letters, digits, CJK, dot, dash and underscore."""
     stem = Path(file_name).stem
@@ -50,10 +74,14 @@ def doc_id_for(file_name: str) -> str:
 
 
 class Library:
-    def __init__(self, store: BotStore, files_dir: Path, max_bytes: int) -> None:
+    def __init__(self, store: BotStore, files_dir: Path, max_bytes: int, limits: ReadLimits | None = None,
+                 target_chars: int = DEFAULT_TARGET_CHARS, max_chunks: int = DEFAULT_MAX_CHUNKS) -> None:
         self.store = store
         self.files_dir = Path(files_dir)
         self.max_bytes = max_bytes
+        self.limits = limits or ReadLimits()
+        self.target_chars = target_chars
+        self.max_chunks = max_chunks
 
     def seed(self, corpus_dir: Path) -> int:
         """Import ``corpus_dir`` once (the shipped documents). Returns how many were added."""
@@ -88,14 +116,22 @@ class Library:
 
     def add(self, file_name: str, data: bytes, uploaded_by: str, replace: bool = False,
             title: str | None = None) -> StoredDocument:
-        file_name = Path(file_name or "").name
         if not file_name:
             raise LibraryError("请选择要上传的文件")
+        try:
+            file_name = clean_file_name(file_name)
+            title = clean_title(title)
+        except InputError as exc:
+            raise LibraryError(str(exc), exc.status) from exc
         if len(data) > self.max_bytes:
-            raise LibraryError(f"{file_name} 超过大小上限 {self.max_bytes // (1024 * 1024)} MB", 413)
+            raise LibraryError(f"{file_name} 超过大小上限 {size_text(self.max_bytes)}"
+                               f"{setting_hint('MAX_UPLOAD_BYTES')}", 413)
         doc_id = doc_id_for(file_name)
         try:
-            document = load_bytes(data, file_name, doc_id=doc_id, title=title)
+            document = load_bytes(data, file_name, doc_id=doc_id, title=title, limits=self.limits)
+            check_chunk_count(document, self.target_chars, self.max_chunks)
+        except LimitError as exc:
+            raise LibraryError(with_setting(exc), 413) from exc
         except IngestError as exc:
             known = Path(file_name).suffix.lower() in SUPPORTED_SUFFIXES
             raise LibraryError(str(exc), 422 if known else 415) from exc
@@ -136,7 +172,8 @@ class Library:
         """Every stored file, cleaned, for an index build."""
         out = []
         for stored in self.all():
-            doc = load_file(self.files_dir / stored.doc_id / stored.file_name, doc_id=stored.doc_id)
+            doc = load_file(self.files_dir / stored.doc_id / stored.file_name, doc_id=stored.doc_id,
+                            limits=self.limits)
             doc.title = stored.title
             out.append(doc)
         return out

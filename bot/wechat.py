@@ -5,11 +5,17 @@ the answerer and the templates; this module only deals with the transport around
 
 Guarantees:
 - every request is signed (constant-time check) and fresh (timestamp window) or it gets 403;
+- a body that is not a message WeChat could send gets 400 (413 when too large) before anything is
+  stored: malformed XML, entities, a missing or nested ToUserName / FromUserName / MsgType, a CreateTime
+  that is not a Unix time, names longer than WeChat's;
 - a re-delivered message (same MsgId, or FromUserName + CreateTime for events) is answered once: a
-  duplicate waits for the first delivery's reply and returns it, across worker processes (SQLite);
+  duplicate waits for the first delivery's reply and returns it, across worker processes (SQLite).
+  A MsgId that is not a 64-bit number (WeChat never sends one) is ignored: such a message is deduped
+  by FromUserName + CreateTime, as events are, and still answered;
 - a question that cannot be answered within the reply budget gets a "send 更多 shortly" reply and the
   answer is kept for 更多;
-- any internal error still produces a polite, valid reply; the caller never sees a stack trace.
+- any internal error still produces a polite, valid reply; the caller never sees a stack trace or a 500
+  (the view's outermost guard is the one place that catches every exception).
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ import hashlib
 import hmac
 import logging
 import re
+import struct
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from xml.parsers.expat import ExpatError
 
-from flask import Blueprint, Flask, Response, current_app, request
+import xmltodict
+from flask import Blueprint, Flask, Response, current_app, g, request
 from wechatpy import parse_message
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
@@ -43,7 +52,26 @@ UNSUPPORTED_NAMES = {
     "link": "链接", "file": "文件", "voice": "语音",
 }
 CLICK_KEYS = {"HELP": "help", "ABOUT": "about", "EXAMPLES": "examples"}
-INVALID_XML_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+INVALID_XML_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+REQUIRED_FIELDS = ("ToUserName", "FromUserName", "CreateTime", "MsgType")
+TEXT_FIELDS = ("MsgId", "Content", "Recognition", "Event", "EventKey")  # read by the bot: plain text or absent
+NAME_MAX_CHARS = 128  # OpenIDs are 28 characters, gh_ ids about 15
+DIGITS = re.compile(r"[0-9]{1,20}")
+MAX_MSG_ID = 2**64 - 1
+MAX_CREATE_TIME = 2**32 - 1
+
+
+class MessageError(ValueError):
+    """A signed body that is not a message WeChat could send; the text says what is wrong (HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A parsed message with its checked fields: who, when, and the key its re-deliveries share."""
+
+    message: BaseMessage
+    create_time: int
+    msg_id: int | None  # None for events, and for a MsgId that is not a 64-bit number
 
 
 # ------------------------------------------------------------------------------- transport
@@ -54,7 +82,7 @@ def signature(*parts: str) -> str:
 
 
 def signature_ok(expected: str, given: str | None) -> bool:
-    return given is not None and hmac.compare_digest(expected, given.lower())
+    return given is not None and hmac.compare_digest(expected.encode(), given.lower().encode("utf-8", "replace"))
 
 
 def cdata(value: str) -> str:
@@ -71,10 +99,48 @@ def text_reply_xml(to_user: str, from_user: str, content: str, create_time: int 
     )
 
 
-def dedupe_key(message: BaseMessage) -> str:
-    if message.type == "event" or not getattr(message, "id", None):
-        return f"{message.source}:{message.time}"
-    return f"msg:{message.id}"
+def dedupe_key(inbound: Inbound) -> str:
+    """MsgId, or FromUserName + CreateTime. The sender is part of every key: a reply is only ever
+    returned to the user it was written for, even when two users' messages claim one MsgId."""
+    if inbound.msg_id is None:
+        return f"at:{inbound.message.source}:{inbound.create_time}"
+    return f"msg:{inbound.message.source}:{inbound.msg_id}"
+
+
+def xml_fields(xml: str | bytes) -> dict:
+    """The fields of ``<xml>…</xml>``; MessageError for anything else. Entities are refused (xmltodict)."""
+    try:
+        data = xmltodict.parse(xml)
+    except (ExpatError, ValueError) as exc:  # ValueError: a DTD declaring entities
+        raise MessageError("XML 格式不正确") from exc
+    root = data.get("xml") if isinstance(data, dict) else None
+    if not isinstance(root, dict):
+        raise MessageError("消息应以 <xml> 为根元素")
+    return root
+
+
+def read_message(xml: str) -> Inbound:
+    """Parse a decrypted message and check the fields the bot relies on."""
+    fields = xml_fields(xml)
+    for name in REQUIRED_FIELDS:
+        value = fields.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise MessageError(f"缺少 {name}，或 {name} 不是文本")
+    for name in TEXT_FIELDS:
+        if fields.get(name) is not None and not isinstance(fields[name], str):
+            raise MessageError(f"{name} 应为文本")
+    for name in ("ToUserName", "FromUserName"):
+        if len(fields[name]) > NAME_MAX_CHARS or INVALID_XML_CHARS.search(fields[name]):
+            raise MessageError(f"{name} 不是有效的微信账号标识")
+    create_time = fields["CreateTime"].strip()
+    if not DIGITS.fullmatch(create_time) or int(create_time) > MAX_CREATE_TIME:
+        raise MessageError("CreateTime 应为 Unix 时间戳（秒）")
+    raw_id = (fields.get("MsgId") or "").strip()
+    msg_id = int(raw_id) if DIGITS.fullmatch(raw_id) and 0 < int(raw_id) <= MAX_MSG_ID else None
+    if raw_id and msg_id is None:
+        log.warning("MsgId %r is not a 64-bit number: deduping by FromUserName + CreateTime", raw_id[:40])
+    message = parse_message(xml)
+    return Inbound(message, int(create_time), None if message.type == "event" else msg_id)
 
 
 def _plain(status: int, text: str) -> Response:
@@ -83,54 +149,68 @@ def _plain(status: int, text: str) -> Response:
 
 @bp.route("/wechat", methods=["GET", "POST"])
 def webhook() -> Response:
+    """The outermost guard: whatever fails below, WeChat gets a polite reply (or ``success``), never a 500."""
+    try:
+        return _webhook()
+    except Exception:
+        hook = get_webhook()
+        hook.internal_errors += 1
+        inbound: Inbound | None = g.get("wechat_inbound")
+        log.exception("internal error in the webhook (MsgId %s)", inbound.msg_id if inbound else None)
+        if inbound is None or request.args.get("encrypt_type") == "aes":
+            return _plain(200, "success")  # no reply we could still build safely: WeChat stops retrying
+        return Response(hook._xml(inbound.message, t.INTERNAL_ERROR), status=200, mimetype="application/xml")
+
+
+def _webhook() -> Response:
     cfg = current_app.config
     token = cfg.get("WECHAT_TOKEN")
     if not token:
         log.error("the /wechat endpoint is off: set FLASK_WECHAT_TOKEN (and FLASK_WECHAT_AES_KEY, "
                   "FLASK_WECHAT_APP_ID for safe mode) to the values in the WeChat admin console")
-        return _plain(503, "wechat endpoint is not configured")
+        return _plain(503, "微信接口未启用：请设置 FLASK_WECHAT_TOKEN")
     args = request.args
     timestamp, nonce = args.get("timestamp", ""), args.get("nonce", "")
     if not signature_ok(signature(token, timestamp, nonce), args.get("signature")):
-        return _plain(403, "invalid signature")
-    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > float(cfg["WECHAT_FRESHNESS_SECONDS"]):
-        return _plain(403, "stale or invalid timestamp")
+        return _plain(403, "签名无效")
+    if (not DIGITS.fullmatch(timestamp)
+            or abs(time.time() - int(timestamp)) > float(cfg["WECHAT_FRESHNESS_SECONDS"])):
+        return _plain(403, "时间戳无效或已过期")
     if request.method == "GET":
         return _plain(200, args.get("echostr", ""))
 
     limit = int(cfg["WECHAT_MAX_BODY_BYTES"])
+    too_large = f"消息体超过 {limit} 字节的上限（可通过设置 FLASK_WECHAT_MAX_BODY_BYTES 调整）"
     if request.content_length is not None and request.content_length > limit:
-        return _plain(413, "body too large")
+        return _plain(413, too_large)
     body = request.stream.read(limit + 1)
     if len(body) > limit:
-        return _plain(413, "body too large")
+        return _plain(413, too_large)
     if not body.strip():
-        return _plain(400, "empty body")
+        return _plain(400, "消息体为空")
 
     crypto = None
     if args.get("encrypt_type") == "aes":
         crypto = _crypto()
         if crypto is None:
             log.error("received a safe-mode message but FLASK_WECHAT_AES_KEY is not set")
-            return _plain(400, "safe mode is not configured")
+            return _plain(400, "安全模式未配置：请设置 FLASK_WECHAT_AES_KEY")
         try:
             xml = _decrypt(crypto, token, body, args)
         except (InvalidSignatureException, InvalidAppIdException) as exc:
             log.warning("rejected safe-mode message: %s", exc.__class__.__name__)
-            return _plain(403, "invalid message signature or app id")
-        except Exception:  # malformed envelope or ciphertext
-            return _plain(400, "malformed encrypted message")
+            return _plain(403, "消息签名或 AppID 不正确")
+        except MessageError as exc:
+            return _plain(400, f"加密消息格式不正确：{exc}")
     else:
         xml = body.decode("utf-8", "replace")
 
     try:
-        message = parse_message(xml)
-    except Exception:  # xmltodict raises several kinds for malformed XML
-        return _plain(400, "malformed XML")
-    if not message or not message.source or not message.target or not message._data.get("MsgType"):
-        return _plain(400, "missing ToUserName, FromUserName or MsgType")
-
-    reply = get_webhook().reply_for(message)
+        inbound = read_message(xml)
+    except MessageError as exc:
+        return _plain(400, str(exc))
+    g.wechat_inbound = inbound
+    reply = get_webhook().reply_for(inbound)
     if crypto is not None and reply != "success":
         reply = crypto.encrypt_message(reply, nonce, timestamp)
     return Response(reply, status=200, mimetype="application/xml" if reply != "success" else "text/plain")
@@ -144,15 +224,20 @@ def _crypto() -> WeChatCrypto | None:
 
 
 def _decrypt(crypto: WeChatCrypto, token: str, body: bytes, args) -> str:
-    from xml.etree import ElementTree
-
     from wechatpy.utils import to_text
 
-    encrypt = ElementTree.fromstring(body).findtext("Encrypt") or ""
+    encrypt = xml_fields(body).get("Encrypt")
+    if not isinstance(encrypt, str) or not encrypt.strip():
+        raise MessageError("缺少 Encrypt")
     expected = signature(token, args.get("timestamp", ""), args.get("nonce", ""), encrypt)
     if not signature_ok(expected, args.get("msg_signature")):
         raise InvalidSignatureException()
-    return to_text(crypto.decrypt_message(body, args.get("msg_signature"), args.get("timestamp"), args.get("nonce")))
+    try:
+        plain = crypto.decrypt_message({"Encrypt": encrypt}, args.get("msg_signature"), args.get("timestamp"),
+                                       args.get("nonce"))
+    except (ValueError, IndexError, struct.error) as exc:  # base64, block size, padding, length, UTF-8
+        raise MessageError("密文无法解密") from exc
+    return to_text(plain)
 
 
 # ------------------------------------------------------------------------------------ core
@@ -173,13 +258,15 @@ class Webhook:
         self.answerer = answerer
         self.store = store
         self.settings = settings
+        self.internal_errors = 0  # replies that fell back to the polite error (tests assert none)
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="answer")
         self._last_purge = 0.0
         self._purge_lock = threading.Lock()
 
-    def reply_for(self, message: BaseMessage) -> str:
-        """The reply body for ``message``: text-reply XML, or ``success`` for no reply. Never raises."""
-        key = dedupe_key(message)
+    def reply_for(self, inbound: Inbound) -> str:
+        """The reply body for a message: text-reply XML, or ``success`` for no reply."""
+        message = inbound.message
+        key = dedupe_key(inbound)
         try:
             first = self.store.claim(key)
         except Exception:
@@ -194,7 +281,8 @@ class Webhook:
             content = self.handle_message(message)
             reply = "success" if content is None else self._xml(message, content)
         except Exception:
-            log.exception("internal error answering MsgId=%s from=%s", getattr(message, "id", None), key)
+            self.internal_errors += 1
+            log.exception("internal error answering MsgId=%s from=%s", inbound.msg_id, key)
             reply = self._xml(message, t.INTERNAL_ERROR)
         try:
             self.store.finish(key, reply)
@@ -269,7 +357,7 @@ class Webhook:
         return answer.text
 
     def _remember(self, user: str, question: str, answer: Answer, channel: str = "wechat") -> None:
-        if answer.kind in ("answer", "abstain"):
+        if answer.kind in ("answer", "related", "abstain"):
             self.store.set_state(user, {"question": question, "shown": answer.quoted})
         self.store.log_query(
             channel=channel, user=user, question=question, kind=answer.kind, abstained=answer.abstained,

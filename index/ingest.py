@@ -21,7 +21,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from index.formats import SUPPORTED_SUFFIXES, IngestError, decode, extract_text
+from index.formats import SUPPORTED_SUFFIXES, IngestError, LimitError, ReadLimits, decode, extract_text
 
 HEADER = "header"
 BODY = "body"
@@ -64,7 +64,8 @@ DOCUMENT_TYPE_END = re.compile(r"(通知|意见|办法|决定|规定|方案|条�
 CLOSERS = "”’」』）)】"
 CJK = r"\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uff00-\uffef“”‘’"
 
-__all__ = ["IngestError", "SUPPORTED_SUFFIXES", "Document", "Paragraph", "clean", "decode", "load_bytes", "load_file"]
+__all__ = ["IngestError", "LimitError", "ReadLimits", "SUPPORTED_SUFFIXES", "Document", "Paragraph", "clean", "decode",
+           "load_bytes", "load_file"]
 
 
 
@@ -94,17 +95,20 @@ class Document:
 
 
 
-def load_file(path: Path, doc_id: str | None = None, title: str | None = None) -> Document:
+def load_file(path: Path, doc_id: str | None = None, title: str | None = None,
+              limits: ReadLimits | None = None) -> Document:
     """Read a document file (.txt .md .docx .pdf .html) and clean it."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise IngestError(f"{path.name} 无法读取：{exc.strerror}") from exc
-    return load_bytes(data, path.name, doc_id=doc_id, title=title)
+    return load_bytes(data, path.name, doc_id=doc_id, title=title, limits=limits)
 
 
-def load_bytes(data: bytes, name: str, doc_id: str | None = None, title: str | None = None) -> Document:
-    """Bytes of a file called ``name`` -> Document. Raises IngestError saying what is wrong."""
+def load_bytes(data: bytes, name: str, doc_id: str | None = None, title: str | None = None,
+               limits: ReadLimits | None = None) -> Document:
+    """Bytes of a file called ``name`` -> Document. Raises IngestError saying what is wrong (LimitError
+    when the file is over one of ``limits``)."""
     suffix = Path(name).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise IngestError(
@@ -112,7 +116,7 @@ def load_bytes(data: bytes, name: str, doc_id: str | None = None, title: str | N
         )
     if not data.strip():
         raise IngestError(f"{name} 是空文件")
-    text, found_title = extract_text(data, name)
+    text, found_title = extract_text(data, name, limits)
     title = title or found_title
     doc = clean(text, doc_id=doc_id or Path(name).stem, source=name, sha256=hashlib.sha256(data).hexdigest())
     if title:

@@ -8,10 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from server import create_app
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for a model hub
+
+# Property tests (tests/test_hostile.py): `make test` runs the quick, repeatable profile; `make fuzz`
+# (HYPOTHESIS_PROFILE=fuzz) twenty times as many examples, freshly random, failures kept in .hypothesis/.
+_RELAXED = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large,
+            HealthCheck.large_base_example]
+settings.register_profile("ci", max_examples=100, deadline=None, derandomize=True, database=None,
+                          suppress_health_check=_RELAXED, print_blob=True)
+settings.register_profile("fuzz", max_examples=2000, deadline=None, suppress_health_check=_RELAXED, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"

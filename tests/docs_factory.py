@@ -59,3 +59,53 @@ def html_bytes(title: str, paragraphs: list[str]) -> bytes:
     body = "".join(f"<p>{p}</p>" for p in paragraphs)
     return (f"<html><head><title>{title}</title><style>p{{color:red}}</style>"
             f"<script>var x = '不要索引我';</script></head><body><h1>{title}</h1>{body}</body></html>").encode()
+
+
+def zip_bytes(entries: dict[str, bytes]) -> bytes:
+    """A zip of ``entries`` (deflated), e.g. a .docx with broken or missing parts."""
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+def docx_bomb_bytes(unpacked: int) -> bytes:
+    """A real .docx whose document.xml unpacks to about ``unpacked`` bytes (one paragraph, then padding),
+    written in pieces so the test never holds it in memory either."""
+    import zipfile
+
+    parts = {}
+    with zipfile.ZipFile(io.BytesIO(docx_bytes(["炸弹"]))) as archive:
+        for name in archive.namelist():
+            parts[name] = archive.read(name)
+    xml = parts.pop("word/document.xml")
+    head, tail = xml.split(b"</w:body>")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
+        with archive.open("word/document.xml", "w", force_zip64=True) as member:
+            member.write(head)
+            block = b" " * (1024 * 1024)
+            for _ in range(unpacked // len(block)):
+                member.write(block)
+            member.write(b"</w:body>" + tail)
+    return out.getvalue()
+
+
+def lying_zip_bytes(real: bytes) -> bytes:
+    """``real`` with every entry's declared uncompressed size rewritten to 1 byte (local and central
+    headers): a reader that trusts the headers sees a tiny archive."""
+    import struct
+
+    data = bytearray(real)
+    for signature, size_at in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        at = data.find(signature)
+        while at >= 0:
+            if struct.unpack_from("<I", data, at + size_at)[0] != 0xFFFFFFFF:
+                struct.pack_into("<I", data, at + size_at, 1)
+            at = data.find(signature, at + 4)
+    return bytes(data)
