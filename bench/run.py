@@ -188,6 +188,38 @@ def bench_build(instance: Path, backend: str) -> list[str]:
             f"{chars / full:,.0f} | {incremental:.1f} | {embedded} |"]
 
 
+def soak_step(models: Path, backend: str, instance: Path | None = None) -> list[str]:
+    """bench.soak against a built instance (built here, on the first document, when none is given)."""
+    from bench import soak
+
+    os.environ["FLASK_EMBED_BACKEND"] = backend
+    if instance is not None:
+        return soak.markdown(soak.run(instance))
+    with tempfile.TemporaryDirectory() as tmp:
+        instance = Path(tmp) / "instance"
+        instance.mkdir()
+        (instance / "models").symlink_to(models, target_is_directory=True)
+        app = make_app(instance, backend)
+        with app.app_context():
+            app.extensions["engine"].build()
+        return soak.markdown(soak.run(instance))
+
+
+def write_section(path: Path, lines: list[str]) -> None:
+    """Replace the section whose heading is lines[1] in ``path`` (or add it after the HTTP figures)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    heading = lines[1]
+    section = "\n".join(lines[1:]) + "\n"
+    if heading in text:
+        start = text.index(heading)
+        after = text.find("\n## ", start + len(heading))
+        text = text[:start] + section + (text[after + 1:] if after >= 0 else "")
+    else:
+        anchor = text.find("\n## Build")
+        text = text[:anchor + 1] + section + "\n" + text[anchor + 1:] if anchor >= 0 else text + "\n" + section
+    path.write_text(text, encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=["onnx", "torch"])
@@ -195,6 +227,9 @@ def main() -> None:
     parser.add_argument("--skip-build", action="store_true")
     parser.add_argument("--skip-scale", action="store_true")
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--skip-soak", action="store_true")
+    parser.add_argument("--only-soak", action="store_true",
+                        help="run only the soak and rewrite its section of --out, keeping the rest")
     args = parser.parse_args()
     questions = [json.loads(line)["q"] for line in (SHARED / "eval" / "dev.jsonl").read_text("utf-8").splitlines()]
     models = ROOT / "instance" / "models"
@@ -202,7 +237,11 @@ def main() -> None:
     out = ["# Benchmarks", "", "Written by `make bench` (bench/run.py). Medians of repeated runs, spread in brackets.",
            ""]
     out += machine()
-    startup, stages, http, build = [], [], [], []
+    if args.only_soak:
+        write_section(args.out, soak_step(models, args.backends[0]))
+        print(f"wrote the soak section of {args.out}")
+        return
+    startup, stages, http, build, soak_lines = [], [], [], [], []
     for backend in args.backends:
         with tempfile.TemporaryDirectory() as tmp:
             instance = Path(tmp) / "instance"
@@ -211,6 +250,8 @@ def main() -> None:
             app = make_app(instance, backend)
             with app.app_context():
                 app.extensions["engine"].build()
+            if backend == args.backends[0] and not args.skip_soak:
+                soak_lines = soak_step(models, backend, instance)
             result = bench_startup_and_latency(instance, backend, questions)
             cut = result.index("STAGES")
             startup += result[:cut]
@@ -231,6 +272,7 @@ def main() -> None:
             "| back end | endpoint | concurrency | requests | req/s | p50 ms | p99 ms | errors |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     out += http
+    out += soak_lines
     if build:
         out += ["", "## Build: 53 government work reports (1954–2022)", "",
                 "| back end | documents | characters | chunks | full build s | chunks/s | chars/s | "

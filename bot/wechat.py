@@ -157,9 +157,17 @@ def webhook() -> Response:
         hook.internal_errors += 1
         inbound: Inbound | None = g.get("wechat_inbound")
         log.exception("internal error in the webhook (MsgId %s)", inbound.msg_id if inbound else None)
-        if inbound is None or request.args.get("encrypt_type") == "aes":
-            return _plain(200, "success")  # no reply we could still build safely: WeChat stops retrying
-        return Response(hook._xml(inbound.message, t.INTERNAL_ERROR), status=200, mimetype="application/xml")
+        if inbound is None:
+            return _plain(200, "success")  # nobody to address a reply to: WeChat stops retrying
+        reply = hook._xml(inbound.message, t.INTERNAL_ERROR)
+        crypto = _crypto() if request.args.get("encrypt_type") == "aes" else None
+        if crypto is not None:
+            try:
+                reply = crypto.encrypt_message(reply, request.args.get("nonce", ""), request.args.get("timestamp"))
+            except Exception:  # the encryption itself failed: no reply is better than a plain one
+                log.exception("could not encrypt the error reply")
+                return _plain(200, "success")
+        return Response(reply, status=200, mimetype="application/xml")
 
 
 def _webhook() -> Response:

@@ -353,6 +353,25 @@ def test_one_msgid_from_two_users_gets_each_their_own_reply(hostile_app):
     assert "使用说明" in (b.content or "")
 
 
+def test_the_outermost_guard_still_answers_politely(hostile_app, monkeypatch):
+    """A bug below the view (here: the dedupe store failing hard) is logged, counted and answered with the
+    polite error reply: WeChat never sees a 500 or a stack trace."""
+    from bot.wechat import Webhook
+
+    def broken(self, inbound):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(Webhook, "reply_for", broken)
+    wechat = WeChatClient(hostile_app.test_client())
+    errors = webhook_errors(hostile_app)
+    r = wechat.send_text("你好", user="o_guard")
+    assert r.status == 200 and r.content == t.INTERNAL_ERROR and r.field("ToUserName") == "o_guard"
+    assert webhook_errors(hostile_app) == errors + 1
+    safe = WeChatClient(hostile_app.test_client(), aes_key=AES_KEY)
+    r = safe.send_text("你好", user="o_guard")
+    assert r.status == 200 and r.content == t.INTERNAL_ERROR  # encrypted, like every safe-mode reply
+
+
 # --------------------------------------------------------------------------------- /api/ask
 
 json_values = st.recursive(
