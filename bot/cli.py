@@ -83,6 +83,44 @@ def index_activate(version: str) -> None:
     click.echo(f"serving {version}")
 
 
+@index_cli.command("adapt")
+@click.option("--questions", "question_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSONL questions with gold quotes to train on (repeatable); never a held-out set.")
+@click.option("--max-pairs", default=2048, show_default=True)
+@click.option("--lr", "learning_rate", default=2e-5, show_default=True)
+@click.option("--max-minutes", default=10.0, show_default=True, help="Stop training (and save) after this long.")
+@click.option("--freeze-embeddings/--train-embeddings", default=True, show_default=True)
+def index_adapt(question_files: tuple[Path, ...], max_pairs: int, learning_rate: float, max_minutes: float,
+                freeze_embeddings: bool) -> None:
+    """Fine-tune the bundled model on the library's own pairs (+ tuning questions); save it and its ONNX."""
+    from index.adapt import AdaptError, AdaptSettings, adapt, load_question_files
+    from index.bundled_model import BUNDLED_MODEL_NAME
+    from index.embed import EmbedderError, resolve_model_path
+
+    engine = get_engine()
+    models_dir = engine.instance_path / "models"
+    settings = AdaptSettings(max_pairs=max_pairs, learning_rate=learning_rate, max_minutes=max_minutes,
+                             freeze_embeddings=freeze_embeddings)
+    bar = tqdm(total=0, unit="step", desc="adapting", file=sys.stderr)
+
+    def progress(step: int, steps: int, loss: float) -> None:
+        bar.total, bar.n = steps, step
+        bar.set_postfix(loss=f"{loss:.3f}")
+
+    try:
+        base = Path(resolve_model_path(BUNDLED_MODEL_NAME, models_dir))
+        result = adapt(engine.corpus_documents(), load_question_files(question_files), base, models_dir,
+                       settings, target_chars=int(engine.config["CHUNK_TARGET_CHARS"]), progress=progress)
+    except (AdaptError, EmbedderError, IngestError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    bar.close()
+    limit = ", stopped at the time limit" if result.stopped_early else ""
+    click.echo(f"{result.steps} steps over {sum(result.pairs.values())} pairs {result.pairs} in {result.seconds:.0f} s "
+               f"(loss {result.first_loss:.3f} -> {result.last_loss:.3f}{limit})")
+    click.echo(f"saved {result.folder}\nuse it: FLASK_EMBED_MODEL={result.folder} flask --app server index build")
+
+
 @click.command("ask")
 @with_appcontext
 @click.argument("question", required=False)

@@ -1,0 +1,84 @@
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index.adapt import AdaptSettings, adapt, batches, compact, library_pairs, question_pairs, select_pairs
+from index.bundled_model import BUNDLED_MODEL_NAME
+from index.chunk import chunk_document
+from index.embed import load_embedder, resolve_model_path
+from index.ingest import clean
+
+TEXT = """关于加强村级组织建设的意见
+
+一、总体要求
+坚持党建引领，推动村级组织全面进步全面过硬。各地要把村级组织建设摆在突出位置，层层压实责任。
+
+二、重点任务
+（一）选优配强村党组织书记
+实施“头雁工程”，从本村致富能手、外出务工经商人员中选拔村党组织书记。每个村储备后备力量不少于两名。
+（二）推行“村情通”平台
+依托“村情通”平台公开村务，方便群众监督。平台信息每月更新一次，群众可在手机上随时查看。
+"""
+
+
+@pytest.fixture(scope="module")
+def doc():
+    return clean(TEXT, doc_id="village")
+
+
+@pytest.fixture(scope="module")
+def chunks(doc):
+    return chunk_document(doc, 60)
+
+
+def test_library_pairs_of_every_kind_never_give_the_answer_away(doc, chunks):
+    pairs = library_pairs([doc], chunks)
+    assert {kind for kind, found in pairs.items() if found} == {"sentence", "heading", "phrase", "title"}
+    headings = {p.query for p in pairs["heading"]}
+    assert "选优配强村党组织书记" in headings  # the heading's words, without its number
+    for p in pairs["heading"] + pairs["title"]:
+        assert compact(p.query) not in compact(p.passage)
+    for p in pairs["sentence"]:  # the inverse cloze task: the sentence is cut out of its passage
+        assert compact(p.query) not in compact(p.passage)
+        assert any(c.chunk_id == p.group for c in chunks)
+    assert {p.query for p in pairs["phrase"]} == {"头雁工程", "村情通"}
+    for p in pairs["phrase"]:
+        assert p.query in p.passage
+
+
+def test_a_question_pairs_with_the_passage_holding_its_gold_quote(chunks):
+    questions = [{"id": "a", "q": "村里有啥平台能看村务", "gold": ["依托“村情通”平台 公开村务"]},
+                 {"id": "b", "q": "今天天气如何", "gold": []}]
+    pairs = question_pairs(questions, chunks)
+    assert len(pairs) == 1
+    assert pairs[0].query == "村里有啥平台能看村务"
+    assert "依托“村情通”平台公开村务" in compact(pairs[0].passage)
+
+
+def test_no_batch_repeats_a_passage_or_an_anchor(doc, chunks):
+    rng = random.Random(1)
+    by_kind = library_pairs([doc], chunks)
+    chosen = select_pairs(by_kind, [], AdaptSettings(max_pairs=40), rng)
+    assert 0 < len(chosen) <= 40
+    for batch in batches(chosen, 4, rng):
+        assert len({p.group for p in batch}) == len(batch)
+        assert len({p.query for p in batch}) == len(batch)
+
+
+def test_adapt_saves_a_loadable_model_with_other_vectors(doc, models_dir, tmp_path):
+    base = resolve_model_path(BUNDLED_MODEL_NAME, models_dir)
+    settings = AdaptSettings(max_pairs=12, batch_size=3, max_seq_length=48, learning_rate=1e-4)
+    result = adapt([doc], [], Path(base), tmp_path, settings, target_chars=60,
+                   export_onnx=False)
+    assert result.steps >= 4 and 10 <= sum(result.pairs.values()) <= 12  # 3 passages: batches of at most 3
+    assert (result.folder / "adapt.json").exists() and result.folder.name.startswith("multilingual-e5-small-adapted-")
+    adapted = load_embedder(str(result.folder), tmp_path)
+    original = load_embedder(BUNDLED_MODEL_NAME, models_dir)
+    assert adapted.name != original.name  # the cache key and the index manifest tell them apart
+    texts = ["村党组织书记从哪里选", "平台信息多久更新"]
+    new, old = adapted.encode_queries(texts), original.encode_queries(texts)
+    assert np.allclose(np.linalg.norm(new, axis=1), 1, atol=1e-4)
+    cosine = (new * old).sum(axis=1)
+    assert np.all(cosine < 0.99999) and np.all(cosine > 0.9)
