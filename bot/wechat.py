@@ -132,6 +132,9 @@ def read_message(xml: str) -> Inbound:
     for name in ("ToUserName", "FromUserName"):
         if len(fields[name]) > NAME_MAX_CHARS or INVALID_XML_CHARS.search(fields[name]):
             raise MessageError(f"{name} 不是有效的微信账号标识")
+    kind = fields["MsgType"].lower()
+    if (kind == "event" or kind.startswith("device_")) and "Event" in fields and not (fields["Event"] or "").strip():
+        raise MessageError("事件消息的 Event 为空")
     create_time = fields["CreateTime"].strip()
     if not DIGITS.fullmatch(create_time) or int(create_time) > MAX_CREATE_TIME:
         raise MessageError("CreateTime 应为 Unix 时间戳（秒）")
