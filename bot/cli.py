@@ -18,6 +18,7 @@ from bot.evaluate import QuestionSetError, evaluate, load_questions
 from bot.library import LibraryError
 from bot.store import get_store
 from index.ingest import IngestError
+from index.rank import DEFAULT_LEARNED
 from index.store import IndexStoreError
 
 index_cli = AppGroup("index", help="Build and manage the versioned search index.")
@@ -153,7 +154,10 @@ def ask(question: str | None, as_json: bool, k: int, batch: Path | None) -> None
         click.echo(f"{i}. [{p.score:.3f}] {p.title} › {p.section}: {p.text[:60]}…")
     if answer.decision:
         d = answer.decision
-        click.echo(f"confidence {d.confidence:.4f} (threshold {d.threshold}), {answer.elapsed_ms} ms")
+        click.echo(f"tier {d.tier}: confidence {d.confidence:.4f} (answer at {d.threshold}), in scope "
+                   f"{d.scope:.4f} (related at {d.related_threshold}), {answer.elapsed_ms} ms")
+        if d.replaced:
+            click.echo("read as: " + d.rewritten)
 
 
 @click.command("eval")
@@ -178,6 +182,27 @@ def eval_command(path: Path, k: int, as_json: bool) -> None:
         click.echo("\nnot right at rank 1:")
         for r in failures:
             click.echo(f"  {r.id} rank={r.rank} abstained={r.abstained} conf={r.confidence} {r.question}")
+
+
+@click.command("fit")
+@with_appcontext
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_LEARNED, show_default=True,
+              help="Where to write the fitted models (JSON).")
+def fit_command(path: Path, out: Path) -> None:
+    """Fit the passage ranker and the answer decision on a tuning question set (needs its documents indexed)."""
+    from bot.fit import FitError, fit, initial_models
+
+    engine = get_engine()
+    try:
+        questions = load_questions(path)
+        # the serving index, loaded with hand-set models: the current ones may not fit the code's features
+        index = engine.store.load(engine.embedder(), synonyms=engine.synonyms(), models=initial_models())
+        models = fit(index.searcher, questions, source=str(path), log=click.echo)
+    except (QuestionSetError, FitError, IndexStoreError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    models.save(out)
+    click.echo(f"wrote {out}; it applies when an index is next loaded (restart, or `index activate`)")
 
 
 def run_job(engine, job_id: int) -> None:
@@ -282,5 +307,6 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(index_cli)
     app.cli.add_command(ask)
     app.cli.add_command(eval_command)
+    app.cli.add_command(fit_command)
     app.cli.add_command(log_cli)
     app.cli.add_command(docs_cli)

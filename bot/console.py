@@ -281,12 +281,14 @@ def compare(run: dict) -> list[dict]:
 
 
 def _goodness(row: dict) -> float:
-    """Higher is better: a first hit high up and not abstained; for out-of-scope, abstaining."""
+    """Higher is better: a first hit high up and answered (listed as related counts half); for
+    out-of-scope, declining (related passages count half)."""
+    tier = row.get("tier") or ("decline" if row["abstained"] else "answer")  # batches run before tiers
     if not row["answerable"]:
-        return 1.0 if row["abstained"] else 0.0
-    if row["abstained"] or not row["rank"]:
+        return {"decline": 1.0, "related": 0.5}.get(tier, 0.0)
+    if tier == "decline" or not row["rank"]:
         return 0.0
-    return 1.0 / row["rank"]
+    return (1.0 if tier == "answer" else 0.5) / row["rank"]
 
 
 @bp.get(f"/batch/<{ROW_ID}:batch_id>/download.<fmt>")

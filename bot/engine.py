@@ -23,7 +23,9 @@ from bot.store import BotStore
 from index.embed import Embedder, load_embedder, set_threads
 from index.embed_cache import EmbeddingCache
 from index.ingest import Document, IngestError, LimitError, ReadLimits
+from index.rank import DEFAULT_LEARNED, LearnedModels, ModelError
 from index.store import IndexStore, IndexStoreError, LoadedIndex, NoIndexError, Progress
+from index.synonyms import DEFAULT_SYNONYMS, SynonymError, Synonyms
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +49,8 @@ class Engine:
         self.jobs = Jobs(self.bot_store, instance_path, config)
         self.cache = EmbeddingCache(instance_path / "cache" / "embeddings.sqlite3")
         self.answerer = Answerer(self.current_index, AnswerSettings(
-            threshold=float(config["ABSTAIN_THRESHOLD"]),
-            lexical_weight=float(config["ABSTAIN_LEXICAL_WEIGHT"]),
-            min_lexical=float(config["ABSTAIN_MIN_LEXICAL"]),
+            answer_threshold=_optional_float(config.get("ANSWER_THRESHOLD")),
+            related_threshold=_optional_float(config.get("RELATED_THRESHOLD")),
             example_questions=tuple(config.get("EXAMPLE_QUESTIONS") or ()),
         ))
 
@@ -92,9 +93,23 @@ class Engine:
             return self._index
 
     def load_version(self, version: str | None) -> LoadedIndex:
-        """Load a version (the serving one when None) with this app's ranking settings; not cached."""
-        return self.store.load(self.embedder(), version, dense_weight=float(self.config["DENSE_WEIGHT"]),
-                               doc_prior_weight=float(self.config["DOC_PRIOR_WEIGHT"]))
+        """Load a version (the serving one when None) with this app's dictionary and models; not cached."""
+        return self.store.load(self.embedder(), version, synonyms=self.synonyms(), models=self.models())
+
+    def synonyms(self) -> Synonyms:
+        """The members' words dictionary (read at each index load, so an edit applies at the next one)."""
+        path = self.config.get("SYNONYMS_FILE")
+        try:
+            return Synonyms.from_file(Path(path) if path else DEFAULT_SYNONYMS)
+        except (OSError, SynonymError) as exc:
+            raise IndexStoreError(f"cannot read the synonym dictionary: {exc}") from exc
+
+    def models(self) -> LearnedModels:
+        path = self.config.get("LEARNED_MODELS")
+        try:
+            return LearnedModels.load(Path(path) if path else DEFAULT_LEARNED)
+        except ModelError as exc:
+            raise IndexStoreError(str(exc)) from exc
 
     def _load(self, version: str | None) -> LoadedIndex:
         index = self.load_version(version)
@@ -162,7 +177,8 @@ class Engine:
             except LimitError as exc:
                 raise IngestError(with_setting(exc)) from exc
         version = self.store.build(docs, self.embedder(), target_chars=int(self.config["CHUNK_TARGET_CHARS"]),
-                                   progress=progress, cache=self.cache, check=smoke_check)
+                                   progress=progress, cache=self.cache, check=smoke_check,
+                                   synonyms=self.synonyms(), models=self.models())
         self.wait_for_version(version)
         return version
 
@@ -176,6 +192,10 @@ def smoke_check(index: LoadedIndex, samples: int = 3) -> None:
         hits = index.searcher.search(probe, k=5).hits
         if chunk.chunk_id not in [h.chunk.chunk_id for h in hits]:
             raise IndexStoreError(f"smoke check failed: {chunk.chunk_id} is not found by its own text")
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value in (None, "") else float(value)  # type: ignore[arg-type]
 
 
 def init_app(app: Flask) -> Engine:

@@ -1,6 +1,14 @@
 """Question sets with gold quotes -> retrieval and abstention metrics (format: ../shared/eval/README.md).
 
 A passage hits when, with all white space deleted from both, it contains one of the gold quotes.
+
+Besides R@k, the metrics count what a member experiences (the reply's ``tier``):
+- ``right``: answered, and the first passage is a right one;
+- ``wrong``: answered, and neither of the first two passages is right (a confident wrong answer);
+- ``useful``: right, or a ``related`` reply whose (up to three) passages hold a right one;
+- ``declined``: an answerable question declined outright;
+- out of scope: the share declined outright, and for ``"hard": true`` questions the share not answered
+  as ``answer`` (a ``related`` reply to them is allowed), each split into everyday and hard.
 """
 
 from __future__ import annotations
@@ -57,6 +65,9 @@ class EvalRow:
     rank: int | None
     abstained: bool
     confidence: float | None
+    tier: str = "answer"  # answer | related | decline
+    hard: bool = False  # an out-of-scope question close to the documents' topic
+    kind: str = ""  # the question's kind in the set (paraphrase, typo, …), when it says
 
     @property
     def failed(self) -> bool:
@@ -72,6 +83,7 @@ def evaluate(answerer: Answerer, questions: list[dict], k: int = 5) -> tuple[dic
             id=str(q["id"]), question=q["q"], answerable=answerable,
             rank=first_hit_rank(answer, q["gold"]) if answerable else None, abstained=answer.abstained,
             confidence=answer.decision.confidence if answer.decision else None,
+            tier=answer.tier, hard=bool(q.get("hard")), kind=str(q.get("kind") or ""),
         ))
     return metrics(rows), rows
 
@@ -88,4 +100,31 @@ def metrics(rows: list[EvalRow]) -> dict:
     result["abstention_rate"] = (
         round(sum(1 for r in out_of_scope if r.abstained) / len(out_of_scope), 4) if out_of_scope else None
     )
-    return result
+    return result | member_view(rows)
+
+
+RELATED_SHOWN = 3  # a related reply lists this many passages
+
+
+def member_view(rows: list[EvalRow]) -> dict:
+    """What members experience: right / wrong / useful / declined, and out-of-scope declined."""
+    answerable = [r for r in rows if r.answerable]
+    everyday = [r for r in rows if not r.answerable and not r.hard]
+    hard = [r for r in rows if not r.answerable and r.hard]
+
+    def share(count: int, of: list) -> float | None:
+        return round(count / len(of), 4) if of else None
+
+    right = sum(1 for r in answerable if r.tier == "answer" and r.rank == 1)
+    wrong = sum(1 for r in answerable if r.tier == "answer" and not (r.rank and r.rank <= 2))
+    related_useful = sum(1 for r in answerable if r.tier == "related" and r.rank and r.rank <= RELATED_SHOWN)
+    return {
+        "right": share(right, answerable),
+        "useful": share(right + related_useful, answerable),
+        "wrong": share(wrong, answerable),
+        "related": share(sum(1 for r in answerable if r.tier == "related"), answerable),
+        "declined": share(sum(1 for r in answerable if r.tier == "decline"), answerable),
+        "everyday_declined": share(sum(1 for r in everyday if r.tier == "decline"), everyday),
+        "hard_not_answered": share(sum(1 for r in hard if r.tier != "answer"), hard),
+        "hard_declined": share(sum(1 for r in hard if r.tier == "decline"), hard),
+    }

@@ -20,8 +20,8 @@ from bot.store import BotStore
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ACTIVE = ("queued", "running")
-FORWARDED_SETTINGS = ("EMBED_MODEL", "EMBED_BACKEND", "CHUNK_TARGET_CHARS", "CORPUS_DIR", "INDEX_KEEP", "DENSE_WEIGHT",
-                      "DOC_PRIOR_WEIGHT")
+FORWARDED_SETTINGS = ("EMBED_MODEL", "EMBED_BACKEND", "CHUNK_TARGET_CHARS", "CORPUS_DIR", "INDEX_KEEP", "SYNONYMS_FILE",
+                      "LEARNED_MODELS")
 
 
 def process_alive(pid: int | None) -> bool:

@@ -1,57 +1,65 @@
-"""Hybrid search: BM25 and dense candidates fused into one ranking, plus the evidence for abstaining.
+"""Hybrid search: three candidate channels, a learned ranker over their evidence, and the evidence for
+the answer decision.
 
-Fusion is a convex combination of the two scores, each scaled to [0, 1] over the candidate set
-(dense: min-max; BM25: divided by the best). Over-fetch from both before fusing; ties break on the
-chunk's position in the index so a ranking never depends on dictionary or thread order.
+A question is first rewritten into the documents' words (``index.synonyms``: 村官 -> 村干部). Candidates
+come from three channels, each over-fetched: the dense index (e5 cosine), BM25 over jieba words, and BM25
+over character bigrams (no dictionary: it still matches typos, rare names and words jieba cuts
+differently in a question than in a passage). Each candidate is described by the features in
+``index.rank.PASSAGE_FEATURES`` — its scores in each channel, how much of the question it covers, its
+section headings, its neighbours, and how much its document as a whole is about the question (BM25 over
+whole documents, the title, the best passage of the document, and whether the question names the
+document's year or congress session: 2019年政府工作报告…, 十九大…). The learned ranker (a logistic model fitted
+on the tuning questions, ``index/learned.json``) orders them; ties break on the chunk's position in the
+index, so a ranking never depends on dictionary or thread order.
 
-With several documents, a passage also earns a little from its document as a whole (``doc_prior``):
-BM25 over whole documents, divided by the best, or the share of the question's terms in the document's
-title when that is more. Near-identical sentences recur across documents (a speech restates the party
-congress report); the document that is about the question as a whole, or that the question names, is
-the better source. With one document the prior is the same for every passage and changes nothing.
-
-Besides the ranking, ``search`` reports two numbers that say whether the corpus answers the question
-at all; ``bot.answer`` turns them into the abstention decision:
-- ``semantic``: the nearest passage's cosine similarity to the question, also expressed as ``semantic_z``,
-  standard deviations above the corpus's off-topic noise floor (``index.calibration``);
-- ``lexical``: the IDF-weighted share of the question's terms found in one of the top passages (precise-mode
-  terms, so a compound such as 个人所得税 counts once, not once per sub-word);
-- ``named``: the part of that share that is the documents' own coined names (村情通, 凡提四必): the
-  model cannot know them, so a passage that has them is evidence the semantic score cannot show;
-- for a how-to question, ``action`` (个人所得税怎么申报 -> 申报) and whether a top passage has it.
+Besides the ranking, ``search`` reports the evidence that decides whether the documents answer the
+question at all (``SearchResult.evidence``, the features in ``index.rank.DECISION_FEATURES``) and the
+figures behind it that the console shows: ``semantic`` (the nearest passage's cosine, also as
+``semantic_z``, standard deviations above the corpus's off-topic noise floor, ``index.calibration``),
+``lexical`` (the IDF-weighted share of the question's terms found in one of the top passages), ``named``
+(the part of it that is the documents' own coined names, 村情通), and for a how-to question its ``action``
+and whether a top passage has it.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from index.bm25 import BM25Index
-from index.calibration import BACKGROUND_QUESTIONS, background_stats, z_score
-from index.chunk import Chunk
+from index.calibration import background_stats, everyday_questions, z_score
+from index.chunk import HEADER_SECTION, Chunk
 from index.dense import DenseIndex
 from index.embed import Embedder
+from index.rank import DECISION_FEATURES, PASSAGE_FEATURES, LearnedModels, log_rank
+from index.synonyms import DEFAULT_SYNONYMS, Synonyms
 from index.tokenize import Tokenizer
 
-DEFAULT_DENSE_WEIGHT = 0.3  # chosen by measurement on ../shared/eval/dev.jsonl (see CHANGES.md)
-DEFAULT_DOC_PRIOR_WEIGHT = 0.1  # chosen on dev.jsonl + docs-dev.jsonl with all documents (see CHANGES.md)
 OVERFETCH = 10
+CHANNEL_FETCH = 50  # candidates taken from each channel at least
 EVIDENCE_HITS = 3  # lexical evidence may come from any of the passages a reply can quote
+YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?!\d)")
+CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")}
+SESSION = re.compile(r"第([一二三四五六七八九十]{1,3}|\d{1,2})次(?:全国)?代表大会"
+                     r"|([一二三四五六七八九]?十[一二三四五六七八九]?|\d{2})大")
+WHITESPACE = re.compile(r"\s+")
 
 
 @dataclass
 class Hit:
     chunk: Chunk
-    score: float  # fused, in [0, 1]; includes the document prior
+    score: float  # the ranker's probability that this passage answers the question
     dense: float  # cosine similarity
-    bm25: float  # raw BM25 score
-    dense_rank: int | None  # 1-based rank among dense candidates, None when not fetched
-    bm25_rank: int | None
+    bm25: float  # raw BM25 score (jieba words)
+    dense_rank: int | None  # 1-based rank among the candidates by cosine
+    bm25_rank: int | None  # 1-based rank by BM25, None when BM25 did not match it
     position: int  # the chunk's position in the index
-    doc_prior: float = 0.0  # how much the passage's document as a whole is about the query (see doc_prior)
+    doc_prior: float = 0.0  # how much the passage's document as a whole is about the query (BM25 or title)
+    bigram_rank: int | None = None  # 1-based rank by character-bigram BM25
 
 
 @dataclass
@@ -61,122 +69,261 @@ class SearchResult:
     hits: list[Hit]
     semantic: float  # cosine of the passage nearest to the question (0 when there is none)
     semantic_z: float  # the same in standard deviations above this corpus's off-topic noise floor
-    lexical: float  # IDF-weighted share of query terms present in the best-ranked passage
+    lexical: float  # IDF-weighted share of query terms present in one of the top passages
     named: float = 0.0  # the same share counting only the documents' own coined names (村情通)
     action: str | None = None  # what a how-to question asks to do (个人所得税怎么申报 -> 申报)
     action_found: bool | None = None  # whether a top passage has it; None when there is no action
+    rewritten: str = ""  # the question in the documents' words (the synonym dictionary applied)
+    replaced: tuple[tuple[str, str], ...] = ()  # (member's word, documents' word) pairs applied
+    evidence: dict[str, float] = field(default_factory=dict)  # DECISION_FEATURES, for the answer decision
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Candidates:
+    """Every candidate passage of one question with its features (rows in ``PASSAGE_FEATURES`` order)."""
+
+    positions: np.ndarray
+    features: np.ndarray
+    cosine: np.ndarray
+    bm25: np.ndarray
+    ranks: dict[str, dict[int, int]]  # channel -> position -> 1-based rank
+    doc_prior: np.ndarray
+    query_vector: np.ndarray
+    terms: list[str]
+    tokens: list[str]
 
 
 class HybridSearcher:
     def __init__(self, chunks: list[Chunk], chunk_tokens: list[list[str]], bm25: BM25Index,
                  dense: DenseIndex, embedder: Embedder, tokenizer: Tokenizer,
-                 dense_weight: float = DEFAULT_DENSE_WEIGHT, calibration: dict | None = None,
-                 doc_prior_weight: float = DEFAULT_DOC_PRIOR_WEIGHT) -> None:
+                 bigram_bm25: BM25Index | None = None, synonyms: Synonyms | None = None,
+                 models: LearnedModels | None = None, calibration: dict | None = None,
+                 everyday: np.ndarray | None = None) -> None:
         self.chunks = chunks
         self.chunk_tokens = chunk_tokens
         self.bm25 = bm25
-        self.doc_prior_weight = doc_prior_weight
+        self.bigram_bm25 = bigram_bm25 or BM25Index.build([tokenizer.bigrams(c.context_text()) for c in chunks])
+        self.synonyms = (synonyms if synonyms is not None else Synonyms.from_file(DEFAULT_SYNONYMS)).normalized(
+            tokenizer.normalize)
+        self.models = models or LearnedModels.load()
         documents: dict[str, list[str]] = {}
         titles: dict[str, str] = {}
+        heads: dict[str, str] = {}
         for chunk, tokens in zip(chunks, chunk_tokens, strict=True):
             documents.setdefault(chunk.doc_id, []).extend(tokens)
             titles.setdefault(chunk.doc_id, chunk.title)
+            if chunk.section[:1] == (HEADER_SECTION,):
+                heads.setdefault(chunk.doc_id, chunk.text)
         number = {doc_id: i for i, doc_id in enumerate(documents)}
+        self.document_ids = list(documents)
         self.chunk_document = np.array([number[c.doc_id] for c in chunks], dtype=np.int64)
         self.document_bm25 = BM25Index.build(list(documents.values())) if len(documents) > 1 else None
         self.title_documents: dict[str, np.ndarray] = {}  # a title word -> the documents whose title has it
-        if len(documents) > 1:
-            having: dict[str, list[int]] = {}
-            for doc_id, title in titles.items():
-                for word in set(tokenizer.tokens(title)):
-                    having.setdefault(word, []).append(number[doc_id])
-            self.title_documents = {word: np.array(docs, dtype=np.int64) for word, docs in having.items()}
+        having: dict[str, list[int]] = {}
+        for doc_id, title in titles.items():
+            for word in set(tokenizer.tokens(title)):
+                having.setdefault(word, []).append(number[doc_id])
+        self.title_documents = {word: np.array(docs, dtype=np.int64) for word, docs in having.items()}
+        # what a question may name a document by: the years and congress sessions of its title and header
+        # (and of its id, the admin's file name, for reports whose text carries no title or date)
+        self.document_names: list[set[str]] = [
+            names_in(" ".join((titles[d], heads.get(d, "")[:200], d.replace("_", " ")))) for d in documents
+        ]
+        self._section_words: dict[tuple[str, ...], set[str]] = {}
+        self._bigram_text: dict[int, str] = {}
         self.dense = dense
         self.embedder = embedder
         self.tokenizer = tokenizer
-        self.dense_weight = dense_weight
-        self.calibration: dict | None = None  # measure_background searches uncalibrated
         self.calibration = calibration or self.measure_background()
+        # the everyday questions' vectors (index.calibration): what off-topic chatter looks like to the model
+        self.everyday = everyday if everyday is not None else self.embedder.encode_queries(everyday_questions())
 
     def measure_background(self) -> dict:
         """The off-topic noise floor of this corpus (see index.calibration)."""
-        semantic = [self.search(q, k=1).semantic for q in BACKGROUND_QUESTIONS]
+        questions = everyday_questions()
+        vectors = self.embedder.encode_queries(questions)
+        semantic = [float(self.dense.search(v, 1)[1][0]) if self.dense.size else 0.0 for v in vectors]
         return background_stats(semantic)
+
+    # ---------------------------------------------------------------- search
 
     def search(self, query: str, k: int = 5) -> SearchResult:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        tokens = self.tokenizer.tokens(query)
+        rewrite = self.synonyms.rewrite(self.tokenizer.normalize(query),
+                                        known=lambda word: self.bm25.document_frequency(word) > 0)
+        text = rewrite.text
         t1 = time.perf_counter()
         timings["tokenize"] = (t1 - t0) * 1000
-        query_vector = self.embedder.encode_queries([query])[0]
+        query_vector = self.embedder.encode_queries([text])[0]
         t2 = time.perf_counter()
         timings["embed"] = (t2 - t1) * 1000
-
-        fetch = max(k * OVERFETCH, 50)
-        dense_ids, dense_scores = self.dense.search(query_vector, fetch)
-        bm25_all = self.bm25.scores(tokens)
-        bm25_order = top_positions(bm25_all, fetch)
+        found = self.candidates(text, query_vector, fetch=max(k * OVERFETCH, CHANNEL_FETCH))
         t3 = time.perf_counter()
         timings["search"] = (t3 - t2) * 1000
-
-        terms = self.tokenizer.terms(query)
-        hits = self._fuse(query_vector, dense_ids, dense_scores, bm25_all, bm25_order, self.doc_prior(tokens, terms))
-        semantic = float(dense_scores[0]) if len(dense_scores) else 0.0
-        action = self.tokenizer.asked_action(query)
-        lexical, named, action_found = self.evidence(terms, action, hits[:EVIDENCE_HITS])
-        timings["fuse"] = (time.perf_counter() - t3) * 1000
-        return SearchResult(query=query, tokens=tokens, hits=hits[:k], semantic=semantic,
+        hits, scores = self.rank(found)
+        semantic = float(found.cosine.max()) if len(found.cosine) else 0.0
+        action = self.tokenizer.asked_action(text)
+        lexical, named, action_found = self.evidence(found.terms, action, hits[:EVIDENCE_HITS])
+        evidence = self.decision_evidence(found, scores, hits, semantic, lexical, named, action_found)
+        timings["rank"] = (time.perf_counter() - t3) * 1000
+        return SearchResult(query=query, tokens=found.tokens, hits=hits[:k], semantic=semantic,
                             semantic_z=z_score(semantic, self.calibration), lexical=lexical, named=named,
-                            action=action, action_found=action_found, timings_ms=timings)
+                            action=action, action_found=action_found, rewritten=text, replaced=rewrite.replaced,
+                            evidence=evidence, timings_ms=timings)
 
-    def _fuse(self, query_vector: np.ndarray, dense_ids: np.ndarray, dense_scores: np.ndarray,
-              bm25_all: np.ndarray, bm25_order: np.ndarray, doc_prior: np.ndarray | None) -> list[Hit]:
-        dense_rank = {int(i): r + 1 for r, i in enumerate(dense_ids)}
-        bm25_rank = {int(i): r + 1 for r, i in enumerate(bm25_order)}
-        candidates = sorted(set(dense_rank) | set(bm25_rank))
-        if not candidates:
-            return []
-        cosine = dict(zip((int(i) for i in dense_ids), (float(s) for s in dense_scores), strict=True))
-        missing = [i for i in candidates if i not in cosine]
-        if missing:  # BM25-only candidates: their exact cosine, from the stored vectors
-            vectors = self.dense.vectors(missing)
-            for i, vector in zip(missing, vectors, strict=True):
-                cosine[i] = float(vector @ query_vector)
-        dense_values = np.array([cosine[i] for i in candidates], dtype=np.float64)
-        low, high = float(dense_values.min()), float(dense_values.max())
-        spread = high - low
-        best_bm25 = float(bm25_all[candidates].max())
-        hits = []
-        for i, d in zip(candidates, dense_values, strict=True):
-            d_norm = (d - low) / spread if spread > 1e-9 else 1.0
-            b = float(bm25_all[i])
-            b_norm = b / best_bm25 if best_bm25 > 0 else 0.0
-            score = self.dense_weight * d_norm + (1 - self.dense_weight) * b_norm
-            prior = 0.0
-            if doc_prior is not None:
-                prior = float(doc_prior[self.chunk_document[i]])
-                score = (1 - self.doc_prior_weight) * score + self.doc_prior_weight * prior
-            hits.append(Hit(chunk=self.chunks[i], score=round(score, 6), dense=round(float(d), 6),
-                            bm25=round(b, 6), dense_rank=dense_rank.get(i), bm25_rank=bm25_rank.get(i),
-                            position=i, doc_prior=round(prior, 6)))
-        hits.sort(key=lambda h: (-h.score, h.position))
-        return hits
+    def candidates(self, text: str, query_vector: np.ndarray, fetch: int = CHANNEL_FETCH) -> Candidates:
+        """The union of each channel's best passages for the (rewritten, normalised) question ``text``,
+        with their features."""
+        tokens = self.tokenizer.tokens(text)
+        terms = self.tokenizer.terms(text)
+        grams = self.tokenizer.bigrams(text)
+        dense_ids, _ = self.dense.search(query_vector, fetch)
+        bm25_all = self.bm25.scores(tokens)
+        bigram_all = self.bigram_bm25.scores(grams)
+        bm25_order = top_positions(bm25_all, fetch)
+        bigram_order = top_positions(bigram_all, fetch)
+        positions = np.array(sorted({int(i) for i in dense_ids if i >= 0}
+                                    | {int(i) for i in bm25_order} | {int(i) for i in bigram_order}), dtype=np.int64)
+        n = len(positions)
+        features = np.zeros((n, len(PASSAGE_FEATURES)), dtype=np.float64)
+        if n == 0:
+            return Candidates(positions, features, np.zeros(0), np.zeros(0), {}, np.zeros(0), query_vector,
+                              terms, tokens)
+        cosine = self.dense.vectors(positions.tolist()) @ query_vector
+        cosine = cosine.astype(np.float64)
+        ranks = {"dense": rank_of(positions, cosine), "bm25": rank_of(positions, bm25_all[positions]),
+                 "bigram": rank_of(positions, bigram_all[positions])}
+        best_cosine = float(cosine.max())
+        column = {name: i for i, name in enumerate(PASSAGE_FEATURES)}
+
+        def put(name: str, values: np.ndarray | list[float]) -> None:
+            features[:, column[name]] = values
+
+        put("dense_gap", cosine - best_cosine)
+        put("dense_z", [z_score(c, self.calibration) for c in cosine])
+        put("dense_rank", [log_rank(ranks["dense"].get(int(p)), n) for p in positions])
+        put("bm25", share_of_best(bm25_all[positions]))
+        put("bm25_rank", [log_rank(ranks["bm25"].get(int(p)), fetch) for p in positions])
+        put("bigram", share_of_best(bigram_all[positions]))
+        put("bigram_rank", [log_rank(ranks["bigram"].get(int(p)), fetch) for p in positions])
+        weights = self.term_weights(terms)
+        put("coverage", [self._shares(weights, set(self.chunk_tokens[p]))[0] for p in positions])
+        gram_weights = self.bigram_weights(grams)
+        put("bigram_coverage", [self.bigram_coverage(gram_weights, int(p)) for p in positions])
+        put("section_coverage", [self._shares(weights, self.section_words(self.chunks[p].section))[0]
+                                 for p in positions])
+        put("neighbour_gap", self.neighbour_cosine(positions, query_vector) - best_cosine)
+        put("header", [1.0 if self.chunks[p].section[:1] == (HEADER_SECTION,) else 0.0 for p in positions])
+        documents = self.chunk_document[positions]
+        doc_prior = np.zeros(n)
+        # with one document, it is the best document for every question: its features take the values the
+        # best of several would, so a ranking's scores mean the same whatever the library's size
+        body = share_of_best(self.document_bm25.scores(tokens)) if self.document_bm25 is not None else np.ones(1)
+        title = self.title_match(terms, len(self.document_ids))
+        put("doc_bm25", body[documents])
+        put("doc_title", title[documents])
+        if self.document_bm25 is not None:
+            doc_prior = np.maximum(body, title)[documents]
+        doc_best: dict[int, float] = {}
+        for d, c in zip(documents.tolist(), cosine.tolist(), strict=True):
+            doc_best[d] = max(doc_best.get(d, -1.0), c)
+        put("doc_dense_gap", [doc_best[d] - best_cosine for d in documents.tolist()])
+        named = names_in(text)
+        if named:
+            hits = np.array([bool(named & self.document_names[d]) for d in range(len(self.document_ids))])
+            if hits.any():
+                put("doc_named", hits[documents].astype(np.float64))
+                put("doc_named_other", (~hits[documents]).astype(np.float64))
+        return Candidates(positions, features, cosine, bm25_all[positions].astype(np.float64), ranks, doc_prior,
+                          query_vector, terms, tokens)
+
+    def rank(self, found: Candidates) -> tuple[list[Hit], np.ndarray]:
+        """Hits ordered by the learned ranker (ties by position), and their log-odds in that order."""
+        if len(found.positions) == 0:
+            return [], np.zeros(0)
+        scores = self.models.ranker.score(found.features)
+        order = np.lexsort((found.positions, -np.round(scores, 9)))
+        probability = 1.0 / (1.0 + np.exp(-scores))
+        hits = [Hit(chunk=self.chunks[int(found.positions[i])], score=round(float(probability[i]), 6),
+                    dense=round(float(found.cosine[i]), 6), bm25=round(float(found.bm25[i]), 6),
+                    dense_rank=found.ranks["dense"].get(int(found.positions[i])),
+                    bm25_rank=found.ranks["bm25"].get(int(found.positions[i])),
+                    bigram_rank=found.ranks["bigram"].get(int(found.positions[i])),
+                    position=int(found.positions[i]), doc_prior=round(float(found.doc_prior[i]), 6))
+                for i in order]
+        return hits, scores[order]
+
+    def decision_evidence(self, found: Candidates, scores: np.ndarray, hits: list[Hit], semantic: float,
+                          lexical: float, named: float, action_found: bool | None) -> dict[str, float]:
+        """The features of ``index.rank.DECISION_FEATURES`` for this question's ranking."""
+        if not hits:
+            return dict.fromkeys(DECISION_FEATURES, 0.0) | {"top_score": -20.0, "semantic_z": -5.0,
+                                                            "everyday_gap": 1.0, "everyday_gap_z": 10.0}
+        top = hits[0]
+        row = found.features[int(np.flatnonzero(found.positions == top.position)[0])]
+        column = {name: i for i, name in enumerate(PASSAGE_FEATURES)}
+        everyday_gap = float((self.everyday @ found.query_vector).max()) - semantic if len(self.everyday) else 0.0
+        return {
+            "top_score": float(scores[0]),
+            "margin": float(scores[0] - scores[1]) if len(scores) > 1 else 10.0,
+            "semantic_z": z_score(semantic, self.calibration),
+            "coverage": lexical,
+            "top_coverage": float(row[column["coverage"]]),
+            "bigram_coverage": float(row[column["bigram_coverage"]]),
+            "named": named,
+            "action_missing": 1.0 if action_found is False else 0.0,
+            "top_rank_agreement": 1.0 if top.dense_rank == 1 or top.bm25_rank == 1 else 0.0,
+            "everyday_gap": everyday_gap,
+            "everyday_gap_z": everyday_gap / float(self.calibration["semantic_std"]) if self.calibration else 0.0,
+        }
+
+    # -------------------------------------------------------------- evidence
+
+    def neighbour_cosine(self, positions: np.ndarray, query_vector: np.ndarray) -> np.ndarray:
+        """For each position, the best cosine of the passage just before or after it in the same document."""
+        wanted = sorted({int(q) for p in positions.tolist() for q in (p - 1, p + 1)
+                         if 0 <= q < len(self.chunks) and self.chunk_document[q] == self.chunk_document[p]})
+        if not wanted:
+            return np.full(len(positions), -1.0)
+        cos = dict(zip(wanted, (self.dense.vectors(wanted) @ query_vector).tolist(), strict=True))
+        return np.array([max(cos.get(p - 1, -1.0), cos.get(p + 1, -1.0)) for p in positions.tolist()])
+
+    def section_words(self, section: tuple[str, ...]) -> set[str]:
+        words = self._section_words.get(section)
+        if words is None:
+            words = set(self.tokenizer.tokens(" ".join(s for s in section if s != HEADER_SECTION)))
+            self._section_words[section] = words
+        return words
+
+    def bigram_weights(self, grams: list[str]) -> dict[str, float]:
+        n = self.bigram_bm25.size
+        return {g: math.log(1 + (n - (df := self.bigram_bm25.document_frequency(g)) + 0.5) / (df + 0.5))
+                for g in dict.fromkeys(grams)}
+
+    def bigram_coverage(self, weights: dict[str, float], position: int) -> float:
+        """IDF-weighted share of the question's bigrams found in the passage's text (and headings)."""
+        total = sum(weights.values())
+        if total <= 0:
+            return 0.0
+        text = self._bigram_text.get(position)
+        if text is None:
+            text = self.tokenizer.normalize(WHITESPACE.sub("", self.chunks[position].context_text()))
+            if len(self._bigram_text) > 100_000:
+                self._bigram_text.clear()
+            self._bigram_text[position] = text
+        return sum(w for g, w in weights.items() if g in text) / total
 
     def doc_prior(self, tokens: list[str], terms: list[str] | None = None) -> np.ndarray | None:
         """How much each document as a whole is about the query, in [0, 1] (None: one document).
 
         The larger of two: the document's BM25 over whole documents divided by the best, and its title
-        match, the IDF-weighted share of the query's ``terms`` in its title. A question that names its
-        document (这篇讲话, 监察法里…) points at the one whose title has those words even when its body
-        rarely repeats them.
+        match, the IDF-weighted share of the query's ``terms`` in its title.
         """
         if self.document_bm25 is None:
             return None
-        scores = self.document_bm25.scores(tokens)
-        best = float(scores.max()) if len(scores) else 0.0
-        body = scores / best if best > 0 else scores
+        body = share_of_best(self.document_bm25.scores(tokens))
         if not terms:
             return body
         return np.maximum(body, self.title_match(terms, len(body)).astype(body.dtype))
@@ -246,3 +393,37 @@ def top_positions(scores: np.ndarray, k: int) -> np.ndarray:
     candidates = candidates[scores[candidates] > 0]
     order = np.lexsort((candidates, -scores[candidates]))
     return candidates[order][:k]
+
+
+def rank_of(positions: np.ndarray, values: np.ndarray) -> dict[int, int]:
+    """1-based rank of each position by ``values`` (best first, ties by position); positions whose
+    value is not positive are left out (that channel did not match them)."""
+    order = np.lexsort((positions, -values))
+    return {int(positions[i]): r + 1 for r, i in enumerate(i for i in order if values[i] > 0)}
+
+
+def share_of_best(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    best = float(values.max()) if len(values) else 0.0
+    return values / best if best > 0 else np.zeros_like(values)
+
+
+def names_in(text: str) -> set[str]:
+    """The years (2019) and congress sessions (十九大 -> session:19) a text names."""
+    names = {m.group(1) for m in YEAR.finditer(text)}
+    for m in SESSION.finditer(text):
+        number = cn_number(m.group(1) or m.group(2))
+        if number:
+            names.add(f"session:{number}")
+    return names
+
+
+def cn_number(text: str) -> int | None:
+    """二十 -> 20, 十九 -> 19, 19 -> 19 (up to 99)."""
+    if text.isdigit():
+        return int(text)
+    if "十" in text:
+        tens, _, units = text.partition("十")
+        value = (CN_DIGITS.get(tens, 0) if tens else 1) * 10 + (CN_DIGITS.get(units, 0) if units else 0)
+        return value if (not tens or tens in CN_DIGITS) and (not units or units in CN_DIGITS) else None
+    return CN_DIGITS.get(text) if len(text) == 1 else None

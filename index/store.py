@@ -4,7 +4,8 @@ Layout under the index root (in the Flask instance folder)::
 
     CURRENT                     the serving version's name, replaced atomically (os.replace)
     v20261125-013000-1a2b3c/    one complete build: manifest.json, chunks.jsonl, tokens.jsonl,
-                                userdict.txt, dense.faiss, bm25/
+                                userdict.txt, dense.faiss, bm25/ (jieba words), bm25-bigram/,
+                                everyday.npy (the everyday questions' vectors)
     .building-…/                a build in progress; renamed into place only when complete
 
 A build writes everything into ``.building-…``, renames it to its version name, then switches CURRENT.
@@ -33,10 +34,12 @@ from index.dense import DenseIndex
 from index.embed import Embedder
 from index.embed_cache import EmbeddingCache
 from index.ingest import Document
-from index.search import DEFAULT_DENSE_WEIGHT, DEFAULT_DOC_PRIOR_WEIGHT, HybridSearcher
+from index.rank import LearnedModels
+from index.search import HybridSearcher
+from index.synonyms import Synonyms
 from index.tokenize import Tokenizer, find_coined_terms
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: a character-bigram BM25 index beside the jieba one, everyday.npy
 CURRENT_FILE = "CURRENT"
 BUILDING_PREFIX = ".building-"
 EMBED_BATCH = 32
@@ -125,7 +128,8 @@ class IndexStore:
     def build(self, documents: Iterable[Document], embedder: Embedder, *,
               target_chars: int = DEFAULT_TARGET_CHARS, progress: Progress | None = None,
               activate: bool = True, cache: EmbeddingCache | None = None,
-              check: Callable[[LoadedIndex], None] | None = None) -> str:
+              check: Callable[[LoadedIndex], None] | None = None, synonyms: Synonyms | None = None,
+              models: LearnedModels | None = None) -> str:
         """Build a new version from ``documents`` and (by default) switch to it. Returns its name.
 
         ``cache`` skips embedding passages seen before. ``check`` gets the new version loaded before the
@@ -152,9 +156,14 @@ class IndexStore:
             vectors, embedded = _embed(texts, embedder, cache, progress)
             dense = DenseIndex.build(vectors)
             bm25 = BM25Index.build(token_lists)
-            calibration = HybridSearcher(chunks, token_lists, bm25, dense, embedder, tokenizer).calibration
+            bigram_bm25 = BM25Index.build([tokenizer.bigrams(t) for t in texts])
+            searcher = HybridSearcher(chunks, token_lists, bm25, dense, embedder, tokenizer,
+                                      bigram_bm25=bigram_bm25, synonyms=synonyms, models=models)
+            calibration = searcher.calibration
+            np.save(work / "everyday.npy", searcher.everyday)
             dense.save(work)
             bm25.save(work / "bm25")
+            bigram_bm25.save(work / "bm25-bigram")
             _write_jsonl(work / "chunks.jsonl", (c.to_dict() for c in chunks))
             _write_jsonl(work / "tokens.jsonl", token_lists)
             (work / "userdict.txt").write_text("\n".join(terms), encoding="utf-8")
@@ -185,7 +194,7 @@ class IndexStore:
             raise
         if check is not None:
             try:
-                check(self.load(embedder, version))
+                check(self.load(embedder, version, synonyms=synonyms, models=models))
             except BaseException:
                 shutil.rmtree(self.root / version, ignore_errors=True)
                 raise
@@ -196,9 +205,10 @@ class IndexStore:
 
     # ------------------------------------------------------------------- load
 
-    def load(self, embedder: Embedder, version: str | None = None,
-             dense_weight: float = DEFAULT_DENSE_WEIGHT,
-             doc_prior_weight: float = DEFAULT_DOC_PRIOR_WEIGHT) -> LoadedIndex:
+    def load(self, embedder: Embedder, version: str | None = None, synonyms: Synonyms | None = None,
+             models: LearnedModels | None = None) -> LoadedIndex:
+        """Load a version (the serving one when None); ``synonyms`` and ``models`` rewrite and rank the
+        questions (the shipped dictionary and learned models when None)."""
         version = version or self.current()
         if version is None:
             raise NoIndexError(
@@ -206,6 +216,11 @@ class IndexStore:
             )
         path = self.root / version
         manifest = self.manifest(version)
+        if manifest.get("manifest_version") != MANIFEST_VERSION:
+            raise IndexMismatchError(
+                f"index {version} has layout {manifest.get('manifest_version')}, this code reads layout "
+                f"{MANIFEST_VERSION}; rebuild with `flask --app server index build`"
+            )
         if manifest.get("model") != embedder.name or manifest.get("dimension") != embedder.dimension:
             raise IndexMismatchError(
                 f"index {version} was built with model {manifest.get('model')!r} "
@@ -220,9 +235,10 @@ class IndexStore:
         if dense.size != len(chunks):
             raise IndexMismatchError(f"index {version} is inconsistent: {dense.size} vectors, {len(chunks)} chunks")
         searcher = HybridSearcher(chunks, token_lists, BM25Index.load(path / "bm25", len(chunks)), dense,
-                                  embedder, Tokenizer(terms), dense_weight=dense_weight,
-                                  doc_prior_weight=doc_prior_weight,
-                                  calibration=manifest.get("calibration"))
+                                  embedder, Tokenizer(terms),
+                                  bigram_bm25=BM25Index.load(path / "bm25-bigram", len(chunks)),
+                                  synonyms=synonyms, models=models, calibration=manifest.get("calibration"),
+                                  everyday=np.load(path / "everyday.npy"))
         return LoadedIndex(version=version, path=path, manifest=manifest, searcher=searcher, terms=terms)
 
 

@@ -18,6 +18,7 @@ from opencc import OpenCC
 COINED_TERM = re.compile(r"[“「『\"]([^“”「」『』\"\s，。、；：？！,.;:?!]{2,10})[”」』\"]")
 HAS_CJK = re.compile(r"[\u4e00-\u9fff]")
 WORD = re.compile(r"[\w\u4e00-\u9fff]")
+CJK_RUN = re.compile(r"[\u4e00-\u9fff]+|[a-z0-9]+(?:\.[0-9]+)?")
 
 # Function words and question words: they say how a question is asked, not what it is about.
 STOP_WORDS = frozenset(
@@ -28,7 +29,7 @@ STOP_WORDS = frozenset(
     有 有些 有哪些 哪几个 吗？ 的话 一个 这个 那个 这些 那些 这样 那样 主要 具体 指 是什么 做 干 干什么
     该怎么 还 呢？ 关于 方面 情况 内容 问题 规定 这篇 这份 这次 这项 这里 本 给 讲的 说的 提到 提出
     哪次 哪年 哪天 哪位 哪家 哪种 哪类 哪项 何时 什么时候 多久 多长
-    怎么办 怎样才能 怎么才能 如何才能 才能 啥时候 啥时 时候 意思 什么意思
+    怎么办 怎样才能 怎么才能 如何才能 才能 啥时候 啥时 时候 意思 什么意思 怎么回事 回事 咋 咋办
     """.split()
 )
 # jieba keeps some question phrases whole (哪几种, 多长时间, 哪五法). The question word goes; what follows
@@ -88,6 +89,23 @@ class Tokenizer:
                            for i in range(len(word) - n + 1) if self._jieba.FREQ.get(word[i:i + n])]
             pieces.append(word)
         return _content(pieces)
+
+    def bigrams(self, text: str) -> list[str]:
+        """Character bigrams of the normalised text's Chinese runs, and its Latin/number words whole.
+
+        The second lexical channel: it needs no dictionary, so it still matches where jieba cuts a typo,
+        a rare name or a member's phrasing differently in the question than in the passage. Bigrams that
+        are only question words (什么, 怎么) are dropped; a one-character run stays a unigram.
+        """
+        grams: list[str] = []
+        for run in CJK_RUN.findall(self.normalize(text)):
+            if not HAS_CJK.match(run):
+                grams.append(run)
+            elif len(run) == 1:
+                grams.append(run)
+            else:
+                grams += [g for g in (run[i:i + 2] for i in range(len(run) - 1)) if g not in STOP_WORDS]
+        return grams
 
     def asked_action(self, text: str) -> str | None:
         """The action a how-to question asks about (个人所得税怎么申报 -> 申报); None for other questions.

@@ -90,6 +90,15 @@ class HashEmbedder:
         return self.encode_queries(texts)
 
 
+def lexical_models():
+    """Learned models whose ranker weighs BM25 alone: for storage tests whose embedder is a stand-in."""
+    from bot.fit import initial_models
+    from index.rank import PASSAGE_FEATURES, LearnedModels, LinearModel
+
+    base = initial_models()
+    return LearnedModels(LinearModel.neutral(PASSAGE_FEATURES, {"bm25": 1.0}), base.answer, base.scope, base.tiers)
+
+
 def make_app(built_instance, tmp_path, **config):
     instance = tmp_path / "instance"
     if not instance.exists():

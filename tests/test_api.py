@@ -6,8 +6,8 @@ def test_ask_returns_the_answer_json(client):
                     content_type="application/json")
     assert r.status_code == 200
     body = r.get_json()
-    assert set(body) == {"question", "abstained", "text", "passages", "elapsed_ms"}
-    assert body["abstained"] is False and len(body["passages"]) == 3
+    assert set(body) == {"question", "abstained", "tier", "text", "passages", "elapsed_ms"}
+    assert body["tier"] in ("answer", "related") and len(body["passages"]) == 3
     assert set(body["passages"][0]) == {"doc", "title", "section", "text", "score"}
     assert "带病提拔" in body["passages"][0]["text"]
 
@@ -21,8 +21,8 @@ def test_details_expose_the_decision(client):
     body = client.post("/api/ask", json={"q": "推荐一部好看的电影", "details": True}).get_json()
     assert body["abstained"] is True
     decision = body["decision"]
-    assert decision["confidence"] < decision["threshold"]
-    assert {"embed", "search", "fuse", "tokenize"} <= set(body["timings_ms"])
+    assert body["tier"] == decision["tier"] == "decline" and decision["scope"] < decision["related_threshold"]
+    assert {"embed", "search", "rank", "tokenize"} <= set(body["timings_ms"])
     assert body["index_version"]
 
 

@@ -147,7 +147,11 @@ def test_console_pages_in_a_real_browser(live_console, page, console_app):
     # a how-to question whose action no passage has: the inspector says so
     page.fill("#question", "海燕归巢计划怎么申报？")
     page.click("#send")
-    assert page.inner_text("#action") == "申报（段落中没有，词面不计分）"
+    assert page.inner_text("#action") == "申报（段落中没有）"
+    # a member's word: the inspector shows how the question was read
+    page.fill("#question", "村官是怎么选出来的")
+    page.click("#send")
+    assert "村官 → 村民委员会成员" in page.inner_text("#rewritten")
 
     # the dev set as a batch: the page's metrics equal `flask eval`
     page.click("text=批量评测")

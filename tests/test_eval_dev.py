@@ -12,7 +12,16 @@ def test_dev_set_meets_the_bar(answerer):
     assert result["R@1"] >= 0.95, [r for r in rows if r.answerable and r.rank != 1]
     assert result["R@3"] == 1.0
     assert result["abstention_rate"] == 1.0, [r for r in rows if not r.answerable and not r.abstained]
-    assert result["false_abstentions"] == 0, [r for r in rows if r.answerable and r.abstained]
+    # none of the twelve is answered; two may get related passages: one that touches policy words
+    # (个人所得税怎么申报), and 今天衢州天气怎么样, which names the city of this one document and sits at the
+    # threshold (P(in scope) 0.65-0.77 against 0.675, by the ONNX export)
+    assert result["everyday_declined"] >= round(10 / 12, 4)
+    assert not [r for r in rows if not r.answerable and r.tier == "answer"]
+    # what members get: when first measured with the learned decision, 30 of 36 answered right, 4 listed as
+    # related, 2 declined, none answered wrongly
+    assert result["wrong"] == 0.0, [r for r in rows if r.answerable and r.tier == "answer" and r.rank != 1]
+    assert result["right"] >= 0.75 and result["useful"] >= 0.9
+    assert result["declined"] <= 2 / 36, [r for r in rows if r.answerable and r.tier == "decline"]
 
 
 def test_eval_command_prints_the_same_metrics(runner, answerer):
@@ -21,16 +30,15 @@ def test_eval_command_prints_the_same_metrics(runner, answerer):
     assert result.exit_code == 0, result.output
     metrics, _ = evaluate(answerer, load_questions(path))
     assert f"R@1                {metrics['R@1']}" in result.output
-    assert "abstention_rate    1.0" in result.output
+    assert f"right              {metrics['right']}" in result.output
 
 
 def test_questions_written_here_stay_answered(answerer):
-    # 34 answerable and 13 out-of-scope questions written for the first document without looking at
-    # the bot's answers (tests/fixtures/written-first-doc.jsonl). When first measured: R@1 0.941, R@3
-    # 0.971, two false abstentions (哪天召开, 考察干部有什么机制), 9/13 declined. This guards that level;
-    # the misses are listed in CHANGES.md.
+    # 34 answerable and 13 near-topic out-of-scope questions written for the first document without looking
+    # at the bot's answers (tests/fixtures/written-first-doc.jsonl). With the learned decision: R@1 0.91,
+    # R@3 0.97, one declined, none of the out-of-scope answered outright (they may get related passages).
     result, rows = evaluate(answerer, load_questions(Path(__file__).parent / "fixtures" / "written-first-doc.jsonl"))
     assert result["answerable"] == 34 and result["out_of_scope"] == 13
     assert result["R@3"] >= 0.97, [r for r in rows if r.answerable and (r.rank or 9) > 3]
-    assert result["false_abstentions"] <= 2, [r for r in rows if r.answerable and r.abstained]
+    assert result["declined"] <= 2 / 34, [r for r in rows if r.answerable and r.tier == "decline"]
     assert result["abstention_rate"] >= 0.69, [r for r in rows if not r.answerable and not r.abstained]

@@ -7,7 +7,7 @@ import pytest
 
 from bot.evaluate import evaluate, load_questions
 from index.ingest import load_file
-from tests.conftest import SHARED, SPEECH, make_app
+from tests.conftest import ROOT, SHARED, SPEECH, make_app
 
 PARTY_CONSTITUTION = "party_constitution_2017_zh"
 
@@ -28,16 +28,25 @@ def all_docs_app(built_instance, tmp_path_factory):
 def test_all_documents_answer_their_questions(all_docs_app):
     answerer = all_docs_app.extensions["engine"].answerer
     docs, _ = evaluate(answerer, load_questions(SHARED / "eval" / "docs-dev.jsonl"))
-    assert docs["R@3"] >= 0.9
-    assert docs["false_abstentions"] == 0
+    assert docs["R@3"] >= 0.9 and docs["declined"] == 0.0 and docs["wrong"] <= 0.1
     dev, rows = evaluate(answerer, load_questions(SHARED / "eval" / "dev.jsonl"))
-    assert dev["R@3"] == 1.0 and dev["R@1"] >= 0.95 and dev["false_abstentions"] == 0
-    # out-of-scope questions stay declined with twenty documents indexed: the everyday ones; 公积金 and
-    # 高考 (the government reports name 贷款利率 and 高考改革, not what was asked); and 个人所得税怎么申报
-    # (完善个人所得税制度 has the topic, not the action). Only o06 医保报销比例 is answered: the 2019
-    # report raised 大病保险's 报销比例 from 50% to 60%.
-    declined = {"o01", "o02", "o03", "o04", "o05", "o07", "o08", "o09", "o10", "o11", "o12"}
-    assert all(r.abstained for r in rows if r.id in declined), [r for r in rows if r.id in declined]
+    assert dev["R@3"] >= 0.9 and dev["declined"] == 0.0 and dev["wrong"] == 0.0
+    # with twenty documents indexed the everyday questions stay declined; four that touch policy words
+    # (个人所得税, 医保报销, 公积金贷款, 高考志愿) may get related passages, never an answer
+    everyday = {"o01", "o02", "o03", "o04", "o07", "o08", "o10", "o12"}
+    assert all(r.tier == "decline" for r in rows if r.id in everyday), [r for r in rows if r.id in everyday]
+    assert not [r for r in rows if not r.answerable and r.tier == "answer"]
+
+
+def test_held_out_questions_keep_their_level(all_docs_app):
+    """The project's held-out set (eval/heldout.jsonl: documents nothing was fitted on). Guards the level
+    measured when the learned ranker and decision were fitted; the figures are in CHANGES.md."""
+    answerer = all_docs_app.extensions["engine"].answerer
+    result, rows = evaluate(answerer, load_questions(ROOT / "eval" / "heldout.jsonl"))
+    assert result["answerable"] == 188 and result["out_of_scope"] == 54
+    assert result["R@3"] >= 0.55 and result["useful"] >= 0.45
+    assert result["wrong"] <= 0.05, [r for r in rows if r.answerable and r.tier == "answer" and (r.rank or 9) > 2]
+    assert result["everyday_declined"] >= 0.75 and result["hard_not_answered"] >= 0.8
 
 
 def test_remove_a_document_then_roll_back(all_docs_app):

@@ -1,14 +1,18 @@
-"""Fusion and BM25 scoring, checked against reference formulas."""
+"""Candidates, features and the learned ranking; BM25 scoring checked against a reference formula."""
 
 import math
 
 import numpy as np
 import pytest
 
+from bot.fit import initial_models
 from index.bm25 import BM25Index
+from index.calibration import everyday_questions
 from index.chunk import Chunk
 from index.dense import DenseIndex
-from index.search import HybridSearcher, top_positions
+from index.rank import PASSAGE_FEATURES, LearnedModels, LinearModel
+from index.search import HybridSearcher, names_in, top_positions
+from index.synonyms import Synonyms
 from index.tokenize import Tokenizer
 from tests.conftest import HashEmbedder
 
@@ -43,12 +47,20 @@ def tokenizer():
     return Tokenizer(["凡提四必", "海燕归巢"])
 
 
-def make_searcher(tokenizer, weight: float, texts=DOCS) -> HybridSearcher:
-    chunks = [Chunk(f"d#{i}", "d", "测试文件", (), t, 0, len(t)) for i, t in enumerate(texts)]
-    tokens = [tokenizer.tokens(t) for t in texts]
+def ranker(**weights: float) -> LearnedModels:
+    """The shipped decision models with a hand-set ranker: tests about one feature weigh only that one."""
+    base = initial_models()
+    return LearnedModels(LinearModel.neutral(PASSAGE_FEATURES, weights), base.answer, base.scope, base.tiers)
+
+
+def make_searcher(tokenizer, models: LearnedModels | None = None, texts=DOCS, chunks=None,
+                  synonyms: Synonyms | None = None) -> HybridSearcher:
+    chunks = chunks or [Chunk(f"d#{i}", "d", "测试文件", (), t, 0, len(t)) for i, t in enumerate(texts)]
+    tokens = [tokenizer.tokens(c.context_text()) for c in chunks]
     embedder = HashEmbedder()
-    dense = DenseIndex.build(embedder.encode_passages(texts))
-    return HybridSearcher(chunks, tokens, BM25Index.build(tokens), dense, embedder, tokenizer, dense_weight=weight)
+    dense = DenseIndex.build(embedder.encode_passages([c.context_text() for c in chunks]))
+    return HybridSearcher(chunks, tokens, BM25Index.build(tokens), dense, embedder, tokenizer,
+                          synonyms=synonyms or Synonyms(), models=models or initial_models())
 
 
 def test_bm25_matches_reference(tokenizer):
@@ -62,89 +74,110 @@ def test_bm25_matches_reference(tokenizer):
 def test_unknown_terms_score_zero(tokenizer):
     index = BM25Index.build([tokenizer.tokens(t) for t in DOCS])
     assert not index.scores(["红烧肉"]).any()
-    assert index.document_frequency("制度") == 2
 
 
-def test_weight_zero_ranks_by_bm25_and_one_by_dense(tokenizer):
-    query = "海燕归巢"
-    lexical = make_searcher(tokenizer, 0.0).search(query, k=4)
-    assert lexical.hits[0].chunk.chunk_id == "d#1"
-    semantic = make_searcher(tokenizer, 1.0).search(query, k=4)
-    cosines = [h.dense for h in semantic.hits]
-    assert cosines == sorted(cosines, reverse=True)
+def test_the_ranker_orders_by_the_features_it_weighs(tokenizer):
+    query = "考核制度"
+    by_bm25 = make_searcher(tokenizer, ranker(bm25=1.0)).search(query, k=4).hits
+    assert by_bm25[0].bm25 == max(h.bm25 for h in by_bm25)
+    by_dense = make_searcher(tokenizer, ranker(dense_gap=1.0)).search(query, k=4).hits
+    assert by_dense[0].dense == max(h.dense for h in by_dense)
+    assert [h.dense_rank for h in by_dense] == sorted(h.dense_rank for h in by_dense)
 
 
-def test_fused_scores_are_bounded_and_carry_both_ranks(tokenizer):
-    result = make_searcher(tokenizer, 0.3).search("干部考核制度", k=4)
+def test_scores_are_probabilities_and_carry_every_channels_rank(tokenizer):
+    result = make_searcher(tokenizer).search("带病提拔", k=4)
     assert all(0.0 <= h.score <= 1.0 for h in result.hits)
     top = result.hits[0]
-    assert top.chunk.chunk_id == "d#2" and top.bm25_rank == 1 and top.dense_rank is not None
+    assert "带病提拔" in top.chunk.text
+    assert top.dense_rank is not None and top.bm25_rank == 1 and top.bigram_rank == 1
 
 
 def test_ties_break_on_index_position(tokenizer):
-    searcher = make_searcher(tokenizer, 0.3, texts=["相同的内容。"] * 5)
-    result = searcher.search("相同的内容", k=5)
-    assert [h.position for h in result.hits] == [0, 1, 2, 3, 4]
+    searcher = make_searcher(tokenizer, ranker(), texts=["相同的内容。"] * 3)
+    result = searcher.search("相同的内容", k=3)
+    assert [h.position for h in result.hits] == [0, 1, 2]
     assert len({h.score for h in result.hits}) == 1
 
 
 def test_lexical_coverage(tokenizer):
-    searcher = make_searcher(tokenizer, 0.3)
+    searcher = make_searcher(tokenizer)
     tokens = tokenizer.tokens("海燕归巢计划")
     assert searcher.lexical_coverage(tokens, 1) == pytest.approx(1.0)
     assert searcher.lexical_coverage(tokens, 0) == 0.0
     assert searcher.lexical_coverage([], 0) == 0.0
 
 
-def test_document_prior_prefers_the_document_about_the_question(tokenizer):
+def test_the_bigram_channel_finds_a_mistyped_name(tokenizer):
+    # 海艳归巢 (a homophone typo) is no word jieba knows: the word channel misses, the bigram 归巢 matches
+    searcher = make_searcher(tokenizer, ranker(bigram=1.0))
+    assert not searcher.bm25.scores(tokenizer.tokens("海艳归巢")).any()
+    hit = searcher.search("海艳归巢是什么", k=1).hits[0]
+    assert "海燕归巢" in hit.chunk.text and hit.bigram_rank == 1
+
+
+def test_synonyms_rewrite_the_question_for_every_channel(tokenizer):
+    synonyms = Synonyms([("凡提四必", ["提拔前四项必查"])])
+    searcher = make_searcher(tokenizer, ranker(bm25=1.0), synonyms=synonyms)
+    result = searcher.search("提拔前四项必查是怎么回事", k=1)
+    assert result.rewritten.startswith("凡提四必") and result.replaced == (("提拔前四项必查", "凡提四必"),)
+    assert "凡提四必" in result.hits[0].chunk.text and result.lexical == pytest.approx(1.0)
+
+
+def two_documents(tokenizer, models=None):
     shared = "完善干部考核评价机制，强化考核结果运用。"
-    texts = [("economy", shared), ("economy", "扩大内需，稳定外贸外资。"), ("economy", "推进财政税收改革。"),
-             ("cadres", shared), ("cadres", "干部考核要注重平时考核。"), ("cadres", "严把干部选拔任用关。")]
-    chunks = [Chunk(f"{doc}#{i}", doc, "工作要点", (), text, 0, len(text)) for i, (doc, text) in enumerate(texts)]
-    tokens = [tokenizer.tokens(c.context_text()) for c in chunks]
-    embedder = HashEmbedder()
-    dense = DenseIndex.build(embedder.encode_passages([c.context_text() for c in chunks]))
-
-    def top(prior_weight: float):
-        searcher = HybridSearcher(chunks, tokens, BM25Index.build(tokens), dense, embedder, tokenizer,
-                                  doc_prior_weight=prior_weight)
-        return searcher.search("干部考核评价", k=3).hits
-
-    # without the prior the two copies tie and the earlier one wins; with it, the document about cadres
-    assert top(0.0)[0].chunk.chunk_id == "economy#0"
-    hits = top(0.1)
-    assert hits[0].chunk.chunk_id == "cadres#3"
-    assert hits[0].doc_prior == 1.0 and 0 <= hits[1].doc_prior < 1.0
-
-
-def test_document_prior_follows_a_document_named_by_its_title(tokenizer):
-    # the speech never says 讲话 in its body; the other document says it often but is not a speech
-    texts = [("rules", "规章制度", "领导干部要带头讲政治，发表讲话要严谨，讲话稿要审核。"),
-             ("rules", "规章制度", "重要讲话精神要及时传达学习。"),
-             ("speech", "在全市组织部长会议上的讲话", "陈玲玲，2018年2月6日，讲于全市组织部长会议。"),
-             ("speech", "在全市组织部长会议上的讲话", "抓紧研究专业化干部队伍建设办法。")]
+    texts = [("economy", "2019年经济工作", shared), ("economy", "2019年经济工作", "扩大内需，稳定外贸外资。"),
+             ("cadres", "2022年干部工作要点", shared), ("cadres", "2022年干部工作要点", "严把干部选拔任用关。")]
     chunks = [Chunk(f"{doc}#{i}", doc, title, (), text, 0, len(text)) for i, (doc, title, text) in enumerate(texts)]
-    tokens = [tokenizer.tokens(t) for _, _, t in texts]  # bodies only: the title counts through the prior
-    embedder = HashEmbedder()
-    dense = DenseIndex.build(embedder.encode_passages([t for _, _, t in texts]))
-    searcher = HybridSearcher(chunks, tokens, BM25Index.build(tokens), dense, embedder, tokenizer)
-
-    body_only = searcher.doc_prior(tokenizer.tokens("这篇讲话是谁讲的？"))
-    assert body_only is not None and body_only[0] > body_only[1]  # by their bodies, the rules talk of 讲话
-    prior = searcher.doc_prior(tokenizer.tokens("这篇讲话是谁讲的？"), tokenizer.terms("这篇讲话是谁讲的？"))
-    assert prior is not None and prior[1] == 1.0
-    hits = searcher.search("这篇讲话是谁讲的？", k=4).hits
-    assert {h.chunk.doc_id: h.doc_prior for h in hits}["speech"] == 1.0
-    # a question that names no title keeps the body's prior
-    question = "专业化干部队伍"
-    plain = searcher.doc_prior(tokenizer.tokens(question), tokenizer.terms(question))
-    np.testing.assert_array_equal(plain, searcher.doc_prior(tokenizer.tokens(question)))
+    return make_searcher(tokenizer, models, chunks=chunks)
 
 
-def test_one_document_has_no_prior(tokenizer):
-    searcher = make_searcher(tokenizer, 0.3)
+def feature(searcher: HybridSearcher, question: str, name: str) -> dict[str, float]:
+    """``name`` for each candidate of ``question``, by chunk id."""
+    found = searcher.candidates(question, searcher.embedder.encode_queries([question])[0])
+    column = PASSAGE_FEATURES.index(name)
+    return {searcher.chunks[int(p)].chunk_id: float(found.features[i, column]) for i, p in enumerate(found.positions)}
+
+
+def test_a_question_that_names_a_year_pins_its_document(tokenizer):
+    searcher = two_documents(tokenizer, ranker(bm25=1.0, doc_named=1.0, doc_named_other=-1.0))
+    named = feature(searcher, "2022年干部考核评价", "doc_named")
+    assert named["cadres#2"] == 1.0 and named["economy#0"] == 0.0
+    assert feature(searcher, "2022年干部考核评价", "doc_named_other")["economy#0"] == 1.0
+    assert feature(searcher, "干部考核评价", "doc_named") == dict.fromkeys(named, 0.0)
+    # the same sentence in both documents: the named year decides, either way round
+    assert searcher.search("2022年干部考核评价", k=1).hits[0].chunk.chunk_id == "cadres#2"
+    assert searcher.search("2019年干部考核评价", k=1).hits[0].chunk.chunk_id == "economy#0"
+
+
+def test_a_document_named_by_its_title_earns_the_title_feature(tokenizer):
+    searcher = two_documents(tokenizer)
+    title = feature(searcher, "干部工作要点里怎么说考核", "doc_title")
+    assert title["cadres#2"] > 0.5 > title["economy#0"]
+
+
+@pytest.mark.parametrize("text,names", [
+    ("党的十九大提出了什么", {"session:19"}), ("二十大报告", {"session:20"}), ("19大", {"session:19"}),
+    ("中国共产党第二十次全国代表大会", {"session:20"}), ("2019年政府工作报告", {"2019"}),
+    ("第十三届全国人民代表大会", set()), ("党员的义务", set()), ("12345热线", set()),
+])
+def test_names_in(text, names):
+    assert names_in(text) == names
+
+
+def test_one_document_is_the_best_document_for_every_question(tokenizer):
+    searcher = make_searcher(tokenizer)
     assert searcher.doc_prior(tokenizer.tokens("带病提拔")) is None
+    assert set(feature(searcher, "带病提拔", "doc_bm25").values()) == {1.0}
+    assert set(feature(searcher, "带病提拔", "doc_dense_gap").values()) == {0.0}
     assert all(h.doc_prior == 0.0 for h in searcher.search("带病提拔").hits)
+
+
+def test_everyday_chatter_is_closer_to_the_everyday_questions(tokenizer):
+    searcher = make_searcher(tokenizer)
+    chatter = searcher.search(everyday_questions()[0]).evidence["everyday_gap"]
+    assert chatter >= 0  # the question is one of them
+    assert searcher.search("凡提四必 带病提拔").evidence["everyday_gap"] < chatter
 
 
 def test_top_positions_equals_a_stable_full_sort():

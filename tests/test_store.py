@@ -11,7 +11,7 @@ import pytest
 
 from index.ingest import load_file
 from index.store import BUILDING_PREFIX, IndexMismatchError, IndexStore, IndexStoreError, NoIndexError
-from tests.conftest import ROOT, SPEECH, HashEmbedder
+from tests.conftest import ROOT, SPEECH, HashEmbedder, lexical_models
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_build_writes_a_complete_version_with_manifest(store, speech):
 
 def test_loaded_index_answers_searches(store, speech):
     store.build([speech], HashEmbedder())
-    index = store.load(HashEmbedder())
+    index = store.load(HashEmbedder(), models=lexical_models())
     result = index.searcher.search("海燕归巢计划", k=3)
     assert "海燕归巢" in result.hits[0].chunk.text
     assert len(index.chunks) == index.manifest["counts"]["chunks"]

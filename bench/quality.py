@@ -1,0 +1,81 @@
+"""`make eval`: answer quality on every question set, as members experience it.
+
+    .venv/bin/python -m bench.quality [--shared ../shared] [--instances instance/eval]
+
+Builds (once; embeddings are cached) two instances under ``--instances``: the shipped speech alone, and the
+speech plus every document of ../shared/docs — then runs each set that belongs to it and prints one table:
+R@1/R@3 and the tiers members see (right, useful, wrong, declined; out-of-scope declined, hard out-of-scope
+not answered). ``eval/heldout.jsonl`` is the set no weight was fitted on; read it beside the tuning set.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bot.evaluate import evaluate, load_questions
+from server import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+COLUMNS = ("R@1", "R@3", "right", "useful", "wrong", "related", "declined", "everyday_declined",
+           "hard_not_answered")
+
+
+def instance(folder: Path, documents: list[Path]):
+    """An app over the speech plus ``documents``, built when the folder has no index yet."""
+    app = create_app({"INSTANCE_PATH": str(folder)})
+    engine = app.extensions["engine"]
+    with app.app_context():
+        engine.library.seed(ROOT / "corpus")
+        known = {d.file_name for d in engine.library.all()}
+        for path in documents:
+            if path.name not in known:
+                engine.library.add(path.name, path.read_bytes(), uploaded_by="eval")
+        try:
+            engine.current_index()
+        except Exception:  # no index, or one this code cannot read: build it
+            engine.build()
+    return app
+
+
+def row(app, path: Path) -> dict:
+    with app.app_context():
+        metrics, _ = evaluate(app.extensions["engine"].answerer, load_questions(path))
+    return metrics
+
+
+def fmt(value: object) -> str:
+    return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    parser.add_argument("--instances", type=Path, default=ROOT / "instance" / "eval")
+    args = parser.parse_args()
+    models = args.instances / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    runs = [
+        ("speech alone", [], [args.shared / "eval" / "dev.jsonl",
+                              ROOT / "tests" / "fixtures" / "written-first-doc.jsonl"]),
+        ("all 20 documents", sorted((args.shared / "docs").glob("*.txt")),
+         [ROOT / "eval" / "tune.jsonl", ROOT / "eval" / "heldout.jsonl", args.shared / "eval" / "dev.jsonl",
+          args.shared / "eval" / "docs-dev.jsonl"]),
+    ]
+    print("| index | set | questions | " + " | ".join(COLUMNS) + " |")
+    print("|" + " --- |" * (len(COLUMNS) + 3))
+    for name, documents, sets in runs:
+        folder = args.instances / name.replace(" ", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "models").exists():
+            (folder / "models").symlink_to(models.resolve(), target_is_directory=True)
+        app = instance(folder, documents)
+        for path in sets:
+            m = row(app, path)
+            label = f"{m['answerable']}+{m['out_of_scope']}"
+            print(f"| {name} | {path.name} | {label} | " + " | ".join(fmt(m.get(c)) for c in COLUMNS) + " |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

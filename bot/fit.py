@@ -1,0 +1,331 @@
+"""Fit the learned ranker and the answer decision on a tuning question set (``flask eval fit``).
+
+1. Every question's candidate passages and their features come from the searcher (``index.search``);
+   a candidate is right when it contains a gold quote (``bot.evaluate``'s rule).
+2. The ranker is a logistic regression over the candidates' features. Its regularisation is chosen by
+   cross-validation *by document* (questions about one document are never split across folds), measured
+   as R@1 on the held-out folds.
+3. The decision needs evidence the ranker produces (its top score, its margin), so it is fitted on
+   out-of-fold rankings: each fold's questions ranked by a ranker fitted without that fold, as unseen
+   questions will be. Two logistic models: P(the first passage is right), and P(the question is about the
+   documents' subjects): answerable and hard out-of-scope questions against everyday ones.
+   The everyday questions of ``index/everyday.txt`` add out-of-scope examples (each measured without itself),
+   and each document with enough questions is searched again alone — a library of one document, as shipped,
+   reads the same evidence differently.
+4. The two tier thresholds are chosen on those out-of-fold probabilities to maximise what members get
+   (``OUTCOME_VALUE``): a confident wrong answer costs far more than a decline gains.
+
+Everything is saved as JSON (``index/learned.json``) with the figures it was fitted and validated on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from index.bm25 import BM25Index
+from index.calibration import background_stats, everyday_questions
+from index.dense import DenseIndex
+from index.rank import (
+    ANSWER_FEATURES,
+    DECISION_FEATURES,
+    PASSAGE_FEATURES,
+    SCOPE_FEATURES,
+    LearnedModels,
+    LinearModel,
+    Tiers,
+)
+from index.search import Candidates, HybridSearcher
+from index.synonyms import Synonyms
+
+WHITESPACE = re.compile(r"\s+")
+FOLDS = 5
+RANKER_C = (0.01, 0.1, 1.0, 10.0)
+DECISION_C = 0.3
+ALONE_MIN_QUESTIONS = 15  # a document with this many tuning questions is also fitted on alone
+GRID = [round(x, 3) for x in np.arange(0.05, 0.96, 0.025)]
+
+# What each outcome is worth to a member, for choosing the thresholds. A right answer helps; a confident
+# answer that does not answer misleads (worst when neither quoted passage is right); related passages help
+# when one of them answers, and cost a little attention when none does; declining an answerable question
+# fails the member, declining an out-of-scope one is right. Everyday questions must never get policy quotes.
+OUTCOME_VALUE = {
+    "right": 1.0,  # answered, first passage right
+    "second": -0.25,  # answered, first passage not right but the second is (often quoted with it)
+    "wrong": -2.0,  # answered, neither of the first two right
+    "related_useful": 0.25,  # related passages, one of the first three right
+    "related_useless": -0.25,  # related passages to an answerable question, none right
+    "declined_answerable": -1.0,
+    "answered_hard": -2.0,  # out of scope (policy words, no answer in the documents), answered
+    "related_hard": -0.1,
+    "declined_hard": 0.25,
+    "answered_everyday": -3.0,  # everyday question, answered or given policy passages
+    "related_everyday": -3.0,
+    "declined_everyday": 0.25,
+}
+
+
+class FitError(ValueError):
+    """The question set cannot be fitted on (too few questions, no right candidates)."""
+
+
+@dataclass
+class Question:
+    id: str
+    text: str
+    gold: list[str]
+    group: str  # the document it is about (folds never split one); out-of-scope questions get their own
+    candidates: Candidates
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.gold)
+
+    def labels(self, searcher: HybridSearcher) -> np.ndarray:
+        quotes = [WHITESPACE.sub("", g) for g in self.gold]
+        return np.array([any(q and q in WHITESPACE.sub("", searcher.chunks[int(p)].text) for q in quotes)
+                         for p in self.candidates.positions], dtype=bool)
+
+
+def initial_models() -> LearnedModels:
+    """Hand-set weights that rank roughly as the old fusion did (0.3 dense, 0.7 BM25): the starting point
+    before anything is fitted, and what tests use when they are about something else."""
+    ranker = LinearModel.neutral(PASSAGE_FEATURES, {"dense_gap": 6.0, "bm25": 2.0, "bigram": 1.0, "doc_bm25": 0.5})
+    answer = LinearModel.neutral(ANSWER_FEATURES, {"margin": 2.0, "top_coverage": 2.0}, intercept=-2.0)
+    scope = LinearModel.neutral(SCOPE_FEATURES, {"semantic_z": 1.0, "everyday_gap_z": -2.0}, intercept=-1.0)
+    return LearnedModels(ranker=ranker, answer=answer, scope=scope, tiers=Tiers(answer=0.5, related=0.5))
+
+
+def gather(searcher: HybridSearcher, questions: list[dict]) -> list[Question]:
+    """Each question's candidates, searched as the bot searches (rewritten, embedded once)."""
+    out: list[Question] = []
+    for q in questions:
+        rewrite = searcher.synonyms.rewrite(searcher.tokenizer.normalize(q["q"]),
+                                            known=lambda word: searcher.bm25.document_frequency(word) > 0)
+        vector = searcher.embedder.encode_queries([rewrite.text])[0]
+        found = searcher.candidates(rewrite.text, vector)
+        gold = list(q.get("gold") or [])
+        out.append(Question(id=str(q["id"]), text=q["q"], gold=gold,
+                            group=str(q.get("doc") or f"out-of-scope-{len(out) % FOLDS}"), candidates=found))
+    return out
+
+
+def fold_of(questions: list[Question]) -> np.ndarray:
+    """Fold numbers by document: the documents (largest first) dealt round-robin into ``FOLDS`` folds."""
+    sizes: dict[str, int] = {}
+    for q in questions:
+        sizes[q.group] = sizes.get(q.group, 0) + 1
+    order = sorted(sizes, key=lambda g: (-sizes[g], g))
+    fold = {g: i % FOLDS for i, g in enumerate(order)}
+    return np.array([fold[q.group] for q in questions])
+
+
+def fit_ranker(searcher: HybridSearcher, questions: list[Question], c: float) -> LinearModel:
+    from sklearn.linear_model import LogisticRegression
+
+    rows, labels = [], []
+    for q in questions:
+        if not q.answerable:
+            continue
+        y = q.labels(searcher)
+        if not y.any():  # no right candidate: nothing to learn about ordering from it
+            continue
+        rows.append(q.candidates.features)
+        labels.append(y)
+    if not rows:
+        raise FitError("no question has a right passage among its candidates: check the gold quotes and the index")
+    x, y = np.vstack(rows), np.concatenate(labels)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    model = LogisticRegression(C=c, max_iter=2000).fit((x - mean) / scale, y)
+    return LinearModel(PASSAGE_FEATURES, model.coef_[0].astype(np.float64), float(model.intercept_[0]), mean, scale)
+
+
+def first_right(searcher: HybridSearcher, question: Question, ranker: LinearModel) -> int | None:
+    """1-based rank of the first right passage under ``ranker`` (None when none is a candidate)."""
+    if not question.answerable or len(question.candidates.positions) == 0:
+        return None
+    scores = ranker.score(question.candidates.features)
+    order = np.lexsort((question.candidates.positions, -np.round(scores, 9)))
+    right = question.labels(searcher)[order]
+    hits = np.flatnonzero(right)
+    return int(hits[0]) + 1 if len(hits) else None
+
+
+def evidence(searcher: HybridSearcher, question: Question, ranker: LinearModel) -> tuple[np.ndarray, int | None]:
+    """The decision features of ``question`` ranked by ``ranker``, and the rank of its first right passage."""
+    saved = searcher.models
+    searcher.models = LearnedModels(ranker, saved.answer, saved.scope, saved.tiers)
+    try:
+        found = question.candidates
+        hits, scores = searcher.rank(found)
+        semantic = float(found.cosine.max()) if len(found.cosine) else 0.0
+        action = searcher.tokenizer.asked_action(searcher.tokenizer.normalize(question.text))
+        lexical, named, action_found = searcher.evidence(found.terms, action, hits[:3])
+        values = searcher.decision_evidence(found, scores, hits, semantic, lexical, named, action_found)
+    finally:
+        searcher.models = saved
+    return np.array([values[f] for f in DECISION_FEATURES]), first_right(searcher, question, ranker)
+
+
+def alone(searcher: HybridSearcher, doc_id: str) -> HybridSearcher:
+    """A searcher over one document of ``searcher``'s index, as if the library held nothing else."""
+    positions = [i for i, c in enumerate(searcher.chunks) if c.doc_id == doc_id]
+    tokens = [searcher.chunk_tokens[i] for i in positions]
+    vectors = searcher.dense.vectors(positions)
+    calibration = background_stats([float((vectors @ v).max()) for v in searcher.everyday])
+    return HybridSearcher([searcher.chunks[i] for i in positions], tokens, BM25Index.build(tokens),
+                          DenseIndex.build(vectors), searcher.embedder, searcher.tokenizer,
+                          synonyms=Synonyms(searcher.synonyms.entries), models=searcher.models,
+                          calibration=calibration, everyday=searcher.everyday)
+
+
+def everyday_evidence(searcher: HybridSearcher, ranker: LinearModel) -> np.ndarray:
+    """Decision evidence for each everyday question, its own vector left out of the everyday set."""
+    bank = searcher.everyday
+    rows = []
+    try:
+        for i, text in enumerate(everyday_questions()):
+            searcher.everyday = np.delete(bank, i, axis=0)
+            question = gather(searcher, [{"id": f"everyday-{i}", "q": text}])[0]
+            rows.append(evidence(searcher, question, ranker)[0])
+    finally:
+        searcher.everyday = bank
+    return np.array(rows).reshape(-1, len(DECISION_FEATURES))
+
+
+def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
+        log: Callable[[str], None] = print) -> LearnedModels:
+    from sklearn.linear_model import LogisticRegression
+
+    gathered = gather(searcher, questions)
+    if sum(q.answerable for q in gathered) < 20:
+        raise FitError("need at least 20 answerable questions to fit on")
+    folds = fold_of(gathered)
+
+    # 1. the ranker's regularisation, by out-of-fold R@1
+    best_c, best_r1 = RANKER_C[0], -1.0
+    for c in RANKER_C:
+        right = 0
+        for f in range(FOLDS):
+            train = [q for q, k in zip(gathered, folds, strict=True) if k != f]
+            ranker = fit_ranker(searcher, train, c)
+            right += sum(1 for q, k in zip(gathered, folds, strict=True)
+                         if k == f and first_right(searcher, q, ranker) == 1)
+        r1 = right / sum(q.answerable for q in gathered)
+        log(f"ranker C={c}: out-of-fold R@1 {r1:.4f}")
+        if r1 > best_r1:
+            best_c, best_r1 = c, r1
+
+    # 2. out-of-fold decision evidence
+    x = np.zeros((len(gathered), len(DECISION_FEATURES)))
+    ranks: list[int | None] = [None] * len(gathered)
+    for f in range(FOLDS):
+        ranker = fit_ranker(searcher, [q for q, k in zip(gathered, folds, strict=True) if k != f], best_c)
+        for i, (q, k) in enumerate(zip(gathered, folds, strict=True)):
+            if k == f:
+                x[i], ranks[i] = evidence(searcher, q, ranker)
+    # the everyday questions (index/everyday.txt) join as more out-of-scope examples, each measured against
+    # the others only, as an everyday question the list does not hold will be
+    chatter = everyday_evidence(searcher, fit_ranker(searcher, gathered, best_c))
+    x = np.vstack([x, chatter])
+    ranks += [None] * len(chatter)
+    answerable_list = [q.answerable for q in gathered] + [False] * len(chatter)
+    hard_list = [bool(qd.get("hard")) for qd in questions] + [False] * len(chatter)
+    # a library of one document (the shipped default) reads the same evidence differently: each well-asked
+    # document alone, with its own questions and the everyday ones
+    everyday = [q for q, qd in zip(gathered, questions, strict=True) if not q.answerable and not qd.get("hard")]
+    for doc_id in sorted({q.group for q in gathered if q.answerable}):
+        own = [(q, k) for q, k in zip(gathered, folds, strict=True) if q.answerable and q.group == doc_id]
+        if len(own) < ALONE_MIN_QUESTIONS:
+            continue
+        single = alone(searcher, doc_id)
+        ranker = fit_ranker(searcher, [q for q, k in zip(gathered, folds, strict=True) if k != own[0][1]], best_c)
+        asked = gather(single, [{"id": q.id, "q": q.text, "gold": q.gold, "doc": q.group}
+                                for q in [q for q, _ in own] + everyday])
+        for question in asked:
+            row, rank = evidence(single, question, ranker)
+            x = np.vstack([x, row])
+            ranks.append(rank)
+            answerable_list.append(question.answerable)
+            hard_list.append(False)
+        log(f"alone: {doc_id} with {len(own)} questions")
+    answerable, hard = np.array(answerable_list), np.array(hard_list)
+    y_answer = np.array([r == 1 for r in ranks])
+    y_scope = answerable | hard
+    models = {}
+    for name, features, y in (("answer", ANSWER_FEATURES, y_answer), ("scope", SCOPE_FEATURES, y_scope)):
+        columns = [DECISION_FEATURES.index(f) for f in features]
+        mean, scale = x[:, columns].mean(axis=0), x[:, columns].std(axis=0)
+        scale[scale < 1e-9] = 1.0
+        lr = LogisticRegression(C=DECISION_C, max_iter=2000).fit((x[:, columns] - mean) / scale, y)
+        models[name] = LinearModel(features, lr.coef_[0].astype(np.float64), float(lr.intercept_[0]), mean, scale)
+    p_answer = models["answer"].probability(x[:, [DECISION_FEATURES.index(f) for f in ANSWER_FEATURES]])
+    p_related = models["scope"].probability(x[:, [DECISION_FEATURES.index(f) for f in SCOPE_FEATURES]])
+
+    # 3. thresholds by what members get
+    best: tuple[float, float, float] | None = None
+    for t_answer in GRID:
+        for t_related in GRID:
+            value = sum(outcome_value(t_answer, t_related, pa, pr, a, h, r)
+                        for pa, pr, a, h, r in zip(p_answer, p_related, answerable, hard, ranks, strict=True))
+            if best is None or value > best[0]:
+                best = (value, t_answer, t_related)
+    assert best is not None  # GRID is not empty
+    _, t_answer, t_related = best
+    tiers = Tiers(answer=t_answer, related=t_related)
+    figures = tier_figures(tiers, p_answer, p_related, answerable, hard, ranks)
+    log(f"tiers: answer >= {t_answer}, related >= {t_related}; out-of-fold: {figures}")
+
+    final_ranker = fit_ranker(searcher, gathered, best_c)
+    info = {
+        "fitted_on": source, "fitted": dt.date.today().isoformat(),
+        "questions": len(gathered), "answerable": int(answerable.sum()),
+        "documents": len({q.group for q in gathered if q.answerable}), "folds": FOLDS,
+        "ranker_c": best_c, "out_of_fold": {"R@1": round(best_r1, 4)} | figures,
+        "outcome_value": OUTCOME_VALUE,
+    }
+    return LearnedModels(ranker=final_ranker, answer=models["answer"], scope=models["scope"], tiers=tiers,
+                         info=info)
+
+
+def tier_of(tiers: Tiers, p_answer: float, p_related: float) -> str:
+    if p_answer >= tiers.answer and p_related >= tiers.related:
+        return "answer"
+    return "related" if p_related >= tiers.related else "decline"
+
+
+def outcome_value(t_answer: float, t_related: float, p_answer: float, p_related: float, answerable: bool,
+                  hard: bool, rank: int | None) -> float:
+    tier = tier_of(Tiers(t_answer, t_related), p_answer, p_related)
+    if not answerable:
+        return OUTCOME_VALUE[f"{'answered' if tier == 'answer' else tier if tier == 'related' else 'declined'}_"
+                             f"{'hard' if hard else 'everyday'}"]
+    if tier == "answer":
+        return OUTCOME_VALUE["right" if rank == 1 else "second" if rank == 2 else "wrong"]
+    if tier == "related":
+        return OUTCOME_VALUE["related_useful" if rank is not None and rank <= 3 else "related_useless"]
+    return OUTCOME_VALUE["declined_answerable"]
+
+
+def tier_figures(tiers: Tiers, p_answer: np.ndarray, p_related: np.ndarray, answerable: np.ndarray,
+                 hard: np.ndarray, ranks: list[int | None]) -> dict:
+    tier = [tier_of(tiers, a, r) for a, r in zip(p_answer, p_related, strict=True)]
+    n = int(answerable.sum())
+    out = int((~answerable).sum())
+    right = sum(1 for t, a, r in zip(tier, answerable, ranks, strict=True) if a and t == "answer" and r == 1)
+    useful = right + sum(1 for t, a, r in zip(tier, answerable, ranks, strict=True)
+                         if a and t == "related" and r is not None and r <= 3)
+    wrong = sum(1 for t, a, r in zip(tier, answerable, ranks, strict=True)
+                if a and t == "answer" and not (r is not None and r <= 2))
+    declined = sum(1 for t, a in zip(tier, answerable, strict=True) if a and t == "decline")
+    hard_answered = sum(1 for t, a, h in zip(tier, answerable, hard, strict=True) if not a and h and t == "answer")
+    everyday_answered = sum(1 for t, a, h in zip(tier, answerable, hard, strict=True)
+                            if not a and not h and t != "decline")
+    return {"right": round(right / n, 4), "useful": round(useful / n, 4), "wrong": round(wrong / n, 4),
+            "declined": round(declined / n, 4), "out_of_scope": out,
+            "hard_answered": hard_answered, "everyday_not_declined": everyday_answered}

@@ -1,0 +1,47 @@
+"""The members' words dictionary: its file format, the rewrite, and the shipped dictionary."""
+
+import pytest
+
+from index.synonyms import DEFAULT_SYNONYMS, SynonymError, Synonyms, parse
+
+
+def test_parse_reads_entries_and_skips_comments():
+    entries = parse("# 组织\n村民委员会成员 = 村官 村干部\n\n主要负责人 = 一把手，第一责任人\n")
+    assert entries == [("村民委员会成员", ["村官", "村干部"]), ("主要负责人", ["一把手", "第一责任人"])]
+
+
+@pytest.mark.parametrize("line", ["村官 村干部", "主要负责人 =", "= 一把手"])
+def test_a_malformed_line_names_itself(line):
+    with pytest.raises(SynonymError, match=r"synonyms:2"):
+        parse(f"# ok\n{line}\n")
+
+
+def test_rewrite_replaces_members_words_longest_first():
+    synonyms = Synonyms([("村民委员会成员", ["村官"]), ("纪律检查委员会", ["纪委"]), ("中央纪律检查委员会", ["中纪委"])])
+    rewrite = synonyms.rewrite("村官和中纪委是什么关系")
+    assert rewrite.text == "村民委员会成员和中央纪律检查委员会是什么关系"
+    assert rewrite.replaced == (("村官", "村民委员会成员"), ("中纪委", "中央纪律检查委员会"))
+    assert synonyms.rewrite("党员的义务").replaced == ()
+
+
+def test_a_word_the_documents_use_is_left_alone():
+    synonyms = Synonyms([("主要负责人", ["一把手"])])
+    assert synonyms.rewrite("一把手负什么责", known=lambda w: w == "一把手").text == "一把手负什么责"
+    assert synonyms.rewrite("一把手负什么责").text == "主要负责人负什么责"
+
+
+def test_a_variant_inside_its_own_documents_word_is_ignored():
+    # 负责人 is part of 主要负责人: rewriting it would double the words the member typed
+    synonyms = Synonyms([("主要负责人", ["负责人", "一把手"])])
+    assert synonyms.rewrite("主要负责人是谁").text == "主要负责人是谁"
+
+
+def test_entries_match_on_normalised_text():
+    synonyms = Synonyms([("国内生产总值", ["GDP"])], normalize=str.lower)
+    assert synonyms.rewrite("gdp增长多少").text == "国内生产总值增长多少"
+
+
+def test_the_shipped_dictionary_loads():
+    synonyms = Synonyms.from_file(DEFAULT_SYNONYMS)
+    assert len(synonyms) >= 300
+    assert synonyms.canonical["一把手"] == "主要负责人"
