@@ -38,6 +38,8 @@ def load_questions(path: Path) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise QuestionSetError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+            except (RecursionError, ValueError) as exc:  # nested too deep, or an integer too long to read
+                raise QuestionSetError(f"{path}:{number}: not a question line ({exc.__class__.__name__})") from exc
             if not isinstance(row, dict) or not isinstance(row.get("q"), str):
                 raise QuestionSetError(f'{path}:{number}: each line needs {{"id": …, "q": "…"}}')
             row.setdefault("id", str(number))

@@ -239,7 +239,7 @@ def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
     # a library of one document (the shipped default) reads the same evidence differently: each well-asked
     # document alone, with its own questions and the everyday ones
     everyday = [q for q, qd in zip(gathered, questions, strict=True) if not q.answerable and not qd.get("hard")]
-    for doc_id in sorted({q.group for q in gathered if q.answerable}):
+    for doc_id in sorted({q.group for q in gathered if q.answerable} & set(searcher.document_ids)):
         own = [(q, k) for q, k in zip(gathered, folds, strict=True) if q.answerable and q.group == doc_id]
         if len(own) < ALONE_MIN_QUESTIONS:
             continue

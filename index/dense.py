@@ -79,4 +79,6 @@ class DenseIndex:
 
     def vectors(self, positions: list[int]) -> np.ndarray:
         """The stored vectors of the given chunk positions."""
-        return np.vstack([self._index.reconstruct(int(i)) for i in positions]).astype(np.float32)
+        if not len(positions):
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.asarray(self._index.reconstruct_batch(np.asarray(positions, dtype=np.int64)), dtype=np.float32)

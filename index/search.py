@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -309,7 +310,9 @@ class HybridSearcher:
             return 0.0
         text = self._bigram_text.get(position)
         if text is None:
-            text = self.tokenizer.normalize(WHITESPACE.sub("", self.chunks[position].context_text()))
+            # the documents' own characters, width-folded and lower-cased (Traditional text still matches
+            # through the bigram BM25 index, which is fully normalised; this is only the coverage check)
+            text = unicodedata.normalize("NFKC", WHITESPACE.sub("", self.chunks[position].context_text())).lower()
             if len(self._bigram_text) > 100_000:
                 self._bigram_text.clear()
             self._bigram_text[position] = text

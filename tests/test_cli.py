@@ -41,3 +41,10 @@ def test_index_versions_and_activate(runner, app):
 def test_index_build_if_missing_does_nothing_when_present(runner):
     result = runner.invoke(args=["index", "build", "--if-missing"])
     assert result.exit_code == 0 and "nothing to do" in result.output
+
+
+def test_eval_with_an_unreadable_line_names_it(runner, tmp_path):
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"id": "a", "q": "村情通是什么？", "gold": []}\n' + "[" * 100_000 + "\n", encoding="utf-8")
+    result = runner.invoke(args=["eval", str(deep)])
+    assert result.exit_code != 0 and "deep.jsonl:2:" in result.output
