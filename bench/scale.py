@@ -36,6 +36,7 @@ REPEAT_TO = 1_000_000
 CACHE = ROOT / "instance" / "bench-cache" / "scale-vectors.sqlite"
 CHUNKS_FILE = ROOT / "instance" / "bench-cache" / "scale-chunks.jsonl"
 TOKENS_FILE = ROOT / "instance" / "bench-cache" / "scale-tokens.jsonl"
+BIGRAMS_FILE = ROOT / "instance" / "bench-cache" / "scale-bigrams.jsonl"
 
 
 def documents() -> Iterator[tuple[str, str, str]]:
@@ -121,15 +122,17 @@ def cached_vectors(chunks: list, model, progress: bool = True) -> np.ndarray:
     return vectors
 
 
-def cached_tokens(chunks: list, tokenizer) -> list[list[str]]:
-    """Search tokens of the chunks (cached as JSONL beside the chunks, like the index's tokens.jsonl)."""
-    path = TOKENS_FILE
+def cached_tokens(chunks: list, tokenizer, path: Path | None = None) -> list[list[str]]:
+    """Search tokens of the chunks (cached as JSONL beside the chunks, like the index's tokens.jsonl);
+    with ``path`` = BIGRAMS_FILE, their character bigrams."""
+    path = path or TOKENS_FILE
+    split = tokenizer.bigrams if path == BIGRAMS_FILE else tokenizer.tokens
     if path.exists():
         with open(path, encoding="utf-8") as fh:
             tokens = [json.loads(line) for _, line in zip(range(len(chunks)), fh, strict=False)]
         if len(tokens) == len(chunks):
             return tokens
-    tokens = [tokenizer.tokens(c.context_text()) for c in chunks]
+    tokens = [split(c.context_text()) for c in chunks]
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         for row in tokens:
@@ -184,7 +187,8 @@ def measure(size: int) -> dict:
     dense = DenseIndex.build(vectors)
     dense_s = time.perf_counter() - started
     bm25 = BM25Index.build(tokens)
-    searcher = HybridSearcher(chunks, tokens, bm25, dense, model, tokenizer)
+    bigrams = cached_tokens(every, tokenizer, BIGRAMS_FILE)[:len(base)] * copies
+    searcher = HybridSearcher(chunks, tokens, bm25, dense, model, tokenizer, bigram_bm25=BM25Index.build(bigrams))
     build_s = time.perf_counter() - started
     index = LoadedIndex(version=f"scale-{size}", path=ROOT, manifest={}, searcher=searcher, terms=[])
     answerer = Answerer(lambda: index)

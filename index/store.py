@@ -142,7 +142,8 @@ class IndexStore:
             raise IndexStoreError("no text to index: the corpus is empty")
         terms = find_coined_terms(doc.text for doc in documents)
         tokenizer = Tokenizer(terms)
-        token_lists = [tokenizer.tokens(c.context_text()) for c in chunks]
+        normalized = [tokenizer.normalize(c.context_text()) for c in chunks]  # once for both lexical indexes
+        token_lists = [tokenizer.tokens(t, normalized=True) for t in normalized]
 
         corpus_hash = hashlib.sha256(
             "\n".join(sorted(f"{d.doc_id}:{d.sha256 or hashlib.sha256(d.text.encode()).hexdigest()}"
@@ -156,7 +157,7 @@ class IndexStore:
             vectors, embedded = _embed(texts, embedder, cache, progress)
             dense = DenseIndex.build(vectors)
             bm25 = BM25Index.build(token_lists)
-            bigram_bm25 = BM25Index.build([tokenizer.bigrams(t) for t in texts])
+            bigram_bm25 = BM25Index.build([tokenizer.bigrams(t, normalized=True) for t in normalized])
             searcher = HybridSearcher(chunks, token_lists, bm25, dense, embedder, tokenizer,
                                       bigram_bm25=bigram_bm25, synonyms=synonyms, models=models)
             calibration = searcher.calibration

@@ -76,29 +76,30 @@ class Tokenizer:
         """The query's concepts, each once: precise-mode jieba (no sub-words), minus stop words."""
         return _content(self._jieba.cut(self.normalize(text)))
 
-    def tokens(self, text: str) -> list[str]:
+    def tokens(self, text: str, normalized: bool = False) -> list[str]:
         """Index/query terms: search-mode jieba over normalised text, minus stop words and punctuation.
 
         Search mode is precise mode plus each long word's known 2- and 3-character sub-words (as
         jieba's ``cut_for_search``), except inside a question phrase: 多长时间 yields no 时间.
         """
         pieces: list[str] = []
-        for word in self._jieba.cut(self.normalize(text)):
+        for word in self._jieba.cut(text if normalized else self.normalize(text)):
             if len(word) > 2 and not QUESTION_PREFIX.match(word):
                 pieces += [word[i:i + n] for n in (2, 3) if len(word) > n
                            for i in range(len(word) - n + 1) if self._jieba.FREQ.get(word[i:i + n])]
             pieces.append(word)
         return _content(pieces)
 
-    def bigrams(self, text: str) -> list[str]:
+    def bigrams(self, text: str, normalized: bool = False) -> list[str]:
         """Character bigrams of the normalised text's Chinese runs, and its Latin/number words whole.
 
         The second lexical channel: it needs no dictionary, so it still matches where jieba cuts a typo,
         a rare name or a member's phrasing differently in the question than in the passage. Bigrams that
         are only question words (什么, 怎么) are dropped; a one-character run stays a unigram.
+        ``normalized``: the text has been through ``normalize`` already (an index build does it once).
         """
         grams: list[str] = []
-        for run in CJK_RUN.findall(self.normalize(text)):
+        for run in CJK_RUN.findall(text if normalized else self.normalize(text)):
             if not HAS_CJK.match(run):
                 grams.append(run)
             elif len(run) == 1:
