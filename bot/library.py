@@ -1,7 +1,13 @@
 """The document library: the files the index is built from, kept in the instance folder.
 
 Adding checks everything before anything changes: a refused file (empty, unknown type, undecodable,
-no text layer, too large, an exact duplicate) leaves the library as it was. The shipped ``corpus/``
+no text layer, too large, a duplicate) leaves the library as it was. A duplicate is the same text once
+normalised (NFKC, no white space): the same document saved in GB18030 or with other line breaks.
+
+Each document keeps the metadata its text states (``index.metadata``: issuer, number, date, status,
+what it replaces); an admin may give or correct any of it, and the title, at upload or later
+(``update``). A document whose text gives no title is stored as 未命名文件（上传于…）, never as its file
+name, and flagged ``untitled`` until an admin names it. The shipped ``corpus/``
 seeds the library once, the first time it is used; after that the admin decides what is in it.
 
 A file name is cleaned before use (``bot.inputs.clean_file_name``). Work per file is bounded: its size,
@@ -12,19 +18,24 @@ what it unpacks to, the characters extracted (``ReadLimits``) and the passages i
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.inputs import InputError, clean_file_name, clean_title, setting_hint, size_text
 from bot.store import BotStore
+from index import metadata
 from index.chunk import DEFAULT_TARGET_CHARS, chunk_document
 from index.ingest import SUPPORTED_SUFFIXES, Document, IngestError, LimitError, ReadLimits, load_bytes, load_file
 
 SEEDED_SETTING = "corpus_seeded"
 DEFAULT_MAX_CHUNKS = 5000
+COLUMNS = "doc_id, file_name, title, date, sha256, chars, uploaded_by, uploaded_at, text_sha256, meta"
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+META_MAX_CHARS = 200
 LIMIT_SETTINGS = {  # ReadLimits field (or "chunks") -> the setting that moves it
     "unpacked_bytes": "MAX_UNPACKED_BYTES", "chars": "MAX_DOCUMENT_CHARS", "pdf_pages": "MAX_PDF_PAGES",
     "chunks": "MAX_CHUNKS_PER_DOCUMENT",
@@ -49,9 +60,29 @@ class StoredDocument:
     chars: int
     uploaded_by: str
     uploaded_at: float
+    text_sha256: str = ""
+    meta: dict = field(default_factory=dict)  # index.metadata fields, "edited": those an admin set
+
+    @property
+    def untitled(self) -> bool:
+        return self.meta.get("title_from") == "none"
+
+    @property
+    def status(self) -> str:
+        return str(self.meta.get("status") or metadata.STATUS_IN_FORCE)
 
     def to_json(self) -> dict:
-        return self.__dict__.copy()
+        out = {k: v for k, v in self.__dict__.items() if k != "meta"}
+        out.update({k: v for k, v in self.meta.items() if k not in ("date", "title_from", "text_sha256")})
+        out["status"] = self.status
+        out["untitled"] = self.untitled
+        return out
+
+    @classmethod
+    def from_row(cls, row: tuple) -> StoredDocument:
+        doc_id, file_name, title, date, sha256, chars, uploaded_by, uploaded_at, text_sha, meta = row
+        return cls(doc_id, file_name, title, date, sha256, chars, uploaded_by, uploaded_at,
+                   text_sha or "", json.loads(meta) if meta else {})
 
 
 def with_setting(exc: LimitError) -> str:
@@ -101,21 +132,63 @@ class Library:
         return added
 
     def all(self) -> list[StoredDocument]:
-        rows = self.store.connection().execute(
-            "SELECT doc_id, file_name, title, date, sha256, chars, uploaded_by, uploaded_at FROM documents "
-            "ORDER BY doc_id"
-        ).fetchall()
-        return [StoredDocument(*row) for row in rows]
+        """Every document, its series linked (``index.metadata.link_series``)."""
+        rows = self.store.connection().execute(f"SELECT {COLUMNS} FROM documents ORDER BY doc_id").fetchall()
+        docs = [self._backfilled(StoredDocument.from_row(row)) for row in rows]
+        linked = [d.meta | {"doc_id": d.doc_id, "title": d.title, "date": d.date} for d in docs]
+        metadata.link_series(linked)
+        for doc, meta in zip(docs, linked, strict=True):
+            doc.meta = {k: v for k, v in meta.items() if k not in ("doc_id", "title", "date")}
+        return docs
 
     def get(self, doc_id: str) -> StoredDocument | None:
-        row = self.store.connection().execute(
-            "SELECT doc_id, file_name, title, date, sha256, chars, uploaded_by, uploaded_at FROM documents "
-            "WHERE doc_id = ?", (doc_id,)
-        ).fetchone()
-        return StoredDocument(*row) if row else None
+        return next((d for d in self.all() if d.doc_id == doc_id), None)
+
+    def _backfilled(self, doc: StoredDocument) -> StoredDocument:
+        """A document stored before metadata was kept: read its file once and store what it states."""
+        if doc.text_sha256 and doc.meta:
+            return doc
+        try:
+            found = load_file(self.files_dir / doc.doc_id / doc.file_name, doc_id=doc.doc_id, limits=self.limits)
+        except IngestError:
+            return doc
+        doc.text_sha256 = found.meta.get("text_sha256", "")
+        doc.meta = {k: v for k, v in found.meta.items() if k != "text_sha256"} | doc.meta
+        with self.store.transaction() as db:
+            db.execute("UPDATE documents SET text_sha256 = ?, meta = ? WHERE doc_id = ?",
+                       (doc.text_sha256, json.dumps(doc.meta, ensure_ascii=False), doc.doc_id))
+        return doc
+
+    def update(self, doc_id: str, fields: dict[str, str]) -> StoredDocument:
+        """Set the title or metadata fields (``index.metadata.FIELDS``) an admin gives; "" clears one."""
+        existing = self.get(doc_id)
+        if existing is None:
+            raise LibraryError(f"没有编号为 {doc_id} 的文件", 404)
+        given = check_fields(fields)
+        title = given.pop("title", None)
+        meta = {k: v for k, v in existing.meta.items()
+                if k not in ("series", "series_order", "latest", "latest_title", "latest_date")}
+        edited = set(meta.get("edited", []))
+        for name, value in given.items():
+            if value:
+                meta[name] = value
+            else:
+                meta.pop(name, None)
+            edited.add(name)
+        date = given.get("date", existing.date) if "date" in given else existing.date
+        if title:
+            meta["title_from"] = "given"
+            edited.add("title")
+        meta["edited"] = sorted(edited)
+        with self.store.transaction() as db:
+            db.execute("UPDATE documents SET title = ?, date = ?, meta = ? WHERE doc_id = ?",
+                       (title or existing.title, date or None, json.dumps(meta, ensure_ascii=False), doc_id))
+        return next(d for d in self.all() if d.doc_id == doc_id)
 
     def add(self, file_name: str, data: bytes, uploaded_by: str, replace: bool = False,
-            title: str | None = None) -> StoredDocument:
+            title: str | None = None, fields: dict[str, str] | None = None) -> StoredDocument:
+        """Add a file; ``title`` and ``fields`` (issuer, number, date, status …) are the admin's, and
+        win over what the text states."""
         if not file_name:
             raise LibraryError("请选择要上传的文件")
         try:
@@ -123,6 +196,7 @@ class Library:
             title = clean_title(title)
         except InputError as exc:
             raise LibraryError(str(exc), exc.status) from exc
+        given = {k: v for k, v in check_fields(fields or {}).items() if v and k != "title"}
         if len(data) > self.max_bytes:
             raise LibraryError(f"{file_name} 超过大小上限 {size_text(self.max_bytes)}"
                                f"{setting_hint('MAX_UPLOAD_BYTES')}", 413)
@@ -136,10 +210,13 @@ class Library:
             known = Path(file_name).suffix.lower() in SUPPORTED_SUFFIXES
             raise LibraryError(str(exc), 422 if known else 415) from exc
         sha = hashlib.sha256(data).hexdigest()
-        same = next((d for d in self.all() if d.sha256 == sha), None)
+        text_sha = document.meta.pop("text_sha256", "")
+        same = next((d for d in self.all() if d.sha256 == sha or (text_sha and d.text_sha256 == text_sha)), None)
         if same is not None and not (replace and same.doc_id == doc_id):
+            how = "完全相同" if same.sha256 == sha else "相同（仅编码或换行不同）"
             raise LibraryError(
-                f"{file_name} 与已有文件《{same.title}》（{same.file_name}）内容完全相同，未重复添加", 409
+                f"{file_name} 与已有文件《{same.title}》（{same.file_name}）内容{how}，未重复添加；"
+                f"如需替换，请用同一文件名并加上 replace=1", 409
             )
         existing = self.get(doc_id)
         if existing is not None and not replace:
@@ -149,11 +226,18 @@ class Library:
         tmp = self.files_dir / f".upload-{doc_id}-{time.time_ns()}"
         tmp.mkdir(parents=True)
         (tmp / file_name).write_bytes(data)
-        stored = StoredDocument(doc_id, file_name, document.title, document.date, sha, len(document.text),
-                                uploaded_by, time.time())
+        now = time.time()
+        doc_title = document.title
+        if document.meta.get("title_from") == "none":
+            doc_title = f"{metadata.UNTITLED}（上传于{time.strftime('%Y-%m-%d', time.localtime(now))}）"
+        meta = document.meta | given | ({"edited": sorted(given)} if given else {})
+        date = given.get("date") or document.meta.get("date") or document.date
+        stored = StoredDocument(doc_id, file_name, doc_title, date, sha,
+                                len(document.text), uploaded_by, now, text_sha, meta)
+        row = tuple(stored.__dict__.values())[:-1] + (json.dumps(meta, ensure_ascii=False),)
         with self.store.transaction() as db:
             db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
-            db.execute("INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)", tuple(stored.__dict__.values()))
+            db.execute(f"INSERT INTO documents ({COLUMNS}) VALUES ({', '.join('?' * 10)})", row)
             if folder.exists():
                 shutil.rmtree(folder)
             tmp.rename(folder)
@@ -175,5 +259,27 @@ class Library:
             doc = load_file(self.files_dir / stored.doc_id / stored.file_name, doc_id=stored.doc_id,
                             limits=self.limits)
             doc.title = stored.title
+            doc.date = stored.date
+            doc.meta = stored.meta | {"status": stored.status}
             out.append(doc)
         return out
+
+
+def check_fields(fields: dict[str, str]) -> dict[str, str]:
+    """The metadata an admin gives: known names, bounded text, a status of the three, an ISO date."""
+    out: dict[str, str] = {}
+    for name, value in fields.items():
+        if name not in (*metadata.FIELDS, "title"):
+            raise LibraryError(f"不能设置字段 {name}；可以设置：title、{'、'.join(metadata.FIELDS)}")
+        try:
+            text = clean_title(str(value)) or ""
+        except InputError as exc:
+            raise LibraryError(str(exc), exc.status) from exc
+        if len(text) > META_MAX_CHARS:
+            raise LibraryError(f"{name} 过长：最多 {META_MAX_CHARS} 个字")
+        if name == "status" and text and text not in metadata.STATUSES:
+            raise LibraryError(f"状态只能是：{'、'.join(metadata.STATUSES)}")
+        if name in ("date", "effective") and text and not ISO_DAY.fullmatch(text):
+            raise LibraryError(f"{name} 的格式应为 YYYY-MM-DD，例如 2022-03-05")
+        out[name] = text
+    return out

@@ -98,6 +98,12 @@ CREATE TABLE IF NOT EXISTS settings (
 );
 """
 
+# Columns added after a table was first created: (table, column, definition), applied once, in order.
+MIGRATIONS: list[tuple[str, str, str]] = [
+    ("documents", "text_sha256", "TEXT"),  # SHA-256 of the normalised text: the same document in another encoding
+    ("documents", "meta", "TEXT"),  # JSON: issuer, number, status, replaces … (index.metadata)
+]
+
 
 @dataclass
 class LogEntry:
@@ -127,6 +133,7 @@ class BotStore:
         for attempt in range(50):
             try:
                 self.connection().executescript(SCHEMA)  # executescript manages its own transaction
+                self._migrate()
                 return self._stored_salt()
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or attempt == 49:
@@ -156,6 +163,13 @@ class BotStore:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.transaction() as db:
+            for table, column, definition in MIGRATIONS:
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     def _stored_salt(self) -> str:
         with self.transaction() as db:

@@ -21,6 +21,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from index import metadata
 from index.formats import SUPPORTED_SUFFIXES, IngestError, LimitError, ReadLimits, decode, extract_text
 
 HEADER = "header"
@@ -121,6 +122,8 @@ def load_bytes(data: bytes, name: str, doc_id: str | None = None, title: str | N
     doc = clean(text, doc_id=doc_id or Path(name).stem, source=name, sha256=hashlib.sha256(data).hexdigest())
     if title:
         doc.title = title.strip()
+        doc.meta["title_from"] = "given"
+    doc.meta["text_sha256"] = hashlib.sha256(metadata.normalised_text(doc.text).encode()).hexdigest()
     return doc
 
 
@@ -132,7 +135,7 @@ def clean(raw: str, doc_id: str, source: str = "", sha256: str = "") -> Document
     header, body, footer = _split_header_footer(blocks)
     title_lines = [line for line in header if line.startswith(TITLE_MARK)]
     header = [line.removeprefix(TITLE_MARK) for line in header]
-    title = "".join(t.removeprefix(TITLE_MARK) for t in title_lines) or _title_from_name(source or doc_id)
+    title = "".join(t.removeprefix(TITLE_MARK) for t in title_lines)
     date = author = None
     for line in header:
         if line in (t.removeprefix(TITLE_MARK) for t in title_lines):
@@ -143,6 +146,13 @@ def clean(raw: str, doc_id: str, source: str = "", sha256: str = "") -> Document
             author = line.replace(" ", "")
     if date is None:
         date = next((_iso_date(p) for p in footer if DATE.search(p)), None)
+    title_from = "header" if title else "content"
+    title = metadata.refine_title(title, header + body, date) if title else \
+        metadata.infer_title(body, date) or ""
+    if not title:
+        title, title_from = metadata.UNTITLED, "none"
+    meta = metadata.extract(title, header, body, footer, date)
+    meta["title_from"] = title_from
 
     paragraphs = [Paragraph(text=p, section=(), kind=HEADER) for p in header]
     paragraphs += _sectioned(body)
@@ -155,12 +165,8 @@ def clean(raw: str, doc_id: str, source: str = "", sha256: str = "") -> Document
         offset = para.end + 1
     return Document(
         doc_id=doc_id, title=title, text="\n".join(parts), paragraphs=paragraphs,
-        source=source, date=date, author=author, sha256=sha256,
+        source=source, date=date, author=author, sha256=sha256, meta=meta,
     )
-
-
-def _title_from_name(name: str) -> str:
-    return Path(name).stem.replace("_", " ").replace("-", " ").strip() or name
 
 
 def _iso_date(text: str) -> str | None:

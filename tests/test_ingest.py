@@ -126,7 +126,7 @@ def test_long_titles_of_notices_and_news_headlines():
     assert doc.title.startswith("习近平对组织工作作出重要指示") and doc.date == "2023-06-29"
     # a long first line that is neither is body text, not a title
     body = "为了进一步加强和改进新时代干部教育培训工作，推动干部教育培训高质量发展，现就有关事项作出如下安排和部署要求\n第一条 总则。\n"
-    assert clean(body, doc_id="b", source="b.txt").title == "b"
+    assert clean(body, doc_id="b", source="b.txt").title == "未命名文件"  # never the file name
 
 
 def test_a_title_printed_twice_is_one_title():

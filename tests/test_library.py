@@ -4,7 +4,7 @@ import pytest
 
 from bot.library import Library, LibraryError
 from bot.store import BotStore
-from tests.conftest import SPEECH
+from tests.conftest import SHARED, SPEECH
 from tests.docs_factory import docx_bytes, html_bytes, pdf_bytes, scanned_pdf_bytes
 
 NOTICE = "关于加强基层治理的通知\n\n为进一步加强基层治理，现将有关事项通知如下。\n\n一、总体要求\n\n坚持党建引领，推动治理重心下移。\n"
@@ -98,3 +98,64 @@ def test_remove_and_seed_once(library):
     with pytest.raises(LibraryError) as info:
         library.remove(doc_id)
     assert info.value.status == 404
+
+
+@pytest.mark.parametrize("encoding, newline", [("gb18030", "\n"), ("utf-8", "\r\n"), ("gb18030", "\r\n")])
+def test_the_same_text_in_another_encoding_or_line_breaks_is_a_duplicate(library, encoding, newline):
+    library.add("a.txt", NOTICE.encode(), uploaded_by="t")
+    again = NOTICE.replace("\n\n", "\n").replace("\n", newline).encode(encoding)
+    with pytest.raises(LibraryError, match="《关于加强基层治理的通知》（a.txt）内容相同（仅编码或换行不同）") as refused:
+        library.add("b.txt", again, uploaded_by="t")
+    assert refused.value.status == 409 and len(library.all()) == 1
+    replaced = library.add("a.txt", again, uploaded_by="t", replace=True)  # the same name replaces, as before
+    assert replaced.sha256 != library.all()[0].text_sha256 and len(library.all()) == 1
+
+
+def test_a_document_without_a_title_gets_a_neutral_chinese_one_never_its_file_name(library):
+    body = "为了进一步加强和改进新时代干部教育培训工作，推动干部教育培训高质量发展，现就有关事项作出如下安排和部署要求\n第一条 总则。\n"
+    doc = library.add("9f3c2a7b.txt", body.encode(), uploaded_by="t")
+    assert doc.title.startswith("未命名文件（上传于20") and "9f3c" not in doc.title
+    assert doc.untitled and doc.to_json()["untitled"] is True
+    named = library.update(doc.doc_id, {"title": "干部教育培训安排"})
+    assert named.title == "干部教育培训安排" and not named.untitled
+    assert library.documents()[0].title == "干部教育培训安排"
+
+
+def test_government_work_reports_are_named_and_linked_as_a_series(library):
+    for year in (2022, 2018):
+        path = SHARED / "docs" / f"state_council_gov_work_report_{year}.txt"
+        library.add(path.name, path.read_bytes(), uploaded_by="t")
+    docs = {d.doc_id: d for d in library.all()}
+    old, new = docs["state_council_gov_work_report_2018"], docs["state_council_gov_work_report_2022"]
+    assert (old.title, new.title) == ("2018年政府工作报告", "2022年政府工作报告")
+    assert old.meta["latest"] == new.doc_id and old.meta["series_order"] == 0 and new.meta["series_order"] == 1
+    assert old.to_json()["status"] == "现行有效" and old.to_json()["date"] == "2018-03-23"
+    built = {d.doc_id: d for d in library.documents()}
+    assert built[old.doc_id].meta["latest_title"] == "2022年政府工作报告"
+
+
+def test_metadata_given_at_upload_and_edited_later(library):
+    doc = library.add("a.txt", NOTICE.encode(), uploaded_by="t",
+                      fields={"issuer": "某某县人民政府", "number": "某政发〔2020〕1号", "date": "2020-05-01"})
+    assert doc.meta["issuer"] == "某某县人民政府" and doc.date == "2020-05-01"
+    edited = library.update(doc.doc_id, {"status": "已废止", "number": ""})
+    assert edited.status == "已废止" and "number" not in edited.meta and edited.meta["issuer"] == "某某县人民政府"
+    assert set(edited.meta["edited"]) == {"issuer", "number", "date", "status"}
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"status": "有效"}, "状态只能是"), ({"date": "2020年5月1日"}, "YYYY-MM-DD"), ({"owner": "x"}, "不能设置字段"),
+])
+def test_bad_metadata_is_refused(library, fields, message):
+    doc = library.add("a.txt", NOTICE.encode(), uploaded_by="t")
+    with pytest.raises(LibraryError, match=message):
+        library.update(doc.doc_id, fields)
+    assert library.all()[0].meta == doc.meta
+
+
+def test_documents_stored_before_metadata_are_backfilled(library):
+    doc = library.add("a.txt", NOTICE.encode(), uploaded_by="t")
+    with library.store.transaction() as db:
+        db.execute("UPDATE documents SET text_sha256 = NULL, meta = NULL")
+    again = library.all()[0]
+    assert again.text_sha256 == doc.text_sha256 and again.status == "现行有效"
