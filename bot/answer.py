@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from bot import templates as t
+from index.metadata import STATUS_AMENDED, STATUS_IN_FORCE, STATUS_REPEALED
 from index.rank import ANSWER_FEATURES, SCOPE_FEATURES
 from index.search import Hit, SearchResult
 from index.store import LoadedIndex
@@ -65,13 +66,19 @@ class Passage:
     dense_rank: int | None
     bm25_rank: int | None
     doc_prior: float
+    date: str | None = None  # the passage's document's publication date (YYYY-MM-DD)
+    status: str = STATUS_IN_FORCE  # 现行有效 / 已修订 / 已废止
+    latest: str | None = None  # the newest document of its series, when this one is older
 
     @classmethod
-    def from_hit(cls, hit: Hit) -> Passage:
+    def from_hit(cls, hit: Hit, documents: dict[str, dict] | None = None) -> Passage:
         c = hit.chunk
+        meta = (documents or {}).get(c.doc_id, {})
+        latest = meta.get("latest")
         return cls(doc=c.doc_id, title=c.title, section=" › ".join(c.section), text=c.text, score=hit.score,
                    dense=hit.dense, bm25=hit.bm25, dense_rank=hit.dense_rank, bm25_rank=hit.bm25_rank,
-                   doc_prior=hit.doc_prior)
+                   doc_prior=hit.doc_prior, date=meta.get("date"), status=meta.get("status") or STATUS_IN_FORCE,
+                   latest=latest if latest and latest != c.doc_id else None)
 
 
 @dataclass
@@ -121,7 +128,8 @@ class Answer:
             "abstained": self.abstained,
             "text": self.text,
             "passages": [
-                {"doc": p.doc, "title": p.title, "section": p.section, "text": p.text, "score": p.score}
+                {"doc": p.doc, "title": p.title, "section": p.section, "text": p.text, "score": p.score,
+                 "date": p.date, "status": p.status, "latest": p.latest}
                 | ({"dense": p.dense, "bm25": p.bm25, "dense_rank": p.dense_rank, "bm25_rank": p.bm25_rank,
                     "doc_prior": p.doc_prior} if details else {})
                 for p in self.passages
@@ -172,13 +180,14 @@ class Answerer:
         query = shown[:MAX_QUESTION_CHARS]
         result = index.searcher.search(query, k=max(k, MORE_LIMIT))
         decision = self.decide(result)
-        passages = [Passage.from_hit(h) for h in result.hits[:k]]
+        documents = documents_by_id(index)
+        passages = [Passage.from_hit(h, documents) for h in result.hits[:k]]
         quoted = self._short(query)
         count = 0
         notice = t.render(t.LONG_QUESTION_NOTICE, limit=MAX_QUESTION_CHARS) if too_long else ""
         if decision.tier == TIER_ANSWER:
             kind = KIND_ANSWER
-            text, count = self.compose(t.ANSWER, quoted, more_pool(result.hits), notice, lead)
+            text, count = self.compose(t.ANSWER, quoted, more_pool(result.hits), notice, lead, documents=documents)
         elif decision.tier == TIER_RELATED:
             kind = KIND_RELATED
             text = lead + self.related_text(quoted, result.hits[:RELATED_SHOWN], notice)
@@ -200,12 +209,14 @@ class Answerer:
         result = index.searcher.search(query, k=MORE_LIMIT)
         decision = self.decide(result)
         rest = more_pool(result.hits)[shown:]
+        documents = documents_by_id(index)
         if decision.tier == TIER_DECLINE or not rest:
             text, count = t.render(t.NO_MORE, question=self._short(query)), 0
         else:
-            text, count = self.compose(t.MORE, self._short(query), rest, "", "", ratio=0.0)
+            text, count = self.compose(t.MORE, self._short(query), rest, "", "", ratio=0.0, documents=documents)
         return Answer(
-            question=question, abstained=False, text=text, passages=[Passage.from_hit(h) for h in rest],
+            question=question, abstained=False, text=text,
+            passages=[Passage.from_hit(h, documents) for h in rest],
             elapsed_ms=round((time.perf_counter() - started) * 1000, 2), kind=KIND_MORE, decision=decision,
             index_version=index.version, quoted=shown + count,
         )
@@ -247,16 +258,20 @@ class Answerer:
             items = items[:-1]
 
     def compose(self, template: str, question: str, hits: list[Hit], notice: str, lead: str,
-                ratio: float = SECOND_QUOTE_RATIO) -> tuple[str, int]:
+                ratio: float = SECOND_QUOTE_RATIO, documents: dict[str, dict] | None = None) -> tuple[str, int]:
         """Quote the first passage of ``hits`` (and a close second), cited, within the byte limit.
 
         ``hits`` are the passages 更多 may still show. Returns the text and how many passages it
         quotes. When passages remain, or the quote had to be cut, the text ends with the hint to send 更多.
+        A quote from an older document of a series, or a repealed or amended one, gets a note saying so
+        (``documents``: the index manifest's documents by id).
         """
+        base_notice = notice
         best = hits[0].score
         chosen = [h for h in hits[:MAX_QUOTES] if h.score >= ratio * best] or hits[:1]
         hint = t.MORE_HINT if len(hits) > len(chosen) else ""
         while True:
+            notice = source_notes(chosen, documents) + base_notice
             text = lead + self._render(template, question, chosen, notice) + hint
             if t.utf8_len(text) <= self.settings.max_bytes or len(chosen) == 1:
                 break
@@ -305,6 +320,42 @@ class Answerer:
     @staticmethod
     def _short(question: str, limit: int = 60) -> str:
         return question if len(question) <= limit else question[: limit - 1] + "…"
+
+
+def documents_by_id(index: LoadedIndex) -> dict[str, dict]:
+    """The index manifest's documents (title, date, status, series …) by id."""
+    return {d["doc_id"]: d for d in index.manifest.get("documents", [])}
+
+
+def chinese_date(iso_date: str | None) -> str:
+    """2018-03-23 -> 2018年3月23日."""
+    if not iso_date or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", iso_date):
+        return iso_date or t.UNDATED
+    year, month, day = iso_date.split("-")
+    return f"{int(year)}年{int(month)}月{int(day)}日"
+
+
+def source_note(meta: dict) -> str:
+    """The note after a quote from a repealed or amended document, or an older one of a series."""
+    title, date = meta.get("title", ""), chinese_date(meta.get("date"))
+    status = meta.get("status")
+    if status == STATUS_REPEALED:
+        return t.render(t.REPEALED_NOTICE, title=title, date=date)
+    if status == STATUS_AMENDED:
+        return t.render(t.AMENDED_NOTICE, title=title, date=date)
+    latest = meta.get("latest")
+    if latest and latest != meta.get("doc_id"):
+        return t.render(t.SERIES_NOTICE, title=title, date=date, latest=meta.get("latest_title", ""),
+                        latest_date=chinese_date(meta.get("latest_date")))
+    return ""
+
+
+def source_notes(hits: list[Hit], documents: dict[str, dict] | None) -> str:
+    """One note per quoted document that needs one, in quoting order."""
+    if not documents:
+        return ""
+    notes = dict.fromkeys(source_note(documents.get(h.chunk.doc_id, {})) for h in hits)
+    return "".join(n for n in notes if n)
 
 
 def evidence_row(result: SearchResult, features: tuple[str, ...]) -> np.ndarray:

@@ -36,6 +36,12 @@ ABSTAIN = (
     "发送“帮助”可查看我能回答哪些问题。"
 )
 
+# After a quote from an older document of a series, a repealed or an amended one: which one, and its date.
+SERIES_NOTICE = "\n\n注：出自《{title}》（{date}）；最新为《{latest}》（{latest_date}）。"
+REPEALED_NOTICE = "\n\n注：《{title}》（{date}）已废止，请以现行文件为准。"
+AMENDED_NOTICE = "\n\n注：《{title}》（{date}）已修订，请以修订后的文件为准。"
+UNDATED = "日期不详"
+
 RELATED = (
     "没有找到“{question}”的确切答案，以下内容可能相关：\n{items}{notice}\n\n"
     "发送“更多”可查看这些段落的原文，也可以换个说法再问。"

@@ -245,5 +245,5 @@ def link_series(documents: list[dict]) -> None:
     for doc in documents:
         for name in re.findall(r"《([^》]+)》", doc.get("replaces") or ""):
             repealed = titles.get(name)
-            if repealed is not None and repealed is not doc and not repealed.get("status_set"):
+            if repealed is not None and repealed is not doc and "status" not in repealed.get("edited", []):
                 repealed["status"] = STATUS_REPEALED

@@ -34,6 +34,7 @@ from index.dense import DenseIndex
 from index.embed import Embedder
 from index.embed_cache import EmbeddingCache
 from index.ingest import Document
+from index.metadata import STATUS_IN_FORCE, link_series
 from index.rank import LearnedModels
 from index.search import HybridSearcher
 from index.synonyms import Synonyms
@@ -137,6 +138,8 @@ class IndexStore:
         """
         started = time.time()
         documents = list(documents)
+        linked: list[dict] = [{**d.meta, "doc_id": d.doc_id, "title": d.title, "date": d.date} for d in documents]
+        link_series(linked)  # series across this build's documents, newest last
         chunks = [c for doc in documents for c in chunk_document(doc, target_chars)]
         if not chunks:
             raise IndexStoreError("no text to index: the corpus is empty")
@@ -183,8 +186,8 @@ class IndexStore:
                 "documents": [
                     {"doc_id": d.doc_id, "title": d.title, "date": d.date, "author": d.author,
                      "source": d.source, "sha256": d.sha256,
-                     "chunks": sum(1 for c in chunks if c.doc_id == d.doc_id)}
-                    for d in documents
+                     "chunks": sum(1 for c in chunks if c.doc_id == d.doc_id)} | document_metadata(d, linked[i])
+                    for i, d in enumerate(documents)
                 ],
                 "versions": {"faiss": faiss.__version__, "numpy": np.__version__},
             }
@@ -266,6 +269,18 @@ def _embed(texts: list[str], embedder: Embedder, cache: EmbeddingCache | None,
         if progress:
             progress(done, len(texts))
     return vectors, len(todo)
+
+
+MANIFEST_METADATA = ("issuer", "number", "status", "replaces", "effective", "kind", "series", "series_order",
+                     "latest", "latest_title", "latest_date")
+
+
+def document_metadata(doc: Document, linked: dict) -> dict:
+    """What ranking and replies may use about a document: its policy metadata and series (``index.metadata``)."""
+    meta = doc.meta | linked
+    out = {name: meta[name] for name in MANIFEST_METADATA if meta.get(name) not in (None, "")}
+    out.setdefault("status", STATUS_IN_FORCE)
+    return out
 
 
 def _write_json(path: Path, value: object) -> None:

@@ -120,3 +120,38 @@ def test_traditional_chinese_question_finds_its_passage(answerer):
     answer = answerer.answer("怎樣防止幹部帶病提拔？")
     assert answer.tier != "decline"
     assert "带病提拔" in answer.passages[0].text
+
+
+def test_passages_carry_their_documents_date_and_status(answerer):
+    answer = answerer.answer("海燕归巢计划是做什么的？")
+    passage = answer.to_json()["passages"][0]
+    assert passage["date"] == "2018-02-06" and passage["status"] == "现行有效" and passage["latest"] is None
+    assert "注：" not in answer.text  # the only document of its kind: no note
+    manifest = answerer._index().manifest["documents"][0]  # what ranking may use later
+    assert manifest["status"] == "现行有效" and manifest["issuer"] == "中共衢州市委组织部办公室"
+
+
+def _with_document_meta(answerer, monkeypatch, **meta):
+    index = answerer._index()
+    documents = [d | meta for d in index.manifest["documents"]]
+    monkeypatch.setitem(index.manifest, "documents", documents)
+
+
+def test_a_quote_from_an_older_document_of_a_series_says_which_is_newest(answerer, monkeypatch):
+    _with_document_meta(answerer, monkeypatch, series="讲话", latest="speech-2022", latest_title="2022年全市组织部长会议讲话",
+                        latest_date="2022-02-10")
+    answer = answerer.answer("海燕归巢计划是做什么的？")
+    assert answer.tier == "answer"
+    assert "注：出自《在全市组织部长会议上的讲话摘要》（2018年2月6日）；最新为《2022年全市组织部长会议讲话》（2022年2月10日）。" \
+        in answer.text
+    assert answer.passages[0].latest == "speech-2022"
+    answerer.settings.max_bytes = 700  # the note fits within the limit: the quote is cut instead
+    short = answerer.answer("海燕归巢计划是做什么的？")
+    assert t.utf8_len(short.text) <= 700 and "最新为《2022年全市组织部长会议讲话》" in short.text
+
+
+def test_a_quote_from_a_repealed_document_says_so(answerer, monkeypatch):
+    _with_document_meta(answerer, monkeypatch, status="已废止")
+    answer = answerer.answer("海燕归巢计划是做什么的？")
+    assert "注：《在全市组织部长会议上的讲话摘要》（2018年2月6日）已废止，请以现行文件为准。" in answer.text
+    assert answer.to_json()["passages"][0]["status"] == "已废止"
