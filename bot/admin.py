@@ -15,6 +15,7 @@ from flask import Blueprint, current_app, jsonify, request
 from bot.engine import get_engine
 from bot.inputs import clean_label
 from bot.library import LibraryError
+from index.metadata import FIELDS as METADATA_FIELDS
 from index.store import IndexStoreError
 
 bp = Blueprint("admin", __name__, url_prefix="/admin/api")
@@ -63,14 +64,33 @@ def add_document():
         return jsonify(error="请用 multipart 表单字段 file 上传文件"), 400
     replace = request.form.get("replace") in ("1", "true", "yes")
     name = upload.filename or ""
+    fields = {k: v for k, v in request.form.items() if k in METADATA_FIELDS and v}
     try:
         doc = engine.library.add(name, upload.read(), uploaded_by=who(), replace=replace,
-                                 title=request.form.get("title") or None)
+                                 title=request.form.get("title") or None, fields=fields)
     except LibraryError as exc:
         engine.bot_store.audit(who(), "add_document", clean_label(name, 200), f"refused: {exc}")
         return jsonify(error=str(exc)), exc.status
     engine.bot_store.audit(who(), "add_document", doc.doc_id, "replaced" if replace else "added")
     return jsonify(document=doc.to_json(), note="重新建立索引后生效：POST /admin/api/reindex"), 201
+
+
+@bp.patch("/documents/<doc_id>")
+@require_admin
+def update_document(doc_id: str):
+    """Set a document's title or metadata: JSON {"title", "issuer", "number", "date", "status", …};
+    "" clears a field. Takes effect in replies after the next re-index."""
+    engine = get_engine()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not body or not all(isinstance(v, str) for v in body.values()):
+        return jsonify(error="请用 JSON 对象提交要修改的字段，值为文字，例如 {\"status\": \"已废止\"}"), 400
+    try:
+        doc = engine.library.update(doc_id, body)
+    except LibraryError as exc:
+        engine.bot_store.audit(who(), "update_document", clean_label(doc_id, 200), f"refused: {exc}")
+        return jsonify(error=str(exc)), exc.status
+    engine.bot_store.audit(who(), "update_document", doc.doc_id, "set " + ", ".join(sorted(body)))
+    return jsonify(document=doc.to_json(), note="重新建立索引后生效：POST /admin/api/reindex")
 
 
 @bp.delete("/documents/<doc_id>")

@@ -126,3 +126,39 @@ def test_sigkill_during_a_reindex_job_keeps_the_old_version(admin, admin_app):
     assert leftovers
     engine.start()
     assert not [p for p in engine.store.root.iterdir() if p.name.startswith(".building-")]
+
+
+def test_documents_carry_date_status_and_metadata_that_admins_edit(admin, admin_app):
+    report = SHARED / "docs" / "state_council_gov_work_report_2017.txt"
+    r = upload(admin, report, issuer="国务院", number="")
+    doc = r.get_json()["document"]
+    assert r.status_code == 201 and doc["title"] == "2017年政府工作报告" and doc["untitled"] is False
+    assert doc["date"] == "2017-03-16" and doc["status"] == "现行有效" and doc["issuer"] == "国务院"
+    r = admin.patch(f"/admin/api/documents/{doc['doc_id']}", headers=AUTH,
+                    json={"status": "已修订", "number": "国发〔2017〕1号", "title": "2017年国务院政府工作报告"})
+    assert r.status_code == 200, r.get_json()
+    listed = {d["doc_id"]: d for d in admin.get("/admin/api/documents", headers=AUTH).get_json()["documents"]}
+    edited = listed[doc["doc_id"]]
+    assert (edited["status"], edited["number"], edited["title"]) == ("已修订", "国发〔2017〕1号", "2017年国务院政府工作报告")
+    assert all("date" in d and "status" in d for d in listed.values())
+    audit = admin.get("/admin/api/audit", headers=AUTH).get_json()["entries"]
+    assert audit[0]["action"] == "update_document" and audit[0]["result"] == "set number, status, title"
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"status": "作废"}, 400, "状态只能是"), ({"date": "去年"}, 400, "YYYY-MM-DD"), ({"owner": "x"}, 400, "不能设置字段"),
+    ([], 400, "JSON 对象"), ({"status": 3}, 400, "JSON 对象"),
+])
+def test_bad_metadata_edits_are_refused(admin, body, status, message):
+    doc_id = admin.get("/admin/api/documents", headers=AUTH).get_json()["documents"][0]["doc_id"]
+    r = admin.patch(f"/admin/api/documents/{doc_id}", headers=AUTH, json=body)
+    assert r.status_code == status and message in r.get_json()["error"]
+    assert admin.patch("/admin/api/documents/nope", headers=AUTH, json={"status": "已废止"}).status_code == 404
+
+
+def test_a_reupload_in_gb18030_is_refused_naming_the_existing_document(admin, tmp_path):
+    assert upload(admin, NEWS).status_code == 201
+    again = tmp_path / "cadre-training-gb.txt"
+    again.write_bytes(NEWS.read_text(encoding="utf-8").replace("\n", "\r\n").encode("gb18030"))
+    r = upload(admin, again)
+    assert r.status_code == 409 and "《中共中央印发《干部教育培训工作条例》》" in r.get_json()["error"]
