@@ -25,7 +25,10 @@ from bot.answer import Answerer
 from bot.engine import Engine, get_engine
 from bot.evaluate import QuestionSetError, evaluate, load_questions
 from bot.inputs import InputError, clean_file_name, clean_text, question_set_lines
+from bot.library import LibraryError
 from bot.wechat import get_webhook
+from index.metadata import FIELDS as METADATA_FIELDS
+from index.metadata import STATUSES
 from index.store import LoadedIndex
 
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
@@ -339,20 +342,43 @@ def log_page():
 @bp.get("/documents")
 @signed_in()
 def documents():
-    index = get_engine().current_index()
+    engine = get_engine()
+    index = engine.current_index()
+    library = {d.doc_id: d for d in engine.library.all()}
     return render_template("console/documents.html", documents=index.manifest.get("documents", []),
-                           version=index.version, manifest=index.manifest)
+                           version=index.version, manifest=index.manifest, library=library)
 
 
 @bp.get("/documents/<doc_id>")
 @signed_in()
-def document(doc_id: str):
-    index = get_engine().current_index()
+def document(doc_id: str, error: str | None = None):
+    engine = get_engine()
+    index = engine.current_index()
     meta = next((d for d in index.manifest.get("documents", []) if d["doc_id"] == doc_id), None)
-    if meta is None:
+    stored = engine.library.get(doc_id)
+    if meta is None and stored is None:
         abort(404)
     chunks = [c for c in index.chunks if c.doc_id == doc_id]
-    return render_template("console/document.html", doc=meta, chunks=chunks, version=index.version)
+    return render_template("console/document.html", doc=meta or (stored.to_json() if stored else {}),
+                           stored=stored.to_json() if stored else None, chunks=chunks, version=index.version,
+                           fields=METADATA_FIELDS, statuses=STATUSES, error=error), 400 if error else 200
+
+
+@bp.post("/documents/<doc_id>/meta")
+@signed_in(role=ROLE_ADMIN)
+def document_meta(doc_id: str):
+    """Save the title and metadata an admin typed; they apply to replies after the next re-index."""
+    engine = get_engine()
+    fields = {name: request.form.get(name, "") for name in ("title", *METADATA_FIELDS) if name in request.form}
+    try:
+        engine.library.update(doc_id, fields)
+    except LibraryError as exc:
+        engine.bot_store.audit("console-admin", "update_document", doc_id, f"refused: {exc}")
+        if exc.status == 404:
+            abort(404)
+        return document(doc_id, error=str(exc))
+    engine.bot_store.audit("console-admin", "update_document", doc_id, "set " + ", ".join(sorted(fields)))
+    return redirect(url_for("console.document", doc_id=doc_id, saved=1))
 
 
 @bp.post("/reindex")

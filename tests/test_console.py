@@ -230,3 +230,22 @@ def test_batch_compare_download_and_log_export(console_app, tmp_path):
     entry = engine.bot_store.recent_queries(limit=1, abstained_only=True)[0]
     exported = client.post("/console/log", data={"csrf": csrf, "id": str(entry.id)}).get_data(as_text=True)
     assert json.loads(exported) == {"id": f"log-{entry.id}", "q": "红烧肉怎么做？", "gold": []}
+
+
+def test_admins_edit_a_documents_metadata_on_its_page(console_app):
+    doc_id = "quzhou-2018-organization-ministers-speech"
+    qa = console_app.test_client()
+    _, csrf = sign_in(qa, CONSOLE_TOKEN)
+    page = qa.get(f"/console/documents/{doc_id}").get_data(as_text=True)
+    assert "发文机关" in page and "现行有效" in page and 'id="meta-form"' not in page
+    assert qa.post(f"/console/documents/{doc_id}/meta", data={"csrf": csrf, "status": "已废止"}).status_code == 403
+    admin = console_app.test_client()
+    _, csrf = sign_in(admin, ADMIN_TOKEN)
+    assert 'id="meta-form"' in admin.get(f"/console/documents/{doc_id}").get_data(as_text=True)
+    r = admin.post(f"/console/documents/{doc_id}/meta", data={"csrf": csrf, "status": "已废止", "number": "衢组〔2018〕1号"})
+    assert r.status_code == 302
+    page = admin.get(r.headers["Location"]).get_data(as_text=True)
+    assert "已废止" in page and "衢组〔2018〕1号" in page and "已保存" in page
+    r = admin.post(f"/console/documents/{doc_id}/meta", data={"csrf": csrf, "date": "二〇一八年"})
+    assert r.status_code == 400 and "YYYY-MM-DD" in r.get_data(as_text=True)
+    assert admin.post("/console/documents/nope/meta", data={"csrf": csrf, "status": "已废止"}).status_code == 404
