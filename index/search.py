@@ -175,11 +175,11 @@ class HybridSearcher:
                             evidence=evidence, timings_ms=timings)
 
     def candidates(self, text: str, query_vector: np.ndarray, fetch: int = CHANNEL_FETCH) -> Candidates:
-        """The union of each channel's best passages for the (rewritten, normalised) question ``text``,
-        with their features."""
-        tokens = self.tokenizer.tokens(text)
-        terms = self.tokenizer.terms(text)
-        grams = self.tokenizer.bigrams(text)
+        """The union of each channel's best passages for the question ``text`` — already normalised
+        (``Tokenizer.normalize``) and rewritten — with their features."""
+        tokens = self.tokenizer.tokens(text, normalized=True)
+        terms = self.tokenizer.terms(text, normalized=True)
+        grams = self.tokenizer.bigrams(text, normalized=True)
         dense_ids, _ = self.dense.search(query_vector, fetch)
         bm25_all = self.bm25.scores(tokens)
         bigram_all = self.bigram_bm25.scores(grams)
@@ -203,7 +203,7 @@ class HybridSearcher:
             features[:, column[name]] = values
 
         put("dense_gap", cosine - best_cosine)
-        put("dense_z", [z_score(c, self.calibration) for c in cosine])
+        put("dense_z", z_scores(cosine, self.calibration))
         put("dense_rank", [log_rank(ranks["dense"].get(int(p)), n) for p in positions])
         put("bm25", share_of_best(bm25_all[positions]))
         put("bm25_rank", [log_rank(ranks["bm25"].get(int(p)), fetch) for p in positions])
@@ -403,6 +403,13 @@ def rank_of(positions: np.ndarray, values: np.ndarray) -> dict[int, int]:
     value is not positive are left out (that channel did not match them)."""
     order = np.lexsort((positions, -values))
     return {int(positions[i]): r + 1 for r, i in enumerate(i for i in order if values[i] > 0)}
+
+
+def z_scores(cosine: np.ndarray, stats: dict | None) -> np.ndarray:
+    """``index.calibration.z_score`` for many cosines at once."""
+    if not stats:
+        return np.zeros_like(cosine)
+    return (cosine - stats["semantic_mean"]) / stats["semantic_std"]
 
 
 def share_of_best(values: np.ndarray) -> np.ndarray:

@@ -72,9 +72,9 @@ class Tokenizer:
         text = self._cc.convert(text)
         return " ".join(text.lower().split())
 
-    def terms(self, text: str) -> list[str]:
+    def terms(self, text: str, normalized: bool = False) -> list[str]:
         """The query's concepts, each once: precise-mode jieba (no sub-words), minus stop words."""
-        return _content(self._jieba.cut(self.normalize(text)))
+        return _content(self._jieba.cut(text if normalized else self.normalize(text)))
 
     def tokens(self, text: str, normalized: bool = False) -> list[str]:
         """Index/query terms: search-mode jieba over normalised text, minus stop words and punctuation.

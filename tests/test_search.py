@@ -134,7 +134,8 @@ def two_documents(tokenizer, models=None):
 
 def feature(searcher: HybridSearcher, question: str, name: str) -> dict[str, float]:
     """``name`` for each candidate of ``question``, by chunk id."""
-    found = searcher.candidates(question, searcher.embedder.encode_queries([question])[0])
+    text = searcher.tokenizer.normalize(question)
+    found = searcher.candidates(text, searcher.embedder.encode_queries([text])[0])
     column = PASSAGE_FEATURES.index(name)
     return {searcher.chunks[int(p)].chunk_id: float(found.features[i, column]) for i, p in enumerate(found.positions)}
 
