@@ -48,6 +48,8 @@ RANKER_C = (0.01, 0.1, 1.0, 10.0)
 DECISION_C = 0.3
 ALONE_MIN_QUESTIONS = 15  # a document with this many tuning questions is also fitted on alone
 GRID = [round(x, 3) for x in np.arange(0.05, 0.96, 0.025)]
+BOOTSTRAPS = 200
+BOOTSTRAP_SEED = 11
 
 # What each outcome is worth to a member, for choosing the thresholds. A right answer helps; a confident
 # answer that does not answer misleads (worst when neither quoted passage is right); related passages help
@@ -268,15 +270,7 @@ def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
     p_related = models["scope"].probability(x[:, [DECISION_FEATURES.index(f) for f in SCOPE_FEATURES]])
 
     # 3. thresholds by what members get
-    best: tuple[float, float, float] | None = None
-    for t_answer in GRID:
-        for t_related in GRID:
-            value = sum(outcome_value(t_answer, t_related, pa, pr, a, h, r)
-                        for pa, pr, a, h, r in zip(p_answer, p_related, answerable, hard, ranks, strict=True))
-            if best is None or value > best[0]:
-                best = (value, t_answer, t_related)
-    assert best is not None  # GRID is not empty
-    _, t_answer, t_related = best
+    t_answer, t_related = choose_tiers(p_answer, p_related, answerable, hard, ranks)
     tiers = Tiers(answer=t_answer, related=t_related)
     figures = tier_figures(tiers, p_answer, p_related, answerable, hard, ranks)
     log(f"tiers: answer >= {t_answer}, related >= {t_related}; out-of-fold: {figures}")
@@ -291,6 +285,31 @@ def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
     }
     return LearnedModels(ranker=final_ranker, answer=models["answer"], scope=models["scope"], tiers=tiers,
                          info=info)
+
+
+def choose_tiers(p_answer: np.ndarray, p_related: np.ndarray, answerable: np.ndarray, hard: np.ndarray,
+                 ranks: list[int | None]) -> tuple[float, float]:
+    """The (answer, related) thresholds that give members the most (``OUTCOME_VALUE``), bagged: the best pair
+    on each of ``BOOTSTRAPS`` resamples of the questions, and the median of each threshold. The value is flat
+    near its best, so the plain best pair jumps with a handful of questions; the median does not."""
+    grid = np.array(GRID)
+    # each question's value when answered, listed as related, or declined
+    rows = list(zip(answerable, hard, ranks, strict=True))
+    answered = np.array([outcome_value(0.0, 0.0, 1.0, 1.0, a, h, r) for a, h, r in rows])
+    related = np.array([outcome_value(1.0, 0.0, 0.0, 1.0, a, h, r) for a, h, r in rows])
+    declined = np.array([outcome_value(1.0, 1.0, 0.0, 0.0, a, h, r) for a, h, r in rows])
+    in_scope = p_related[None, :] >= grid[:, None]  # (related threshold, question)
+    sure = p_answer[None, :] >= grid[:, None]  # (answer threshold, question)
+    value = np.where(in_scope[None, :, :], np.where(sure[:, None, :], answered, related), declined)
+    value = value.reshape(len(grid) * len(grid), -1)  # (answer × related, question)
+    weights = np.random.default_rng(BOOTSTRAP_SEED).poisson(1.0, size=(BOOTSTRAPS, value.shape[1]))
+    best = np.argmax(value @ weights.T, axis=0)  # the best pair on each resample
+    return nearest(grid, grid[best // len(grid)]), nearest(grid, grid[best % len(grid)])
+
+
+def nearest(grid: np.ndarray, values: np.ndarray) -> float:
+    """The grid value nearest the median of ``values``."""
+    return float(grid[np.abs(grid - np.median(values)).argmin()])
 
 
 def tier_of(tiers: Tiers, p_answer: float, p_related: float) -> str:
