@@ -165,7 +165,7 @@ def clean(raw: str, doc_id: str, source: str = "", sha256: str = "") -> Document
         offset = para.end + 1
     return Document(
         doc_id=doc_id, title=title, text="\n".join(parts), paragraphs=paragraphs,
-        source=source, date=date, author=author, sha256=sha256, meta=meta,
+        source=source, date=meta.get("date") or date, author=author, sha256=sha256, meta=meta,
     )
 
 

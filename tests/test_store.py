@@ -126,3 +126,18 @@ def test_current_pointer_is_replaced_atomically(store, speech):
     assert pointer.read_text(encoding="utf-8").strip() == version
     assert not [p for p in os.listdir(store.root) if p.endswith(".tmp")]
     json.loads((store.root / version / "manifest.json").read_text(encoding="utf-8"))
+
+
+def test_manifest_documents_carry_metadata_and_series_newest_last(store):
+    from tests.conftest import SHARED
+
+    reports = [load_file(SHARED / "docs" / f"state_council_gov_work_report_{year}.txt") for year in (2022, 2017)]
+    law = load_file(SHARED / "docs" / "law_supervision_law_2018.txt")
+    manifest = store.manifest(store.build([*reports, law], HashEmbedder()))
+    docs = {d["title"]: d for d in manifest["documents"]}
+    old, new = docs["2017年政府工作报告"], docs["2022年政府工作报告"]
+    assert (old["date"], old["status"], old["issuer"], old["series"]) == ("2017-03-16", "现行有效", "国务院", "政府工作报告")
+    assert old["series_order"] == 0 and new["series_order"] == 1
+    assert old["latest"] == new["latest"] == new["doc_id"] and old["latest_date"] == "2022-03-13"
+    assert docs["中华人民共和国监察法"]["replaces"] == "《中华人民共和国行政监察法》"
+    assert "series" not in docs["中华人民共和国监察法"]
