@@ -41,6 +41,7 @@ MORE_LIMIT = 8  # 更多 goes no deeper than this many passages in all
 MORE_MIN_RATIO = 0.5  # nor to passages scoring below this share of the best one
 RELATED_SHOWN = 3  # a related reply lists this many passages
 FIRST_LINE_CHARS = 40  # and this much of each
+RELATED_SECTION_CHARS = 16  # and of its innermost heading
 
 GREETING_WORDS = re.compile(
     r"^(你好|您好|嗨|哈喽|hi|hello|hey|在吗|在么|在不在|早上好|上午好|中午好|下午好|晚上好)[啊呀吗呢～~!！。.,，\s]*$"
@@ -244,13 +245,14 @@ class Answerer:
         )
 
     def related_text(self, question: str, hits: list[Hit], notice: str) -> str:
-        """The related tier: the best passages' document, section and first line, within the byte limit."""
+        """The related tier: the best passages' document, innermost section and first line, within the byte
+        limit (a phone shows a long section path as a wall of text: the innermost heading says where)."""
         items = []
         for i, h in enumerate(hits, 1):
             line = first_line(h.chunk.text)
-            section = " › ".join(s for s in h.chunk.section if s)
+            section = first_line(h.chunk.section[-1], RELATED_SECTION_CHARS) if h.chunk.section else ""
             items.append(t.render(t.RELATED_ITEM, number=i, title=h.chunk.title,
-                                  section=f"{section}：" if section else "", line=line))
+                                  section=f"（{section}）" if section else "", line=line))
         while True:
             text = t.render(t.RELATED, question=question, items="\n".join(items), notice=notice)
             if t.utf8_len(text) <= self.settings.max_bytes or len(items) == 1:

@@ -46,7 +46,7 @@ RELATED = (
     "没有找到“{question}”的确切答案，以下内容可能相关：\n{items}{notice}\n\n"
     "发送“更多”可查看这些段落的原文，也可以换个说法再问。"
 )
-RELATED_ITEM = "{number}. 《{title}》{section}{line}"
+RELATED_ITEM = "{number}. 《{title}》{section}：{line}"
 
 EMPTY = "您好，请直接输入您想了解的问题，例如：\n{examples}"
 
