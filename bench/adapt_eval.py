@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index.adapt import compact
+from index.adapt import compact, load_question_files
 from index.bundled_model import BUNDLED_MODEL_NAME
 from index.chunk import Chunk, chunk_document
 from index.embed import Embedder, load_embedder, resolve_model_path
@@ -101,14 +101,6 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f}±{statistics.pstdev(values):.3f}"
 
 
-def load_questions(paths: list[Path]) -> list[dict]:
-    rows = []
-    for path in paths:
-        with open(path, encoding="utf-8") as fh:
-            rows += [json.loads(line) for line in fh if line.strip()]
-    return rows
-
-
 def newest_adapted(models_dir: Path) -> list[str]:
     found = sorted((p for p in models_dir.glob("*-adapted-*") if (p / "adapt.json").exists()),
                    key=lambda p: p.stat().st_mtime)
@@ -128,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = [BUNDLED_MODEL_NAME, *(args.adapted if args.adapted is not None else newest_adapted(models_dir))]
     cache = EmbeddingCache(args.instance / "cache" / "embeddings.sqlite3")
     chunk_sets = corpora()
-    sets = [(label, load_questions(files), corpus) for label, files, corpus in SETS if all(f.exists() for f in files)]
+    sets = [(label, load_question_files(files), corpus) for label, files, corpus in SETS
+            if all(f.exists() for f in files)]
     figures: dict[str, dict[str, dict]] = {}
     for setting in settings:
         embedder = load_embedder(setting, models_dir, backend="onnx")

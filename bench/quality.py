@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from bot.evaluate import evaluate, load_questions
+from index.store import IndexStoreError
 from server import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ def instance(folder: Path, documents: list[Path]):
                 engine.library.add(path.name, path.read_bytes(), uploaded_by="eval")
         try:
             engine.current_index()
-        except Exception:  # no index, or one this code cannot read: build it
+        except IndexStoreError:  # no index, or one this code cannot read: build it
             engine.build()
     return app
 

@@ -196,13 +196,18 @@ def soak_step(models: Path, backend: str, instance: Path | None = None) -> list[
     if instance is not None:
         return soak.markdown(soak.run(instance))
     with tempfile.TemporaryDirectory() as tmp:
-        instance = Path(tmp) / "instance"
-        instance.mkdir()
-        (instance / "models").symlink_to(models, target_is_directory=True)
-        app = make_app(instance, backend)
-        with app.app_context():
-            app.extensions["engine"].build()
-        return soak.markdown(soak.run(instance))
+        return soak.markdown(soak.run(first_document_instance(Path(tmp), models, backend)))
+
+
+def first_document_instance(folder: Path, models: Path, backend: str) -> Path:
+    """An instance in ``folder`` with the shared models and an index of the first document."""
+    instance = folder / "instance"
+    instance.mkdir()
+    (instance / "models").symlink_to(models, target_is_directory=True)
+    app = make_app(instance, backend)
+    with app.app_context():
+        app.extensions["engine"].build()
+    return instance
 
 
 def write_section(path: Path, lines: list[str]) -> None:
@@ -244,12 +249,7 @@ def main() -> None:
     startup, stages, http, build, soak_lines = [], [], [], [], []
     for backend in args.backends:
         with tempfile.TemporaryDirectory() as tmp:
-            instance = Path(tmp) / "instance"
-            instance.mkdir()
-            (instance / "models").symlink_to(models, target_is_directory=True)
-            app = make_app(instance, backend)
-            with app.app_context():
-                app.extensions["engine"].build()
+            instance = first_document_instance(Path(tmp), models, backend)
             if backend == args.backends[0] and not args.skip_soak:
                 soak_lines = soak_step(models, backend, instance)
             result = bench_startup_and_latency(instance, backend, questions)

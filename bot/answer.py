@@ -30,7 +30,7 @@ import numpy as np
 
 from bot import templates as t
 from index.metadata import STATUS_AMENDED, STATUS_IN_FORCE, STATUS_REPEALED
-from index.rank import ANSWER_FEATURES, SCOPE_FEATURES
+from index.rank import ANSWER_FEATURES, SCOPE_FEATURES, LearnedModels
 from index.search import Hit, SearchResult
 from index.store import LoadedIndex
 
@@ -180,7 +180,7 @@ class Answerer:
         too_long = len(shown) > MAX_QUESTION_CHARS
         query = shown[:MAX_QUESTION_CHARS]
         result = index.searcher.search(query, k=max(k, MORE_LIMIT))
-        decision = self.decide(result)
+        decision = self.decide(result, index.searcher.models)
         documents = documents_by_id(index)
         passages = [Passage.from_hit(h, documents) for h in result.hits[:k]]
         quoted = self._short(query)
@@ -208,7 +208,7 @@ class Answerer:
         index = self._index()
         query = " ".join(question.split())[:MAX_QUESTION_CHARS]
         result = index.searcher.search(query, k=MORE_LIMIT)
-        decision = self.decide(result)
+        decision = self.decide(result, index.searcher.models)
         rest = more_pool(result.hits)[shown:]
         documents = documents_by_id(index)
         if decision.tier == TIER_DECLINE or not rest:
@@ -222,8 +222,9 @@ class Answerer:
             index_version=index.version, quoted=shown + count,
         )
 
-    def decide(self, result: SearchResult) -> Decision:
-        models = self._index().searcher.models
+    def decide(self, result: SearchResult, models: LearnedModels | None = None) -> Decision:
+        """The tier for ``result``, by ``models`` (the serving index's when None)."""
+        models = models or self._index().searcher.models
         answer_at = self.settings.answer_threshold
         related_at = self.settings.related_threshold
         answer_at = models.tiers.answer if answer_at is None else answer_at

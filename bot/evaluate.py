@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.answer import Answer, Answerer
+from bot.answer import RELATED_SHOWN, Answer, Answerer
 
 WHITESPACE = re.compile(r"\s+")
 RANKS = (1, 3, 5)
@@ -103,9 +103,6 @@ def metrics(rows: list[EvalRow]) -> dict:
         round(sum(1 for r in out_of_scope if r.abstained) / len(out_of_scope), 4) if out_of_scope else None
     )
     return result | member_view(rows)
-
-
-RELATED_SHOWN = 3  # a related reply lists this many passages
 
 
 def member_view(rows: list[EvalRow]) -> dict:

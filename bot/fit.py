@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from index.bm25 import BM25Index
-from index.calibration import background_stats, everyday_questions
+from index.calibration import everyday_questions
 from index.dense import DenseIndex
 from index.rank import (
     ANSWER_FEATURES,
@@ -106,10 +106,8 @@ def gather(searcher: HybridSearcher, questions: list[dict]) -> list[Question]:
     """Each question's candidates, searched as the bot searches (rewritten, embedded once)."""
     out: list[Question] = []
     for q in questions:
-        rewrite = searcher.synonyms.rewrite(searcher.tokenizer.normalize(q["q"]),
-                                            known=lambda word: searcher.bm25.document_frequency(word) > 0)
-        vector = searcher.embedder.encode_queries([rewrite.text])[0]
-        found = searcher.candidates(rewrite.text, vector)
+        text = searcher.rewrite(q["q"]).text
+        found = searcher.candidates(text, searcher.embedder.encode_queries([text])[0])
         gold = list(q.get("gold") or [])
         out.append(Question(id=str(q["id"]), text=q["q"], gold=gold,
                             group=str(q.get("doc") or f"out-of-scope-{len(out) % FOLDS}"), candidates=found))
@@ -160,17 +158,7 @@ def first_right(searcher: HybridSearcher, question: Question, ranker: LinearMode
 
 def evidence(searcher: HybridSearcher, question: Question, ranker: LinearModel) -> tuple[np.ndarray, int | None]:
     """The decision features of ``question`` ranked by ``ranker``, and the rank of its first right passage."""
-    saved = searcher.models
-    searcher.models = LearnedModels(ranker, saved.answer, saved.scope, saved.tiers)
-    try:
-        found = question.candidates
-        hits, scores = searcher.rank(found)
-        semantic = float(found.cosine.max()) if len(found.cosine) else 0.0
-        action = searcher.tokenizer.asked_action(searcher.tokenizer.normalize(question.text))
-        lexical, named, action_found = searcher.evidence(found.terms, action, hits[:3])
-        values = searcher.decision_evidence(found, scores, hits, semantic, lexical, named, action_found)
-    finally:
-        searcher.models = saved
+    values = searcher.ranking(question.candidates, ranker).evidence
     return np.array([values[f] for f in DECISION_FEATURES]), first_right(searcher, question, ranker)
 
 
@@ -178,12 +166,10 @@ def alone(searcher: HybridSearcher, doc_id: str) -> HybridSearcher:
     """A searcher over one document of ``searcher``'s index, as if the library held nothing else."""
     positions = [i for i, c in enumerate(searcher.chunks) if c.doc_id == doc_id]
     tokens = [searcher.chunk_tokens[i] for i in positions]
-    vectors = searcher.dense.vectors(positions)
-    calibration = background_stats([float((vectors @ v).max()) for v in searcher.everyday])
     return HybridSearcher([searcher.chunks[i] for i in positions], tokens, BM25Index.build(tokens),
-                          DenseIndex.build(vectors), searcher.embedder, searcher.tokenizer,
-                          synonyms=Synonyms(searcher.synonyms.entries), models=searcher.models,
-                          calibration=calibration, everyday=searcher.everyday)
+                          DenseIndex.build(searcher.dense.vectors(positions)), searcher.embedder,
+                          searcher.tokenizer, synonyms=Synonyms(searcher.synonyms.entries), models=searcher.models,
+                          everyday=searcher.everyday)
 
 
 def everyday_evidence(searcher: HybridSearcher, ranker: LinearModel) -> np.ndarray:

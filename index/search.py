@@ -36,12 +36,13 @@ from index.calibration import background_stats, everyday_questions, z_score
 from index.chunk import HEADER_SECTION, Chunk
 from index.dense import DenseIndex
 from index.embed import Embedder
-from index.rank import DECISION_FEATURES, PASSAGE_FEATURES, LearnedModels, log_rank
-from index.synonyms import DEFAULT_SYNONYMS, Synonyms
+from index.rank import DECISION_FEATURES, PASSAGE_FEATURES, LearnedModels, LinearModel, log_rank
+from index.synonyms import DEFAULT_SYNONYMS, Rewrite, Synonyms
 from index.tokenize import Tokenizer
 
-OVERFETCH = 10
-CHANNEL_FETCH = 50  # candidates taken from each channel at least
+# candidates taken from each channel: the depth the ranker and the decision were fitted with (bm25_rank and
+# bigram_rank count a passage the channel did not return as ranked just past it)
+CHANNEL_FETCH = 50
 EVIDENCE_HITS = 3  # lexical evidence may come from any of the passages a reply can quote
 YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?!\d)")
 CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")}
@@ -81,9 +82,23 @@ class SearchResult:
 
 
 @dataclass
+class Ranking:
+    """One question's candidates in ranked order, with the evidence ``search`` reports about them."""
+
+    hits: list[Hit]
+    semantic: float
+    lexical: float
+    named: float
+    action: str | None
+    action_found: bool | None
+    evidence: dict[str, float]
+
+
+@dataclass
 class Candidates:
     """Every candidate passage of one question with its features (rows in ``PASSAGE_FEATURES`` order)."""
 
+    text: str  # the question they were found for: normalised, in the documents' words
     positions: np.ndarray
     features: np.ndarray
     cosine: np.ndarray
@@ -136,43 +151,51 @@ class HybridSearcher:
         self.dense = dense
         self.embedder = embedder
         self.tokenizer = tokenizer
-        self.calibration = calibration or self.measure_background()
         # the everyday questions' vectors (index.calibration): what off-topic chatter looks like to the model
         self.everyday = everyday if everyday is not None else self.embedder.encode_queries(everyday_questions())
+        self.calibration = calibration or self.measure_background()
 
     def measure_background(self) -> dict:
-        """The off-topic noise floor of this corpus (see index.calibration)."""
-        questions = everyday_questions()
-        vectors = self.embedder.encode_queries(questions)
-        semantic = [float(self.dense.search(v, 1)[1][0]) if self.dense.size else 0.0 for v in vectors]
-        return background_stats(semantic)
+        """The off-topic noise floor of this corpus: the everyday questions' best cosines (index.calibration)."""
+        return background_stats([float(self.dense.search(v, 1)[1][0]) if self.dense.size else 0.0
+                                 for v in self.everyday])
 
     # ---------------------------------------------------------------- search
 
     def search(self, query: str, k: int = 5) -> SearchResult:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        rewrite = self.synonyms.rewrite(self.tokenizer.normalize(query),
-                                        known=lambda word: self.bm25.document_frequency(word) > 0)
+        rewrite = self.rewrite(query)
         text = rewrite.text
         t1 = time.perf_counter()
         timings["tokenize"] = (t1 - t0) * 1000
         query_vector = self.embedder.encode_queries([text])[0]
         t2 = time.perf_counter()
         timings["embed"] = (t2 - t1) * 1000
-        found = self.candidates(text, query_vector, fetch=max(k * OVERFETCH, CHANNEL_FETCH))
+        found = self.candidates(text, query_vector, fetch=max(k, CHANNEL_FETCH))
         t3 = time.perf_counter()
         timings["search"] = (t3 - t2) * 1000
-        hits, scores = self.rank(found)
+        r = self.ranking(found)
+        timings["rank"] = (time.perf_counter() - t3) * 1000
+        return SearchResult(query=query, tokens=found.tokens, hits=r.hits[:k], semantic=r.semantic,
+                            semantic_z=z_score(r.semantic, self.calibration), lexical=r.lexical, named=r.named,
+                            action=r.action, action_found=r.action_found, rewritten=text,
+                            replaced=rewrite.replaced, evidence=r.evidence, timings_ms=timings)
+
+    def rewrite(self, query: str) -> Rewrite:
+        """The question normalised and in the documents' words (a word the documents use stays as it is)."""
+        return self.synonyms.rewrite(self.tokenizer.normalize(query),
+                                     known=lambda word: self.bm25.document_frequency(word) > 0)
+
+    def ranking(self, found: Candidates, ranker: LinearModel | None = None) -> Ranking:
+        """The candidates ranked (by ``ranker`` when given: fitting tries rankers) and the evidence for the
+        answer decision."""
+        hits, scores = self.rank(found, ranker)
         semantic = float(found.cosine.max()) if len(found.cosine) else 0.0
-        action = self.tokenizer.asked_action(text)
+        action = self.tokenizer.asked_action(found.text)
         lexical, named, action_found = self.evidence(found.terms, action, hits[:EVIDENCE_HITS])
         evidence = self.decision_evidence(found, scores, hits, semantic, lexical, named, action_found)
-        timings["rank"] = (time.perf_counter() - t3) * 1000
-        return SearchResult(query=query, tokens=found.tokens, hits=hits[:k], semantic=semantic,
-                            semantic_z=z_score(semantic, self.calibration), lexical=lexical, named=named,
-                            action=action, action_found=action_found, rewritten=text, replaced=rewrite.replaced,
-                            evidence=evidence, timings_ms=timings)
+        return Ranking(hits, semantic, lexical, named, action, action_found, evidence)
 
     def candidates(self, text: str, query_vector: np.ndarray, fetch: int = CHANNEL_FETCH) -> Candidates:
         """The union of each channel's best passages for the question ``text`` — already normalised
@@ -190,7 +213,7 @@ class HybridSearcher:
         n = len(positions)
         features = np.zeros((n, len(PASSAGE_FEATURES)), dtype=np.float64)
         if n == 0:
-            return Candidates(positions, features, np.zeros(0), np.zeros(0), {}, np.zeros(0), query_vector,
+            return Candidates(text, positions, features, np.zeros(0), np.zeros(0), {}, np.zeros(0), query_vector,
                               terms, tokens)
         cosine = self.dense.vectors(positions.tolist()) @ query_vector
         cosine = cosine.astype(np.float64)
@@ -218,15 +241,12 @@ class HybridSearcher:
         put("neighbour_gap", self.neighbour_cosine(positions, query_vector) - best_cosine)
         put("header", [1.0 if self.chunks[p].section[:1] == (HEADER_SECTION,) else 0.0 for p in positions])
         documents = self.chunk_document[positions]
-        doc_prior = np.zeros(n)
         # with one document, it is the best document for every question: its features take the values the
         # best of several would, so a ranking's scores mean the same whatever the library's size
-        body = share_of_best(self.document_bm25.scores(tokens)) if self.document_bm25 is not None else np.ones(1)
-        title = self.title_match(terms, len(self.document_ids))
+        body, title = self.document_scores(tokens, terms)
         put("doc_bm25", body[documents])
         put("doc_title", title[documents])
-        if self.document_bm25 is not None:
-            doc_prior = np.maximum(body, title)[documents]
+        doc_prior = np.maximum(body, title)[documents] if self.document_bm25 is not None else np.zeros(n)
         doc_best: dict[int, float] = {}
         for d, c in zip(documents.tolist(), cosine.tolist(), strict=True):
             doc_best[d] = max(doc_best.get(d, -1.0), c)
@@ -237,14 +257,15 @@ class HybridSearcher:
             if hits.any():
                 put("doc_named", hits[documents].astype(np.float64))
                 put("doc_named_other", (~hits[documents]).astype(np.float64))
-        return Candidates(positions, features, cosine, bm25_all[positions].astype(np.float64), ranks, doc_prior,
-                          query_vector, terms, tokens)
+        return Candidates(text, positions, features, cosine, bm25_all[positions].astype(np.float64), ranks,
+                          doc_prior, query_vector, terms, tokens)
 
-    def rank(self, found: Candidates) -> tuple[list[Hit], np.ndarray]:
-        """Hits ordered by the learned ranker (ties by position), and their log-odds in that order."""
+    def rank(self, found: Candidates, ranker: LinearModel | None = None) -> tuple[list[Hit], np.ndarray]:
+        """Hits ordered by the learned ranker (or ``ranker``; ties by position), and their log-odds in that
+        order."""
         if len(found.positions) == 0:
             return [], np.zeros(0)
-        scores = self.models.ranker.score(found.features)
+        scores = (ranker or self.models.ranker).score(found.features)
         order = np.lexsort((found.positions, -np.round(scores, 9)))
         probability = 1.0 / (1.0 + np.exp(-scores))
         hits = [Hit(chunk=self.chunks[int(found.positions[i])], score=round(float(probability[i]), 6),
@@ -326,10 +347,14 @@ class HybridSearcher:
         """
         if self.document_bm25 is None:
             return None
-        body = share_of_best(self.document_bm25.scores(tokens))
-        if not terms:
-            return body
-        return np.maximum(body, self.title_match(terms, len(body)).astype(body.dtype))
+        body, title = self.document_scores(tokens, terms or [])
+        return np.maximum(body, title) if terms else body
+
+    def document_scores(self, tokens: list[str], terms: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per document: BM25 over whole documents as a share of the best (1 with a single document), and the
+        title match of ``terms``."""
+        body = share_of_best(self.document_bm25.scores(tokens)) if self.document_bm25 is not None else np.ones(1)
+        return body, self.title_match(terms, len(self.document_ids))
 
     def title_match(self, terms: list[str], documents: int) -> np.ndarray:
         """Each document's IDF-weighted share of ``terms`` in its title."""
