@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from bot import admin, api, cli, console, engine, inputs, store, wechat
+from bot import admin, api, cli, console, engine, inputs, pipeline, store, wechat
 from index.bundled_model import BUNDLED_MODEL_NAME
 from index.chunk import DEFAULT_TARGET_CHARS
 
@@ -65,7 +65,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     retrieval = engine.init_app(app)
     bot_store = store.init_app(app, retrieval.bot_store)
-    wechat.init_app(app, retrieval.answerer, bot_store)
+    replies = pipeline.init_app(app, retrieval.answerer, bot_store)
+    wechat.init_app(app, replies)
     cli.init_app(app)
     inputs.init_app(app)
     app.register_blueprint(api.bp)

@@ -1,4 +1,4 @@
-"""JSON API: ``POST /api/ask`` (the same Answer as the CLI and the webhook) and ``GET /healthz``."""
+"""JSON API: ``POST /api/ask`` (the reply pipeline the webhook and the console use) and ``GET /healthz``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from flask import Blueprint, current_app, jsonify
 
 from bot.engine import get_engine
 from bot.inputs import InputError, clean_text, read_json_body
+from bot.pipeline import Message, get_pipeline
 from index.store import IndexStoreError
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 MAX_K = 20
+MAX_USER_CHARS = 128  # an optional caller-chosen member id: 更多 and follow-ups then work per member
 
 
 @bp.post("/api/ask")
@@ -27,12 +29,16 @@ def ask():
     k = body.get("k", 5)
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
         raise InputError(f"k 应为 1 到 {MAX_K} 之间的整数")
+    user = body.get("user")
+    if user is not None and (not isinstance(user, str) or not 1 <= len(user) <= MAX_USER_CHARS):
+        raise InputError(f"user 应为 1 到 {MAX_USER_CHARS} 个字符的字符串")
     try:
-        answer = get_engine().answerer.answer(question, k=k)
+        reply = get_pipeline().reply(Message(text=question, user=f"api:{user}" if user else None,
+                                             channel="api", k=k))
     except IndexStoreError as exc:
         log.error("cannot answer: %s", exc)
         return jsonify(error="索引尚未就绪，请稍后再试", detail=str(exc)), 503
-    return jsonify(answer.to_json(details=bool(body.get("details"))))
+    return jsonify(reply.to_json(details=bool(body.get("details"))))
 
 
 @bp.get("/healthz")

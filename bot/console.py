@@ -1,8 +1,8 @@
 """The QA console at /console: try a question and see exactly what WeChat users get and why; run
 question sets; read the query log; inspect documents as they were cleaned and chunked.
 
-Server-rendered pages, no JavaScript and no external assets. The reply text comes from the webhook's own
-``reply_text``, so the console cannot disagree with the live bot. Sign-in takes the console token
+Server-rendered pages, no JavaScript and no external assets. The reply comes from the reply pipeline the
+webhook and `/api/ask` use, so the console cannot disagree with the live bot. Sign-in takes the console token
 (``FLASK_CONSOLE_TOKEN``, read-only) or the admin token; forms carry a per-session CSRF token.
 """
 
@@ -26,7 +26,7 @@ from bot.engine import Engine, get_engine
 from bot.evaluate import QuestionSetError, evaluate, load_questions
 from bot.inputs import InputError, clean_file_name, clean_text, question_set_lines
 from bot.library import LibraryError
-from bot.wechat import get_webhook
+from bot.pipeline import Message, get_pipeline
 from index.metadata import FIELDS as METADATA_FIELDS
 from index.metadata import STATUSES
 from index.store import LoadedIndex
@@ -119,7 +119,6 @@ def logout():
 @bp.route("/", methods=["GET", "POST"])
 @signed_in()
 def ask():
-    engine = get_engine()
     chat = session.get("chat", [])
     details = None
     if request.method == "POST":
@@ -135,14 +134,11 @@ def ask():
             return render_template("console/ask.html", chat=chat, details=None,
                                    error=f"k 应为 1 到 {MAX_K} 之间的整数"), 400
         user = f"console:{session['uid']}"
-        reply = get_webhook().reply_text(user, text, channel="console")
-        chat = (chat + [{"who": "user", "text": text}, {"who": "bot", "text": reply}])[-CHAT_KEEP:]
+        reply = get_pipeline().reply(Message(text=text, user=user, channel="console", k=k))
+        chat = (chat + [{"who": "user", "text": text}, {"who": "bot", "text": reply.text}])[-CHAT_KEEP:]
         session["chat"] = chat
-        question = text if text.strip() not in ("更多", "more") else session.get("last_question", text)
-        if text.strip() not in ("更多", "more"):
-            session["last_question"] = text
-        details = engine.answerer.answer(question, k=k).to_json(details=True)
-        details["reply_bytes"] = len(reply.encode("utf-8"))
+        details = reply.to_json(details=True)
+        details["reply_bytes"] = len(reply.text.encode("utf-8"))
     return render_template("console/ask.html", chat=chat, details=details)
 
 

@@ -27,8 +27,6 @@ import re
 import struct
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from xml.parsers.expat import ExpatError
 
@@ -40,13 +38,11 @@ from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.messages import BaseMessage
 
 from bot import templates as t
-from bot.answer import Answer, Answerer
-from bot.store import BotStore
+from bot.pipeline import Message, ReplyPipeline
 
 log = logging.getLogger(__name__)
 bp = Blueprint("wechat", __name__)
 
-MORE_WORDS = frozenset({"更多", "更多内容", "more", "继续", "下一条"})
 UNSUPPORTED_NAMES = {
     "image": "图片", "video": "视频", "shortvideo": "小视频", "location": "位置",
     "link": "链接", "file": "文件", "voice": "语音",
@@ -265,12 +261,12 @@ class WebhookSettings:
 class Webhook:
     """Routes parsed messages to replies; shared by every request of one app (one per worker)."""
 
-    def __init__(self, answerer: Answerer, store: BotStore, settings: WebhookSettings) -> None:
-        self.answerer = answerer
-        self.store = store
+    def __init__(self, pipeline: ReplyPipeline, settings: WebhookSettings) -> None:
+        self.pipeline = pipeline
+        self.answerer = pipeline.answerer
+        self.store = pipeline.store
         self.settings = settings
         self.internal_errors = 0  # replies that fell back to the polite error (tests assert none)
-        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="answer")
         self._last_purge = 0.0
         self._purge_lock = threading.Lock()
 
@@ -330,7 +326,7 @@ class Webhook:
             heard = (message._data.get("Recognition") or "").strip()
             if not heard:
                 return t.render(t.VOICE_EMPTY, examples=self.answerer.examples())
-            return self.ask(user, heard, lead=t.render(t.VOICE_HEARD, text=heard[:100]))
+            return self.reply_text(user, heard, lead=t.render(t.VOICE_HEARD, text=heard[:100]))
         what = UNSUPPORTED_NAMES.get(kind, "消息")
         return t.render(t.UNSUPPORTED, what=what, examples=self.answerer.examples())
 
@@ -350,60 +346,14 @@ class Webhook:
 
     # ---------------------------------------------------------------- questions
 
-    def reply_text(self, user: str, text: str, channel: str = "wechat") -> str:
-        """The reply to a text message; the QA console calls this too, so both show the same text."""
-        if text.strip().lower() in MORE_WORDS:
-            return self.more(user)
-        return self.ask(user, text, channel=channel)
-
-    def ask(self, user: str, question: str, lead: str = "", channel: str = "wechat") -> str:
-        future: Future[Answer] = self.pool.submit(self.answerer.answer, question, 5, lead)
-        try:
-            answer = future.result(timeout=self.settings.reply_budget)
-        except FutureTimeout:
-            self.store.set_state(user, {"question": question, "shown": 0, "pending": True})
-            future.add_done_callback(lambda f: self._keep_late_answer(user, question, f, channel))
-            return t.render(t.TIMEOUT, question=question[:60])
-        self._remember(user, question, answer, channel)
-        return answer.text
-
-    def _remember(self, user: str, question: str, answer: Answer, channel: str = "wechat") -> None:
-        if answer.kind in ("answer", "related", "abstain"):
-            self.store.set_state(user, {"question": question, "shown": answer.quoted})
-        self.store.log_query(
-            channel=channel, user=user, question=question, kind=answer.kind, abstained=answer.abstained,
-            top_doc=answer.passages[0].title if answer.passages else None,
-            top_section=answer.passages[0].section if answer.passages else None,
-            confidence=answer.decision.confidence if answer.decision else None,
-            latency_ms=answer.elapsed_ms, index_version=answer.index_version,
-        )
-
-    def _keep_late_answer(self, user: str, question: str, future: Future[Answer], channel: str) -> None:
-        try:
-            answer = future.result()
-            self._remember(user, question, answer, channel)
-            self.store.set_state(user, {"question": question, "shown": answer.quoted, "late": answer.text})
-        except Exception:
-            log.exception("late answer failed for a question of %s", self.store.hash_user(user))
-            self.store.set_state(user, {"question": question, "shown": 0, "late": t.INTERNAL_ERROR})
-
-    def more(self, user: str) -> str:
-        state = self.store.get_state(user, self.settings.state_ttl)
-        if state.get("late"):
-            self.store.set_state(user, {"question": state["question"], "shown": state.get("shown", 0)})
-            return state["late"]
-        if state.get("pending"):
-            return t.render(t.STILL_WORKING, question=state["question"][:60])
-        if not state.get("question"):
-            return t.NO_QUESTION_FOR_MORE
-        answer = self.answerer.more(state["question"], int(state.get("shown", 0)))
-        self.store.set_state(user, {"question": state["question"], "shown": answer.quoted})
-        return answer.text
+    def reply_text(self, user: str, text: str, channel: str = "wechat", lead: str = "") -> str:
+        """The reply to a text message, through the one reply pipeline the API and the console share."""
+        return self.pipeline.reply(Message(text=text, user=user, channel=channel, lead=lead)).text
 
 
-def init_app(app: Flask, answerer: Answerer, store: BotStore) -> Webhook:
+def init_app(app: Flask, pipeline: ReplyPipeline) -> Webhook:
     cfg = app.config
-    webhook = Webhook(answerer, store, WebhookSettings(
+    webhook = Webhook(pipeline, WebhookSettings(
         reply_budget=float(cfg["WECHAT_REPLY_BUDGET_SECONDS"]), rate_limit=int(cfg["WECHAT_RATE_LIMIT"]),
         state_ttl=float(cfg["USER_STATE_TTL_SECONDS"]),
     ))

@@ -6,7 +6,8 @@ def test_ask_returns_the_answer_json(client):
                     content_type="application/json")
     assert r.status_code == 200
     body = r.get_json()
-    assert set(body) == {"question", "abstained", "tier", "text", "passages", "elapsed_ms"}
+    assert set(body) == {"question", "abstained", "tier", "text", "passages", "elapsed_ms", "source"}
+    assert body["source"] == "search"
     assert body["tier"] in ("answer", "related") and len(body["passages"]) == 3
     assert set(body["passages"][0]) >= {"doc", "title", "section", "text", "score", "date", "status"}
     assert "带病提拔" in body["passages"][0]["text"]
@@ -50,3 +51,15 @@ def test_ask_without_an_index_is_503(tmp_path, models_dir):
     r = client.post("/api/ask", json={"q": "问题"})
     assert r.status_code == 503 and "索引" in r.get_json()["error"]
     assert client.get("/healthz").status_code == 503
+
+
+def test_a_user_makes_the_api_stateful(client):
+    """With a ``user``, 更多 continues that user's last question, as on WeChat; without one it has none."""
+    first = client.post("/api/ask", json={"q": "怎样防止干部带病提拔？", "user": "tester"}).get_json()
+    more = client.post("/api/ask", json={"q": "更多", "user": "tester"}).get_json()
+    assert first["source"] == "search" and more["source"] == "more"
+    assert more["question"] == "怎样防止干部带病提拔？"
+    anonymous = client.post("/api/ask", json={"q": "更多"}).get_json()
+    assert anonymous["source"] == "more" and anonymous["passages"] == [] and anonymous["question"] == ""
+    for bad in (5, "", "x" * 200):
+        assert client.post("/api/ask", json={"q": "党费", "user": bad}).status_code == 400

@@ -1,0 +1,194 @@
+"""One reply pipeline for every front end: the webhook, ``/api/ask`` and the QA console.
+
+A message goes through the responders in ``ReplyPipeline.responders`` in order; the first that returns
+a ``Reply`` answers it. Each responder has the same signature, ``(message, pipeline) -> Reply | None``,
+and is a small function or object that can be tested without Flask. The order is the product's rule
+for what wins, readable in one place:
+
+1. ``more``   — 更多 continues the member's last question;
+2. ``search`` — retrieval: the answer, related passages or a decline (``Answerer.answer``).
+
+Features that decide before retrieval (sensitive words, feedback, keyword replies, official answers,
+follow-up questions) are responders inserted before ``search``; transformations of every reply text
+(masking) are ``finishers`` applied to whatever answered.
+
+``Message.user`` is None for a stateless caller (``/api/ask`` without a ``user``): responders that need
+the member's history then do nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+
+from flask import Flask, current_app
+
+from bot import templates as t
+from bot.answer import Answer, Answerer
+from bot.store import BotStore
+
+log = logging.getLogger(__name__)
+
+MORE_WORDS = frozenset({"更多", "更多内容", "more", "继续", "下一条"})
+
+SOURCE_SEARCH = "search"  # retrieval answered (answer, related, decline, greeting, help)
+SOURCE_MORE = "more"  # 更多: the next passages of the last question
+
+
+@dataclass
+class Message:
+    """A text to answer: what a member typed (or WeChat recognised from a voice message)."""
+
+    text: str
+    user: str | None = None  # the member (OpenID, console:<session>); None: no history
+    channel: str = "wechat"  # wechat, api, console
+    lead: str = ""  # text placed before the reply (e.g. what a voice message was heard as)
+    k: int = 5  # passages kept in the Answer (the console and the API show them)
+
+
+@dataclass
+class Reply:
+    """What the member gets and how it was made."""
+
+    text: str
+    source: str  # search, more, and the curation sources (faq, keyword, blocked, feedback …)
+    answer: Answer | None = None  # the retrieval result behind the text, when there was one
+    question: str = ""  # the question as answered (a follow-up is answered as the full question)
+    extra: dict = field(default_factory=dict)  # what a responder wants the console and API to show
+
+    def to_json(self, details: bool = False) -> dict:
+        if self.answer is not None:
+            out = self.answer.to_json(details=details)
+            out["text"] = self.text
+        else:
+            out = {"question": self.question, "abstained": False, "text": self.text, "passages": [],
+                   "elapsed_ms": 0.0, "tier": "answer"}
+            if details:
+                out |= {"kind": self.source, "decision": None, "timings_ms": {}, "index_version": None}
+        out["source"] = self.source
+        if self.extra:
+            out.update(self.extra)
+        return out
+
+
+Responder = Callable[[Message, "ReplyPipeline"], "Reply | None"]
+Finisher = Callable[[Reply, "ReplyPipeline"], Reply]
+
+
+@dataclass
+class PipelineSettings:
+    reply_budget: float = 4.0  # seconds to answer within (WeChat drops the connection at 5 s)
+    state_ttl: float = 1800.0  # how long 更多 remembers a member's last question
+
+
+class ReplyPipeline:
+    """Answers a ``Message`` with a ``Reply``; one per app, shared by every request of a worker."""
+
+    def __init__(self, answerer: Answerer, store: BotStore, settings: PipelineSettings | None = None) -> None:
+        self.answerer = answerer
+        self.store = store
+        self.settings = settings or PipelineSettings()
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="answer")
+        self.responders: list[tuple[str, Responder]] = [("more", respond_more), ("search", respond_search)]
+        self.finishers: list[tuple[str, Finisher]] = []
+
+    def insert_before(self, name: str, new_name: str, responder: Responder) -> None:
+        """Put ``responder`` just before the one called ``name`` (used by features that answer first)."""
+        at = [n for n, _ in self.responders].index(name)
+        self.responders.insert(at, (new_name, responder))
+
+    def reply(self, message: Message) -> Reply:
+        for _name, responder in self.responders:
+            reply = responder(message, self)
+            if reply is not None:
+                break
+        else:  # the search responder always answers; an empty list is a programming error
+            raise RuntimeError("no responder answered")
+        for _name, finish in self.finishers:
+            reply = finish(reply, self)
+        return reply
+
+    # ------------------------------------------------------------------ retrieval within the budget
+
+    def ask(self, message: Message, question: str | None = None) -> Reply:
+        """Retrieval for ``question`` (default: the message's text) within the reply budget; the answer
+        is remembered for 更多 and logged. A late answer is kept for the member's 更多."""
+        question = message.text if question is None else question
+        future: Future[Answer] = self.pool.submit(self.answerer.answer, question, message.k, message.lead)
+        try:
+            answer = future.result(timeout=self.settings.reply_budget)
+        except FutureTimeout:
+            if message.user is not None:
+                self.store.set_state(message.user, {"question": question, "shown": 0, "pending": True})
+                future.add_done_callback(lambda f: self._keep_late_answer(message, question, f))
+            return Reply(t.render(t.TIMEOUT, question=question[:60]), SOURCE_SEARCH, question=question)
+        self.remember(message, question, answer)
+        return Reply(answer.text, SOURCE_SEARCH, answer=answer, question=question)
+
+    def remember(self, message: Message, question: str, answer: Answer) -> None:
+        """Keep the member's last question (for 更多) and log the question."""
+        if message.user is not None and answer.kind in ("answer", "related", "abstain"):
+            self.store.set_state(message.user, {"question": question, "shown": answer.quoted})
+        self.store.log_query(
+            channel=message.channel, user=message.user or "", question=question, kind=answer.kind,
+            abstained=answer.abstained,
+            top_doc=answer.passages[0].title if answer.passages else None,
+            top_section=answer.passages[0].section if answer.passages else None,
+            confidence=answer.decision.confidence if answer.decision else None,
+            latency_ms=answer.elapsed_ms, index_version=answer.index_version,
+        )
+
+    def _keep_late_answer(self, message: Message, question: str, future: Future[Answer]) -> None:
+        user = message.user or ""  # only scheduled for a member with history
+        try:
+            answer = future.result()
+            self.remember(message, question, answer)
+            self.store.set_state(user, {"question": question, "shown": answer.quoted, "late": answer.text})
+        except Exception:
+            log.exception("late answer failed for a question of %s", self.store.hash_user(user))
+            self.store.set_state(user, {"question": question, "shown": 0, "late": t.INTERNAL_ERROR})
+
+
+# ----------------------------------------------------------------------------------- responders
+
+
+def respond_more(message: Message, pipeline: ReplyPipeline) -> Reply | None:
+    """更多: the next passages of the member's last question (or its late answer)."""
+    if message.text.strip().lower() not in MORE_WORDS:
+        return None
+    if message.user is None:
+        return Reply(t.NO_QUESTION_FOR_MORE, SOURCE_MORE)
+    store = pipeline.store
+    state = store.get_state(message.user, pipeline.settings.state_ttl)
+    if state.get("late"):
+        store.set_state(message.user, {"question": state["question"], "shown": state.get("shown", 0)})
+        return Reply(state["late"], SOURCE_MORE, question=state["question"])
+    if state.get("pending"):
+        return Reply(t.render(t.STILL_WORKING, question=state["question"][:60]), SOURCE_MORE,
+                     question=state["question"])
+    if not state.get("question"):
+        return Reply(t.NO_QUESTION_FOR_MORE, SOURCE_MORE)
+    answer = pipeline.answerer.more(state["question"], int(state.get("shown", 0)))
+    store.set_state(message.user, {"question": state["question"], "shown": answer.quoted})
+    return Reply(answer.text, SOURCE_MORE, answer=answer, question=state["question"])
+
+
+def respond_search(message: Message, pipeline: ReplyPipeline) -> Reply:
+    """Retrieval: always answers (an answer, related passages, a decline, a greeting or help)."""
+    return pipeline.ask(message)
+
+
+def init_app(app: Flask, answerer: Answerer, store: BotStore) -> ReplyPipeline:
+    cfg = app.config
+    pipeline = ReplyPipeline(answerer, store, PipelineSettings(
+        reply_budget=float(cfg["WECHAT_REPLY_BUDGET_SECONDS"]), state_ttl=float(cfg["USER_STATE_TTL_SECONDS"]),
+    ))
+    app.extensions["pipeline"] = pipeline
+    return pipeline
+
+
+def get_pipeline() -> ReplyPipeline:
+    return current_app.extensions["pipeline"]

@@ -1,0 +1,36 @@
+"""The reply pipeline: responders in order, the first that answers wins, finishers see every reply."""
+
+from bot.pipeline import Message, Reply
+
+
+def test_search_answers_and_more_continues(app):
+    pipeline = app.extensions["pipeline"]
+    with app.app_context():
+        first = pipeline.reply(Message(text="怎样防止干部带病提拔？", user="u1", channel="console"))
+        more = pipeline.reply(Message(text="更多", user="u1", channel="console"))
+        nobody = pipeline.reply(Message(text="更多", user="u2", channel="console"))
+    assert first.source == "search" and first.answer is not None and "带病提拔" in first.text
+    assert more.source == "more" and more.question == "怎样防止干部带病提拔？"
+    assert nobody.source == "more" and nobody.answer is None
+
+
+def test_a_responder_inserted_before_search_wins_and_finishers_see_it(app):
+    pipeline = app.extensions["pipeline"]
+    seen: list[str] = []
+
+    def fixed(message, _pipeline):
+        return Reply("固定回复", "keyword") if message.text == "值班电话" else None
+
+    def finish(reply, _pipeline):
+        seen.append(reply.source)
+        return reply
+
+    pipeline.insert_before("search", "keyword", fixed)
+    pipeline.finishers.append(("watch", finish))
+    assert [name for name, _ in pipeline.responders] == ["more", "keyword", "search"]
+    with app.app_context():
+        fixed_reply = pipeline.reply(Message(text="值班电话", user="u1"))
+        searched = pipeline.reply(Message(text="村情通是什么？", user="u1"))
+    assert fixed_reply.text == "固定回复" and fixed_reply.to_json()["source"] == "keyword"
+    assert searched.source == "search"
+    assert seen == ["keyword", "search"]
