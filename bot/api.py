@@ -34,7 +34,7 @@ def ask():
         raise InputError(f"user 应为 1 到 {MAX_USER_CHARS} 个字符的字符串")
     try:
         reply = get_pipeline().reply(Message(text=question, user=f"api:{user}" if user else None,
-                                             channel="api", k=k))
+                                             channel="api", k=k, logged=user is not None))
     except IndexStoreError as exc:
         log.error("cannot answer: %s", exc)
         return jsonify(error="索引尚未就绪，请稍后再试", detail=str(exc)), 503

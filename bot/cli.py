@@ -16,6 +16,7 @@ from tqdm import tqdm
 from bot.engine import get_engine
 from bot.evaluate import QuestionSetError, evaluate, load_questions
 from bot.library import LibraryError
+from bot.pipeline import Message, Reply, get_pipeline
 from bot.store import get_store
 from index.ingest import IngestError
 from index.rank import DEFAULT_LEARNED
@@ -130,26 +131,36 @@ def index_adapt(question_files: tuple[Path, ...], max_pairs: int, learning_rate:
 @click.option("--batch", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help='JSONL file of {"id", "q"} lines; one output line each.')
 def ask(question: str | None, as_json: bool, k: int, batch: Path | None) -> None:
-    """Answer QUESTION (or every question in --batch) exactly as the bot would."""
-    answerer = _answerer()
+    """Answer QUESTION (or every question in --batch) exactly as the bot would: through the reply
+    pipeline the webhook and the API use, with no member history and nothing logged."""
+    _answerer()  # a missing or broken index is a clear error here, not a traceback
+    pipeline = get_pipeline()
+
+    def reply(text: str) -> Reply:
+        return pipeline.reply(Message(text=text, channel="cli", k=k, logged=False))
+
     if batch is not None:
         try:
             questions = load_questions(batch)
         except QuestionSetError as exc:
             raise click.ClickException(str(exc)) from exc
         for q in questions:
-            answer = answerer.answer(q["q"], k=k)
-            out = {"id": q["id"], **answer.to_json()}
-            click.echo(json.dumps(out, ensure_ascii=False) if as_json else f"[{q['id']}] {answer.text}\n")
+            r = reply(q["q"])
+            out = {"id": q["id"], **r.to_json()}
+            click.echo(json.dumps(out, ensure_ascii=False) if as_json else f"[{q['id']}] {r.text}\n")
         return
     if question is None:
         raise click.UsageError("give a QUESTION or --batch FILE")
-    answer = answerer.answer(question, k=k)
+    r = reply(question)
     if as_json:
-        click.echo(json.dumps(answer.to_json(), ensure_ascii=False, indent=1))
+        click.echo(json.dumps(r.to_json(), ensure_ascii=False, indent=1))
         return
-    click.echo(answer.text)
+    click.echo(r.text)
     click.echo()
+    if r.answer is None:
+        click.echo(f"answered by {r.source}")
+        return
+    answer = r.answer
     for i, p in enumerate(answer.passages, 1):
         click.echo(f"{i}. [{p.score:.3f}] {p.title} › {p.section}: {p.text[:60]}…")
     if answer.decision:

@@ -47,6 +47,7 @@ class Message:
     channel: str = "wechat"  # wechat, api, console
     lead: str = ""  # text placed before the reply (e.g. what a voice message was heard as)
     k: int = 5  # passages kept in the Answer (the console and the API show them)
+    logged: bool = True  # False: write nothing (a stateless /api/ask call stays read-only)
 
 
 @dataclass
@@ -130,6 +131,8 @@ class ReplyPipeline:
 
     def remember(self, message: Message, question: str, answer: Answer) -> None:
         """Keep the member's last question (for 更多) and log the question."""
+        if not message.logged:
+            return
         if message.user is not None and answer.kind in ("answer", "related", "abstain"):
             self.store.set_state(message.user, {"question": question, "shown": answer.quoted})
         self.store.log_query(

@@ -11,6 +11,7 @@ def test_ask_json(runner):
     result = runner.invoke(args=["ask", "村情通是什么？", "--json", "-k", "2"])
     body = json.loads(result.output)
     assert body["question"] == "村情通是什么？" and len(body["passages"]) == 2
+    assert body["source"] == "search" and body["tier"] == "answer"
 
 
 def test_ask_batch(runner, tmp_path):
