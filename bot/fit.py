@@ -49,6 +49,10 @@ DECISION_C = 0.3
 ALONE_MIN_QUESTIONS = 15  # a document with this many tuning questions is also fitted on alone
 GRID = [round(x, 3) for x in np.arange(0.05, 0.96, 0.025)]
 BOOTSTRAPS = 200
+# The product's bar: at least 80 % of hard out-of-scope questions (policy words, no answer) are not answered
+# outright. Threshold pairs that answer more than this share of them out of fold are not chosen (a margin
+# below the bar, since the fitted share moves by a few questions from one resample to the next).
+HARD_ANSWERED_MAX = 0.15
 BOOTSTRAP_SEED = 11
 
 # What each outcome is worth to a member, for choosing the thresholds. A right answer helps; a confident
@@ -288,8 +292,14 @@ def choose_tiers(p_answer: np.ndarray, p_related: np.ndarray, answerable: np.nda
     sure = p_answer[None, :] >= grid[:, None]  # (answer threshold, question)
     value = np.where(in_scope[None, :, :], np.where(sure[:, None, :], answered, related), declined)
     value = value.reshape(len(grid) * len(grid), -1)  # (answer × related, question)
+    answers_hard = (sure[:, None, :] & in_scope[None, :, :] & hard[None, None, :]).reshape(value.shape)
     weights = np.random.default_rng(BOOTSTRAP_SEED).poisson(1.0, size=(BOOTSTRAPS, value.shape[1]))
-    best = np.argmax(value @ weights.T, axis=0)  # the best pair on each resample
+    plain = value @ weights.T  # (pair, resample)
+    hard_total = np.maximum(weights @ hard.astype(np.float64), 1.0)
+    too_many = (answers_hard.astype(np.float64) @ weights.T) / hard_total > HARD_ANSWERED_MAX
+    totals = np.where(too_many, -np.inf, plain)
+    totals = np.where(np.isinf(totals).all(axis=0), plain, totals)  # no pair allowed: the plain best
+    best = np.argmax(totals, axis=0)  # the best allowed pair on each resample
     return nearest(grid, grid[best // len(grid)]), nearest(grid, grid[best % len(grid)])
 
 

@@ -24,6 +24,8 @@ PASSAGE_FEATURES = (
     "dense_gap",  # cosine minus the best candidate's cosine (<= 0)
     "dense_z",  # cosine in standard deviations above the corpus's off-topic noise floor
     "dense_rank",  # log(1 + rank) by cosine among the candidates
+    "sentence_gap",  # the best cosine of one of its sentences (index.sentences), minus the best candidate's
+    "sentence_rank",  # log(1 + rank) by that sentence cosine
     "bm25",  # jieba BM25 over the (rewritten) question, as a share of the best candidate's
     "bm25_rank",
     "bigram",  # character-bigram BM25, as a share of the best candidate's

@@ -37,6 +37,7 @@ from index.chunk import HEADER_SECTION, Chunk
 from index.dense import DenseIndex
 from index.embed import Embedder
 from index.rank import DECISION_FEATURES, PASSAGE_FEATURES, LearnedModels, LinearModel, log_rank
+from index.sentences import SentenceIndex
 from index.synonyms import DEFAULT_SYNONYMS, Rewrite, Synonyms
 from index.tokenize import Tokenizer
 
@@ -115,7 +116,7 @@ class HybridSearcher:
                  dense: DenseIndex, embedder: Embedder, tokenizer: Tokenizer,
                  bigram_bm25: BM25Index | None = None, synonyms: Synonyms | None = None,
                  models: LearnedModels | None = None, calibration: dict | None = None,
-                 everyday: np.ndarray | None = None) -> None:
+                 everyday: np.ndarray | None = None, sentences: SentenceIndex | None = None) -> None:
         self.chunks = chunks
         self.chunk_tokens = chunk_tokens
         self.bm25 = bm25
@@ -150,6 +151,8 @@ class HybridSearcher:
         self._bigram_text: dict[int, str] = {}
         self.dense = dense
         self.embedder = embedder
+        self.sentences = sentences if sentences is not None else SentenceIndex.build(
+            chunks, lambda texts: embedder.encode_passages(texts), embedder.dimension)
         self.tokenizer = tokenizer
         # the everyday questions' vectors (index.calibration): what off-topic chatter looks like to the model
         self.everyday = everyday if everyday is not None else self.embedder.encode_queries(everyday_questions())
@@ -208,7 +211,8 @@ class HybridSearcher:
         bigram_all = self.bigram_bm25.scores(grams)
         bm25_order = top_positions(bm25_all, fetch)
         bigram_order = top_positions(bigram_all, fetch)
-        positions = np.array(sorted({int(i) for i in dense_ids if i >= 0}
+        sentence_order = self.sentences.search(query_vector, fetch)
+        positions = np.array(sorted({int(i) for i in dense_ids if i >= 0} | {int(i) for i in sentence_order}
                                     | {int(i) for i in bm25_order} | {int(i) for i in bigram_order}), dtype=np.int64)
         n = len(positions)
         features = np.zeros((n, len(PASSAGE_FEATURES)), dtype=np.float64)
@@ -217,8 +221,9 @@ class HybridSearcher:
                               terms, tokens)
         cosine = self.dense.vectors(positions.tolist()) @ query_vector
         cosine = cosine.astype(np.float64)
+        sentence = self.sentences.best_cosine(positions, query_vector, cosine)
         ranks = {"dense": rank_of(positions, cosine), "bm25": rank_of(positions, bm25_all[positions]),
-                 "bigram": rank_of(positions, bigram_all[positions])}
+                 "bigram": rank_of(positions, bigram_all[positions]), "sentence": rank_of(positions, sentence)}
         best_cosine = float(cosine.max())
         column = {name: i for i, name in enumerate(PASSAGE_FEATURES)}
 
@@ -228,6 +233,8 @@ class HybridSearcher:
         put("dense_gap", cosine - best_cosine)
         put("dense_z", z_scores(cosine, self.calibration))
         put("dense_rank", [log_rank(ranks["dense"].get(int(p)), n) for p in positions])
+        put("sentence_gap", sentence - float(sentence.max()))
+        put("sentence_rank", [log_rank(ranks["sentence"].get(int(p)), n) for p in positions])
         put("bm25", share_of_best(bm25_all[positions]))
         put("bm25_rank", [log_rank(ranks["bm25"].get(int(p)), fetch) for p in positions])
         put("bigram", share_of_best(bigram_all[positions]))

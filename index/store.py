@@ -37,10 +37,12 @@ from index.ingest import Document
 from index.metadata import STATUS_IN_FORCE, link_series
 from index.rank import LearnedModels
 from index.search import HybridSearcher
+from index.sentences import SentenceIndex
 from index.synonyms import Synonyms
 from index.tokenize import Tokenizer, find_coined_terms
 
-MANIFEST_VERSION = 2  # 2: a character-bigram BM25 index beside the jieba one, everyday.npy
+SENTENCES_DIR = "sentences"
+MANIFEST_VERSION = 3  # 2: a character-bigram BM25 index beside the jieba one, everyday.npy; 3: sentences/
 CURRENT_FILE = "CURRENT"
 BUILDING_PREFIX = ".building-"
 EMBED_BATCH = 32
@@ -159,13 +161,17 @@ class IndexStore:
             texts = [c.context_text() for c in chunks]
             vectors, embedded = _embed(texts, embedder, cache, progress)
             dense = DenseIndex.build(vectors)
+            sentences = SentenceIndex.build(chunks, lambda texts: _embed(texts, embedder, cache, None)[0],
+                                            embedder.dimension)
             bm25 = BM25Index.build(token_lists)
             bigram_bm25 = BM25Index.build([tokenizer.bigrams(t, normalized=True) for t in normalized])
             searcher = HybridSearcher(chunks, token_lists, bm25, dense, embedder, tokenizer,
-                                      bigram_bm25=bigram_bm25, synonyms=synonyms, models=models)
+                                      bigram_bm25=bigram_bm25, synonyms=synonyms, models=models,
+                                      sentences=sentences)
             calibration = searcher.calibration
             np.save(work / "everyday.npy", searcher.everyday)
             dense.save(work)
+            sentences.save(work / SENTENCES_DIR)
             bm25.save(work / "bm25")
             bigram_bm25.save(work / "bm25-bigram")
             _write_jsonl(work / "chunks.jsonl", (c.to_dict() for c in chunks))
@@ -179,7 +185,8 @@ class IndexStore:
                 "model": embedder.name,
                 "dimension": embedder.dimension,
                 "chunker": {"target_chars": target_chars},
-                "counts": {"documents": len(documents), "chunks": len(chunks), "coined_terms": len(terms),
+                "counts": {"documents": len(documents), "chunks": len(chunks), "sentences": sentences.size,
+                           "coined_terms": len(terms),
                            "embedded": embedded, "from_cache": len(chunks) - embedded},
                 "corpus_sha256": corpus_hash,
                 "calibration": calibration,
@@ -242,7 +249,8 @@ class IndexStore:
                                   embedder, Tokenizer(terms),
                                   bigram_bm25=BM25Index.load(path / "bm25-bigram", len(chunks)),
                                   synonyms=synonyms, models=models, calibration=manifest.get("calibration"),
-                                  everyday=np.load(path / "everyday.npy"))
+                                  everyday=np.load(path / "everyday.npy"),
+                                  sentences=SentenceIndex.load(path / SENTENCES_DIR))
         return LoadedIndex(version=version, path=path, manifest=manifest, searcher=searcher, terms=terms)
 
 

@@ -2,8 +2,10 @@
 
 import json
 
+import numpy as np
+
 from bot.evaluate import load_questions
-from bot.fit import FitError, fit, fold_of, gather, initial_models
+from bot.fit import HARD_ANSWERED_MAX, FitError, choose_tiers, fit, fold_of, gather, initial_models
 from index.rank import ANSWER_FEATURES, PASSAGE_FEATURES, SCOPE_FEATURES, LearnedModels
 from tests.conftest import ROOT
 
@@ -55,3 +57,19 @@ def test_too_few_questions_is_a_clear_error(app):
             assert "20" in str(exc)
         else:
             raise AssertionError("fit accepted one question")
+
+
+def test_thresholds_never_answer_more_hard_out_of_scope_than_the_bar():
+    # 40 answerable questions, all ranked right; 20 hard out-of-scope questions, 8 of which look as sure as
+    # the answerable ones (p_answer 0.9). Answering at 0.85 would be worth more (40 right against 8 hard
+    # answered), but 8 of 20 is over the bar; the pair chosen answers at most 15 % of the hard ones.
+    n_ok, n_hard = 40, 20
+    p_answer = np.concatenate([np.full(n_ok, 0.97), np.full(8, 0.9), np.full(12, 0.2)])
+    p_related = np.full(n_ok + n_hard, 0.9)
+    answerable = np.array([True] * n_ok + [False] * n_hard)
+    hard = ~answerable
+    ranks = [1] * n_ok + [None] * n_hard
+    t_answer, t_related = choose_tiers(p_answer, p_related, answerable, hard, ranks)
+    answered_hard = ((p_answer >= t_answer) & (p_related >= t_related) & hard).sum()
+    assert answered_hard / n_hard <= HARD_ANSWERED_MAX
+    assert t_answer <= 0.97 and t_related <= 0.9  # the answerable ones are still answered

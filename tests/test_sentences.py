@@ -1,0 +1,63 @@
+"""Sentence vectors (index.sentences): which texts are embedded, how passages own them, and that the real
+model finds a passage by one of its sentences."""
+
+import numpy as np
+
+from index.chunk import Chunk
+from index.sentences import SentenceIndex, sentence_texts
+from tests.conftest import HashEmbedder
+
+
+def chunk(text: str, position: int = 0, section: tuple[str, ...] = ("一、总则",)) -> Chunk:
+    return Chunk(f"c{position}", "doc", "某某办法", section, text, 0, len(text))
+
+
+def test_each_sentence_is_embedded_with_the_title_and_innermost_heading():
+    texts = sentence_texts(chunk("第一句讲的是干部选拔任用的标准。第二句讲的是考核评价的办法。",
+                                 section=("第一章", "第二节 选拔")))
+    assert texts == ["某某办法 第二节 选拔\n第一句讲的是干部选拔任用的标准。",
+                     "某某办法 第二节 选拔\n第二句讲的是考核评价的办法。"]
+
+
+def test_a_single_sentence_passage_has_no_sentence_vectors():
+    assert sentence_texts(chunk("只有一句话，讲的是干部选拔任用的标准。")) == []
+
+
+def test_short_pieces_join_the_next_sentence():
+    texts = sentence_texts(chunk("一是。加强党的全面领导和组织建设。二是。推进干部队伍年轻化专业化。"))
+    assert [t.split("\n")[1] for t in texts] == ["一是。加强党的全面领导和组织建设。", "二是。推进干部队伍年轻化专业化。"]
+
+
+def test_passages_own_their_sentences_in_order():
+    chunks = [chunk("只有一句话，讲的是干部选拔任用的标准。", 0),
+              chunk("第一句讲的是干部选拔任用的标准。第二句讲的是考核评价的办法。", 1),
+              chunk("海燕归巢计划引进海外人才回乡创业。乡贤回归带来项目和资金。还有第三句话在这里。", 2)]
+    embedder = HashEmbedder()
+    index = SentenceIndex.build(chunks, embedder.encode_passages, embedder.dimension)
+    assert index.size == 5 and index.offsets.tolist() == [0, 0, 2, 5]
+    assert index.owner.tolist() == [1, 1, 2, 2, 2]
+    query = embedder.encode_queries(["海燕归巢计划引进海外人才回乡创业。"])[0]
+    found = index.search(query, 5)
+    assert sorted(found.tolist()) == [1, 2] and found[0] == 2  # each passage once, nearest first
+    passage = np.array([0.1, 0.2, 0.3])
+    best = index.best_cosine(np.array([0, 1, 2]), query, passage)
+    assert best[0] == 0.1  # no sentences: the passage's own cosine
+    assert (best >= passage).all() and best[2] > best[1]
+
+
+def test_the_real_model_finds_a_passage_by_one_of_its_sentences(app):
+    with app.app_context():
+        engine = app.extensions["engine"]
+        searcher = engine.current_index().searcher
+        embedder = engine.embedder()
+    owners = np.flatnonzero(np.diff(searcher.sentences.offsets) >= 3)[:6]
+    assert len(owners) >= 4
+    found_first = 0
+    for position in owners:
+        middle = sentence_texts(searcher.chunks[position])[1].split("\n", 1)[1]
+        vector = embedder.encode_queries([middle])[0]
+        found_first += int(searcher.sentences.search(vector, 5)[0] == position)
+        passage_cosine = searcher.dense.vectors([int(position)]) @ vector
+        sentence_cosine = searcher.sentences.best_cosine(np.array([position]), vector, passage_cosine)
+        assert sentence_cosine[0] > passage_cosine[0]  # the sentence alone is closer than the whole passage
+    assert found_first >= len(owners) - 1
