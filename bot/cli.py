@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from index.ingest import IngestError
 from index.rank import DEFAULT_LEARNED
 from index.store import IndexStoreError
 
+log = logging.getLogger(__name__)
+JOB_BEAT_SECONDS = 2.0
 index_cli = AppGroup("index", help="Build and manage the versioned search index.")
 
 
@@ -219,7 +223,17 @@ def fit_command(path: Path, out: Path) -> None:
 def run_job(engine, job_id: int) -> None:
     """The body of a re-index job's child process."""
     jobs = engine.jobs
-    jobs.update(job_id, state="running", pid=os.getpid())
+    jobs.update(job_id, state="running", pid=os.getpid(), node=jobs.node, heartbeat=time.time())
+    building = threading.Event()
+
+    def beat() -> None:  # other nodes cannot see this pid: they read the heartbeat
+        while not building.wait(JOB_BEAT_SECONDS):
+            try:
+                jobs.beat(job_id)
+            except Exception:
+                log.warning("could not record job %s's heartbeat", job_id)
+
+    threading.Thread(target=beat, name="job-heartbeat", daemon=True).start()
     last = 0.0
 
     def progress(done: int, total: int) -> None:
@@ -231,9 +245,11 @@ def run_job(engine, job_id: int) -> None:
     try:
         version = engine.build(progress=progress)
     except Exception as exc:
+        building.set()
         jobs.update(job_id, state="failed", error=f"{exc.__class__.__name__}: {exc}", finished=time.time())
         engine.bot_store.audit("system", "reindex", f"job {job_id}", f"failed: {exc}")
         raise click.ClickException(str(exc)) from exc
+    building.set()
     jobs.update(job_id, state="done", version=version, finished=time.time())
     engine.bot_store.audit("system", "reindex", f"job {job_id}", f"serving {version}")
     click.echo(f"job {job_id}: serving {version}")

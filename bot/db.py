@@ -2,33 +2,225 @@
 
 SQLite in the instance folder is the embedded default; ``DATABASE_URL`` (``postgresql+psycopg://…``)
 selects a shared PostgreSQL server for several nodes. Tables of every feature (the bot store, curation)
-are declared on ``metadata`` so one migration history covers them all.
+are declared on ``metadata`` so one migration history (``bot/migrations``, alembic) covers them all.
+
+The only dialect differences live here and in ``bot.store``: upserts (``insert_for``) and locking
+(``FOR UPDATE SKIP LOCKED`` and advisory locks on PostgreSQL; SQLite serialises writers with
+``BEGIN IMMEDIATE``).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import zlib
 from pathlib import Path
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import (
+    Column,
+    Connection,
+    Double,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 
+log = logging.getLogger(__name__)
 metadata = MetaData()
+
+replies = Table(
+    "replies", metadata,
+    Column("key", Text, primary_key=True),  # msg:<from>:<MsgId>, or at:<from>:<CreateTime> for events
+    Column("state", Text, nullable=False),  # 'pending' while being answered, then 'done'
+    Column("content", Text),  # the reply body sent (plain XML or 'success')
+    Column("created", Double, nullable=False),  # when the current owner claimed it
+    Column("owner", Text),  # the worker answering it (workers.id); a dead owner's claim expires
+)
+workers = Table(
+    "workers", metadata,  # web worker processes of every node, with a heartbeat
+    Column("id", Text, primary_key=True),  # <node>:<pid>:<random>
+    Column("node", Text, nullable=False),
+    Column("seen", Double, nullable=False),
+)
+user_state = Table(
+    "user_state", metadata,
+    Column("user", Text, primary_key=True),
+    Column("data", Text, nullable=False),  # JSON: last question, passages shown, a late answer
+    Column("updated", Double, nullable=False),
+)
+rate_events = Table(
+    "rate_events", metadata,
+    Column("user", Text, nullable=False),
+    Column("at", Double, nullable=False),
+    Index("rate_events_user_at", "user", "at"),
+)
+query_log = Table(
+    "query_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Double, nullable=False),
+    Column("channel", Text, nullable=False),  # wechat, api, console
+    Column("user_hash", Text, nullable=False),
+    Column("question", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("abstained", Integer, nullable=False),
+    Column("top_doc", Text),
+    Column("top_section", Text),
+    Column("confidence", Double),
+    Column("latency_ms", Double, nullable=False),
+    Column("index_version", Text),
+    Column("tier", Text),  # answer, related, decline
+    Column("node", Text),  # the node that answered
+    Column("msg_key", Text),  # the message's dedupe key: a message is logged once, whichever node answers
+    Index("query_log_msg_key", "msg_key", unique=True),
+    Index("query_log_user_hash", "user_hash", "id"),
+)
+documents = Table(
+    "documents", metadata,
+    Column("doc_id", Text, primary_key=True),  # from the file name; the same name replaces (with replace=1)
+    Column("file_name", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("date", Text),
+    Column("sha256", Text, nullable=False, unique=True),
+    Column("chars", Integer, nullable=False),
+    Column("uploaded_by", Text, nullable=False),
+    Column("uploaded_at", Double, nullable=False),
+    Column("text_sha256", Text),  # SHA-256 of the normalised text: the same document in another encoding
+    Column("meta", Text),  # JSON: issuer, number, status, replaces … (index.metadata)
+)
+jobs = Table(
+    "jobs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("state", Text, nullable=False),  # queued, running, done, failed
+    Column("done", Integer, nullable=False, server_default="0"),
+    Column("total", Integer, nullable=False, server_default="0"),
+    Column("version", Text),
+    Column("error", Text),
+    Column("pid", Integer),
+    Column("requested_by", Text, nullable=False),
+    Column("created", Double, nullable=False),
+    Column("finished", Double),
+    Column("node", Text),  # the node that claimed it (its pid means something there only)
+    Column("heartbeat", Double),  # the build process's last sign of life, for other nodes
+)
+audit = Table(
+    "audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Double, nullable=False),
+    Column("who", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("target", Text),
+    Column("result", Text, nullable=False),
+)
+batches = Table(
+    "batches", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("question_set", Text, nullable=False),
+    Column("versions", Text, nullable=False),  # JSON list: the serving version, and one to compare with
+    Column("state", Text, nullable=False),  # running, done, failed
+    Column("done", Integer, nullable=False, server_default="0"),
+    Column("total", Integer, nullable=False, server_default="0"),
+    Column("results", Text),  # JSON: version -> {metrics, rows}
+    Column("error", Text),
+    Column("created", Double, nullable=False),
+)
+settings = Table(
+    "settings", metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+index_activations = Table(
+    "index_activations", metadata,  # the serving index version of every node: the newest row
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("version", Text, nullable=False),
+    Column("at", Double, nullable=False),
+    Column("node", Text, nullable=False),  # where it was activated (a build or a rollback)
+)
 
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+def is_postgres(engine: Engine | Connection) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def insert_for(bind: Engine | Connection, table: Table):  # type: ignore[no-untyped-def]
+    """An INSERT with ``on_conflict_do_nothing`` / ``on_conflict_do_update`` for the bind's dialect."""
+    return (postgresql.insert if is_postgres(bind) else sqlite.insert)(table)
+
+
+def advisory_lock(conn: Connection, name: str) -> None:
+    """Serialise a critical section across nodes until the transaction ends (PostgreSQL); SQLite's
+    ``BEGIN IMMEDIATE`` already holds the one write lock."""
+    if is_postgres(conn):
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(name.encode())})
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL mode and a busy timeout so several workers share one file."""
+    """An engine for ``url``. SQLite gets WAL mode, a busy timeout, and ``BEGIN IMMEDIATE`` for every
+    transaction but reads (``execution_options(readonly=True)``), so that a read-then-write cannot deadlock
+    between processes. PostgreSQL gets a small pool that checks connections before use."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(connection, _record) -> None:  # type: ignore[no-untyped-def]
-            cursor = connection.cursor()
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("readonly") else "BEGIN IMMEDIATE")
+
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+# ------------------------------------------------------------------------------------ migrations
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+LEGACY_REVISION = "0001"  # the schema the SQLite store had before alembic
+_LEGACY_COLUMNS = (("documents", "text_sha256", "TEXT"), ("documents", "meta", "TEXT"))
+_upgraded: set[str] = set()
+_upgrade_lock = threading.Lock()
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the database to the newest migration (alembic ``upgrade head``), once per process and URL.
+
+    Several workers and nodes start at once: the upgrade runs inside one transaction holding a lock
+    (an advisory lock on PostgreSQL, the write lock on SQLite), so the others wait and then find it done.
+    A SQLite file from before migrations is stamped at the legacy revision first."""
+    from alembic import command
+    from alembic.config import Config
+
+    url = engine.url.render_as_string(hide_password=False)
+    with _upgrade_lock:
+        if url in _upgraded:
+            return
+        with engine.begin() as conn:
+            advisory_lock(conn, "zhengce-wenda:migrations")
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS_DIR))
+            config.attributes["connection"] = conn
+            have = set(inspect(conn).get_table_names())
+            if "replies" in have and "alembic_version" not in have:
+                for table, column, definition in _LEGACY_COLUMNS:
+                    if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
+                        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                command.stamp(config, LEGACY_REVISION)
+            command.upgrade(config, "head")
+        _upgraded.add(url)

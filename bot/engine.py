@@ -11,15 +11,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
 from flask import Flask, current_app
 
 from bot.answer import Answerer, AnswerSettings
+from bot.db import sqlite_url
 from bot.jobs import Jobs
 from bot.library import Library, check_chunk_count, with_setting
 from bot.store import BotStore
+from bot.versions import POLL_SECONDS, DatabasePointer
 from index.embed import Embedder, load_embedder, set_threads
 from index.embed_cache import EmbeddingCache
 from index.ingest import Document, IngestError, LimitError, ReadLimits
@@ -34,14 +37,19 @@ class Engine:
     def __init__(self, config: dict, instance_path: Path) -> None:
         self.config = config
         self.instance_path = instance_path
-        self.store = IndexStore(instance_path / "indexes", keep=int(config["INDEX_KEEP"]))
+        self.bot_store = BotStore.open(database_url(config, instance_path), salt=config.get("LOG_SALT") or None,
+                                       node=config.get("NODE_NAME") or None)
+        index_dir = Path(config.get("INDEX_DIR") or instance_path / "indexes")
+        self.store = IndexStore(index_dir, keep=int(config["INDEX_KEEP"]),
+                                pointer=DatabasePointer(self.bot_store, index_dir))
         self._embedder: Embedder | None = None
         self._index: LoadedIndex | None = None
         self._lock = threading.RLock()  # loading an index loads the model under the same lock
         self._loading: str | None = None
-        self.bot_store = BotStore(instance_path / "bot.sqlite3", salt=config.get("LOG_SALT") or None)
+        self._poller: int | None = None  # the pid whose thread follows the serving version
         self.library = Library(
-            self.bot_store, instance_path / "documents", int(config["MAX_UPLOAD_BYTES"]),
+            self.bot_store, Path(config.get("DOCUMENTS_DIR") or instance_path / "documents"),
+            int(config["MAX_UPLOAD_BYTES"]),
             limits=ReadLimits(unpacked_bytes=int(config["MAX_UNPACKED_BYTES"]),
                               chars=int(config["MAX_DOCUMENT_CHARS"]), pdf_pages=int(config["MAX_PDF_PAGES"])),
             target_chars=int(config["CHUNK_TARGET_CHARS"]), max_chunks=int(config["MAX_CHUNKS_PER_DOCUMENT"]),
@@ -68,6 +76,19 @@ class Engine:
             self.current_index()
         except NoIndexError as exc:
             log.error("%s", exc)
+        self.follow_versions()
+
+    def follow_versions(self) -> None:
+        """Poll the published serving version every POLL_SECONDS in the background, so an activation on
+        any node serves here within seconds even when no request comes (one thread per process)."""
+        import os
+
+        with self._lock:
+            if self._poller == os.getpid():
+                return
+            self._poller = os.getpid()
+
+        threading.Thread(target=_follow, args=(weakref.ref(self),), name="index-poll", daemon=True).start()
 
     def embedder(self) -> Embedder:
         with self._lock:
@@ -146,6 +167,7 @@ class Engine:
 
     def status(self) -> dict:
         return {
+            "node": self.bot_store.node,
             "model_loaded": self._embedder is not None,
             "model": self.config["EMBED_MODEL"],
             "index_loaded": self._index is not None,
@@ -183,6 +205,20 @@ class Engine:
         return version
 
 
+def _follow(ref: weakref.ref[Engine]) -> None:
+    """The poller's loop; it holds the engine weakly, so a discarded app (tests) is freed and it ends."""
+    while True:
+        time.sleep(POLL_SECONDS)
+        engine = ref()
+        if engine is None:
+            return
+        try:
+            engine.current_index()
+        except Exception:
+            log.exception("could not follow the serving index version")
+        del engine
+
+
 def smoke_check(index: LoadedIndex, samples: int = 3) -> None:
     """A new version must find its own passages: a sentence from a few chunks retrieves that chunk."""
     chunks = index.chunks
@@ -192,6 +228,11 @@ def smoke_check(index: LoadedIndex, samples: int = 3) -> None:
         hits = index.searcher.search(probe, k=5).hits
         if chunk.chunk_id not in [h.chunk.chunk_id for h in hits]:
             raise IndexStoreError(f"smoke check failed: {chunk.chunk_id} is not found by its own text")
+
+
+def database_url(config: dict, instance_path: Path) -> str:
+    """``DATABASE_URL`` (PostgreSQL for a cluster: ``postgresql+psycopg://…``), else SQLite in the instance."""
+    return str(config.get("DATABASE_URL") or sqlite_url(instance_path / "bot.sqlite3"))
 
 
 def _optional_float(value: object) -> float | None:

@@ -1,9 +1,10 @@
-"""Re-index jobs: one at a time, run as a child process, progress and outcome in SQLite.
+"""Re-index jobs: one at a time across every node, run as a child process, progress and outcome in the store.
 
 A build runs in its own process (``flask index build --job ID``) so that it cannot stall the web
 workers and so that killing it, at any point, only loses the build: the serving version stays, and
-leftovers are removed at the next start. Any worker can report a job's state; one whose process is gone
-without finishing is marked failed.
+leftovers are removed at the next start. A queued job is claimed by exactly one node (``claim_next``).
+Any worker of any node can report a job's state; one whose process is gone without finishing (its pid on
+the node that runs it, its heartbeat elsewhere) is marked failed.
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ import sys
 import time
 from pathlib import Path
 
+from sqlalchemy import select, update
+
+from bot.db import advisory_lock, jobs
 from bot.store import BotStore
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ACTIVE = ("queued", "running")
+DIED = "构建进程意外中止"
+JOB_STALE_SECONDS = 30.0  # a build on another node that has not beaten for this long is taken for dead
 FORWARDED_SETTINGS = ("EMBED_MODEL", "EMBED_BACKEND", "CHUNK_TARGET_CHARS", "CORPUS_DIR", "INDEX_KEEP", "SYNONYMS_FILE",
                       "LEARNED_MODELS")
 
@@ -45,23 +51,48 @@ class Jobs:
         self.config = config
         self._children: dict[int, subprocess.Popen] = {}
 
+    @property
+    def node(self) -> str:
+        return self.store.node
+
     def start(self, who: str) -> tuple[int, bool]:
-        """Start a re-index unless one is under way. Returns (job id, whether it is new)."""
+        """Start a re-index unless one is under way on any node. Returns (job id, whether it is new)."""
         self._reap()
-        with self.store.transaction() as db:
-            row = db.execute(
-                "SELECT id, pid, created FROM jobs WHERE state IN ('queued', 'running') ORDER BY id DESC LIMIT 1"
-            ).fetchone()
-            if row and (process_alive(row[1]) or (row[1] is None and time.time() - row[2] < 30)):
-                return row[0], False
+        engine = self.store.engine
+        with engine.begin() as conn:
+            advisory_lock(conn, "jobs:start")  # two nodes asked at once: one inserts, the other sees it
+            row = conn.execute(select(jobs).where(jobs.c.state.in_(ACTIVE)).order_by(jobs.c.id.desc())
+                               .limit(1)).mappings().first()
+            if row and self._alive(row):
+                return row["id"], False
             if row:
-                db.execute("UPDATE jobs SET state = 'failed', error = ?, finished = ? WHERE id = ?",
-                           ("构建进程意外中止", time.time(), row[0]))
-            job_id = int(db.execute("INSERT INTO jobs (state, requested_by, created) VALUES ('queued', ?, ?)",
-                                    (who, time.time())).lastrowid or 0)
+                conn.execute(update(jobs).where(jobs.c.id == row["id"])
+                             .values(state="failed", error=DIED, finished=time.time()))
+            job_id = int(conn.execute(jobs.insert().values(state="queued", requested_by=who, created=time.time()))
+                         .inserted_primary_key[0])  # type: ignore[index]
+        claimed = self.claim_next()
+        if claimed is None:  # another node took it first (it runs it)
+            return job_id, True
+        self._spawn(claimed)
+        log.info("re-index job %s started by %s on %s", claimed, who, self.node)
+        return job_id, True
+
+    def claim_next(self) -> int | None:
+        """Claim the oldest queued job for this node: exactly one claimer gets each job
+        (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's write lock does the same)."""
+        with self.store.engine.begin() as conn:
+            job_id = conn.execute(select(jobs.c.id).where(jobs.c.state == "queued").order_by(jobs.c.id).limit(1)
+                                  .with_for_update(skip_locked=True)).scalar()
+            if job_id is None:
+                return None
+            conn.execute(update(jobs).where(jobs.c.id == job_id)
+                         .values(state="running", node=self.node, heartbeat=time.time()))
+            return int(job_id)
+
+    def _spawn(self, job_id: int) -> None:
         logs = self.instance_path / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "FLASK_INSTANCE_PATH": str(self.instance_path)}
+        env = {**os.environ, "FLASK_INSTANCE_PATH": str(self.instance_path), "FLASK_NODE_NAME": self.node}
         for name in FORWARDED_SETTINGS:
             if self.config.get(name) is not None:
                 env[f"FLASK_{name}"] = str(self.config[name])
@@ -73,8 +104,14 @@ class Jobs:
             )
         self._children[job_id] = child
         self.update(job_id, pid=child.pid)
-        log.info("re-index job %s started by %s (pid %s)", job_id, who, child.pid)
-        return job_id, True
+
+    def _alive(self, job) -> bool:  # type: ignore[no-untyped-def]
+        """Whether an active job's build is still going: its process, on this node; its heartbeat elsewhere."""
+        now = time.time()
+        if job["node"] == self.node and job["pid"]:
+            return process_alive(job["pid"])
+        last = max(job["heartbeat"] or 0.0, job["created"])
+        return now - last < JOB_STALE_SECONDS
 
     def _reap(self) -> None:
         for job_id, child in list(self._children.items()):
@@ -82,28 +119,27 @@ class Jobs:
                 del self._children[job_id]
 
     def update(self, job_id: int, **fields: object) -> None:
-        columns = ", ".join(f"{name} = ?" for name in fields)
-        with self.store.transaction() as db:
-            db.execute(f"UPDATE jobs SET {columns} WHERE id = ?", (*fields.values(), job_id))
+        with self.store.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**fields))
+
+    def beat(self, job_id: int) -> None:
+        """The build process says it is alive (every few seconds), for nodes that cannot see its pid."""
+        self.update(job_id, heartbeat=time.time())
 
     def get(self, job_id: int) -> dict | None:
         self._reap()
-        row = self.store.connection().execute(
-            "SELECT id, state, done, total, version, error, pid, requested_by, created, finished "
-            "FROM jobs WHERE id = ?", (job_id,),
-        ).fetchone()
+        with self.store.engine.connect().execution_options(readonly=True) as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
         if row is None:
             return None
-        job = dict(zip(("id", "state", "done", "total", "version", "error", "pid", "requested_by", "created",
-                        "finished"), row, strict=True))
-        stale = job["state"] == "running" or (job["state"] == "queued" and time.time() - job["created"] > 30)
-        if job["state"] in ACTIVE and stale and not process_alive(job["pid"]):
-            self.update(job_id, state="failed", error="构建进程意外中止", finished=time.time())
-            job.update(state="failed", error="构建进程意外中止")
+        job = dict(row)
+        if job["state"] in ACTIVE and not self._alive(job):
+            self.update(job_id, state="failed", error=DIED, finished=time.time())
+            job.update(state="failed", error=DIED)
         return {
             "id": job["id"], "state": job["state"], "progress": {"done": job["done"], "total": job["total"]},
             "version": job["version"], "error": job["error"], "requested_by": job["requested_by"],
-            "created": job["created"], "finished": job["finished"],
+            "created": job["created"], "finished": job["finished"], "node": job["node"],
         }
 
     def wait(self, job_id: int, timeout: float = 600.0) -> dict | None:

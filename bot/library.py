@@ -25,6 +25,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import delete, select, update
+
+from bot.db import documents
 from bot.inputs import InputError, clean_file_name, clean_title, setting_hint, size_text
 from bot.store import BotStore
 from index import metadata
@@ -33,7 +36,8 @@ from index.ingest import SUPPORTED_SUFFIXES, Document, IngestError, LimitError, 
 
 SEEDED_SETTING = "corpus_seeded"
 DEFAULT_MAX_CHUNKS = 5000
-COLUMNS = "doc_id, file_name, title, date, sha256, chars, uploaded_by, uploaded_at, text_sha256, meta"
+COLUMNS = ("doc_id", "file_name", "title", "date", "sha256", "chars", "uploaded_by", "uploaded_at", "text_sha256",
+           "meta")
 ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 META_MAX_CHARS = 200
 LIMIT_SETTINGS = {  # ReadLimits field (or "chunks") -> the setting that moves it
@@ -133,8 +137,9 @@ class Library:
 
     def all(self) -> list[StoredDocument]:
         """Every document, its series linked (``index.metadata.link_series``)."""
-        rows = self.store.connection().execute(f"SELECT {COLUMNS} FROM documents ORDER BY doc_id").fetchall()
-        docs = [self._backfilled(StoredDocument.from_row(row)) for row in rows]
+        with self.store.engine.connect().execution_options(readonly=True) as conn:
+            rows = conn.execute(select(*(documents.c[c] for c in COLUMNS)).order_by(documents.c.doc_id)).all()
+        docs = [self._backfilled(StoredDocument.from_row(tuple(row))) for row in rows]
         linked = [d.meta | {"doc_id": d.doc_id, "title": d.title, "date": d.date} for d in docs]
         metadata.link_series(linked)
         for doc, meta in zip(docs, linked, strict=True):
@@ -154,9 +159,9 @@ class Library:
             return doc
         doc.text_sha256 = found.meta.get("text_sha256", "")
         doc.meta = {k: v for k, v in found.meta.items() if k != "text_sha256"} | doc.meta
-        with self.store.transaction() as db:
-            db.execute("UPDATE documents SET text_sha256 = ?, meta = ? WHERE doc_id = ?",
-                       (doc.text_sha256, json.dumps(doc.meta, ensure_ascii=False), doc.doc_id))
+        with self.store.engine.begin() as conn:
+            conn.execute(update(documents).where(documents.c.doc_id == doc.doc_id).values(
+                text_sha256=doc.text_sha256, meta=json.dumps(doc.meta, ensure_ascii=False)))
         return doc
 
     def update(self, doc_id: str, fields: dict[str, str]) -> StoredDocument:
@@ -180,9 +185,9 @@ class Library:
             meta["title_from"] = "given"
             edited.add("title")
         meta["edited"] = sorted(edited)
-        with self.store.transaction() as db:
-            db.execute("UPDATE documents SET title = ?, date = ?, meta = ? WHERE doc_id = ?",
-                       (title or existing.title, date or None, json.dumps(meta, ensure_ascii=False), doc_id))
+        with self.store.engine.begin() as conn:
+            conn.execute(update(documents).where(documents.c.doc_id == doc_id).values(
+                title=title or existing.title, date=date or None, meta=json.dumps(meta, ensure_ascii=False)))
         return next(d for d in self.all() if d.doc_id == doc_id)
 
     def add(self, file_name: str, data: bytes, uploaded_by: str, replace: bool = False,
@@ -235,9 +240,9 @@ class Library:
         stored = StoredDocument(doc_id, file_name, doc_title, date, sha,
                                 len(document.text), uploaded_by, now, text_sha, meta)
         row = tuple(stored.__dict__.values())[:-1] + (json.dumps(meta, ensure_ascii=False),)
-        with self.store.transaction() as db:
-            db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
-            db.execute(f"INSERT INTO documents ({COLUMNS}) VALUES ({', '.join('?' * 10)})", row)
+        with self.store.engine.begin() as conn:
+            conn.execute(delete(documents).where(documents.c.doc_id == doc_id))
+            conn.execute(documents.insert().values(dict(zip(COLUMNS, row, strict=True))))
             if folder.exists():
                 shutil.rmtree(folder)
             tmp.rename(folder)
@@ -247,8 +252,8 @@ class Library:
         existing = self.get(doc_id)
         if existing is None:
             raise LibraryError(f"没有编号为 {doc_id} 的文件", 404)
-        with self.store.transaction() as db:
-            db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+        with self.store.engine.begin() as conn:
+            conn.execute(delete(documents).where(documents.c.doc_id == doc_id))
         shutil.rmtree(self.files_dir / doc_id, ignore_errors=True)
         return existing
 

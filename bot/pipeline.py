@@ -48,6 +48,7 @@ class Message:
     lead: str = ""  # text placed before the reply (e.g. what a voice message was heard as)
     k: int = 5  # passages kept in the Answer (the console and the API show them)
     logged: bool = True  # False: write nothing (a stateless /api/ask call stays read-only)
+    key: str | None = None  # the WeChat message's dedupe key: it is logged once, whichever node answers
 
 
 @dataclass
@@ -141,7 +142,7 @@ class ReplyPipeline:
             top_doc=answer.passages[0].title if answer.passages else None,
             top_section=answer.passages[0].section if answer.passages else None,
             confidence=answer.decision.confidence if answer.decision else None,
-            latency_ms=answer.elapsed_ms, index_version=answer.index_version,
+            latency_ms=answer.elapsed_ms, index_version=answer.index_version, tier=answer.tier, msg_key=message.key,
         )
 
     def _keep_late_answer(self, message: Message, question: str, future: Future[Answer]) -> None:

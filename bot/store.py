@@ -1,7 +1,14 @@
-"""SQLite in the instance folder: reply dedupe, per-user state, rate limits and the query log.
+"""The bot store on SQLAlchemy Core: reply dedupe, per-user state, rate limits, the query log, audit,
+batches and settings (documents: ``bot.library``; jobs: ``bot.jobs``). Tables: ``bot.db``.
 
-One file shared by every gunicorn worker (WAL mode, short transactions). The methods are the seam a
-shared store (Redis, PostgreSQL) would implement to run on several machines.
+One store for every gunicorn worker of every node: SQLite in the instance folder (one machine), or
+PostgreSQL (``DATABASE_URL``) for a cluster. Everything that must hold across nodes holds in the database:
+
+- a message (dedupe key) is claimed by one worker; a re-delivery to any node waits for that worker's
+  reply; a claim whose owner stopped beating (a killed node) or that outlived ``claim_lease`` is taken
+  over, so a later try is answered;
+- a message is logged at most once (a unique ``msg_key``), whichever node answers it;
+- rate limits count every node's messages (per-user serialised).
 """
 
 from __future__ import annotations
@@ -9,100 +16,40 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
-import sqlite3
+import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import weakref
 from dataclasses import dataclass
-from pathlib import Path
 
 from flask import Flask, current_app
+from sqlalchemy import Engine, and_, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS replies (
-    key TEXT PRIMARY KEY,           -- MsgId, or FromUserName + CreateTime for events
-    state TEXT NOT NULL,            -- 'pending' while being answered, then 'done'
-    content TEXT,                   -- the reply body sent (plain XML or 'success')
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS user_state (
-    user TEXT PRIMARY KEY,
-    data TEXT NOT NULL,             -- JSON: last question, passages shown, a late answer
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rate_events (
-    user TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS rate_events_user_at ON rate_events (user, at);
-CREATE TABLE IF NOT EXISTS query_log (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    channel TEXT NOT NULL,          -- 'wechat' or 'console'
-    user_hash TEXT NOT NULL,
-    question TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    abstained INTEGER NOT NULL,
-    top_doc TEXT,
-    top_section TEXT,
-    confidence REAL,
-    latency_ms REAL NOT NULL,
-    index_version TEXT
-);
-CREATE TABLE IF NOT EXISTS documents (
-    doc_id TEXT PRIMARY KEY,        -- from the file name; the same name replaces (with replace=1)
-    file_name TEXT NOT NULL,
-    title TEXT NOT NULL,
-    date TEXT,
-    sha256 TEXT NOT NULL UNIQUE,
-    chars INTEGER NOT NULL,
-    uploaded_by TEXT NOT NULL,
-    uploaded_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    state TEXT NOT NULL,            -- queued, running, done, failed
-    done INTEGER NOT NULL DEFAULT 0,
-    total INTEGER NOT NULL DEFAULT 0,
-    version TEXT,
-    error TEXT,
-    pid INTEGER,
-    requested_by TEXT NOT NULL,
-    created REAL NOT NULL,
-    finished REAL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    who TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT,
-    result TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS batches (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    question_set TEXT NOT NULL,
-    versions TEXT NOT NULL,         -- JSON list: the serving version, and one to compare with
-    state TEXT NOT NULL,            -- running, done, failed
-    done INTEGER NOT NULL DEFAULT 0,
-    total INTEGER NOT NULL DEFAULT 0,
-    results TEXT,                   -- JSON: version -> {metrics, rows}
-    error TEXT,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS settings (
-    name TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
+from bot import db
+from bot.db import (
+    advisory_lock,
+    audit,
+    batches,
+    insert_for,
+    query_log,
+    rate_events,
+    replies,
+    settings,
+    user_state,
+    workers,
+)
 
-# Columns added after a table was first created: (table, column, definition), applied once, in order.
-MIGRATIONS: list[tuple[str, str, str]] = [
-    ("documents", "text_sha256", "TEXT"),  # SHA-256 of the normalised text: the same document in another encoding
-    ("documents", "meta", "TEXT"),  # JSON: issuer, number, status, replaces … (index.metadata)
-]
+HEARTBEAT_SECONDS = 0.5  # how often a web worker says it is alive
+OWNER_STALE_SECONDS = 2.0  # a claim whose owner has not beaten for this long is taken over (a retry is
+# answered within the 4 s reply budget; a false takeover of a slow owner only answers twice, logged once)
+CLAIM_LEASE_SECONDS = 30.0  # a claim older than this is taken over whatever its owner (a stuck worker)
+
+CLAIMED = "claimed"  # this caller must answer (returned by claim and await_reply)
+DONE = "done"
+WAITING = "waiting"
 
 
 @dataclass
@@ -119,140 +66,176 @@ class LogEntry:
     confidence: float | None
     latency_ms: float
     index_version: str | None
+    tier: str | None = None
+    node: str | None = None
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "at": self.at, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.at)),
+                "question": self.question, "tier": self.tier or ("decline" if self.abstained else self.kind),
+                "kind": self.kind, "node": self.node, "channel": self.channel, "index_version": self.index_version,
+                "top_doc": self.top_doc, "latency_ms": self.latency_ms}
+
+
+def default_node_name() -> str:
+    return os.environ.get("FLASK_NODE_NAME") or socket.gethostname()
 
 
 class BotStore:
-    def __init__(self, path: Path, salt: str | None = None) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._salt = salt or self._initialise()
+    def __init__(self, engine: Engine, salt: str | None = None, node: str | None = None) -> None:
+        self.engine = engine
+        self.node = node or default_node_name()
+        db.upgrade(engine)
+        self._salt = salt or self._stored_salt()
+        self._worker_id: str | None = None
+        self._worker_pid = 0
+        self._heartbeat_lock = threading.Lock()
 
-    def _initialise(self) -> str:
-        """Create the tables (and the log salt). Several workers start at once: wait for each other."""
-        for attempt in range(50):
-            try:
-                self.connection().executescript(SCHEMA)  # executescript manages its own transaction
-                self._migrate()
-                return self._stored_salt()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == 49:
-                    raise
-                time.sleep(0.1 + 0.05 * attempt)
-        raise AssertionError("unreachable")
+    @classmethod
+    def open(cls, url: str, salt: str | None = None, node: str | None = None) -> BotStore:
+        return cls(db.make_engine(url), salt=salt, node=node)
 
-    # ------------------------------------------------------------ connection
+    @property
+    def is_postgres(self) -> bool:
+        return db.is_postgres(self.engine)
 
-    def connection(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA busy_timeout=10000")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
-        return db
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self.connection()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-
-    def _migrate(self) -> None:
-        with self.transaction() as db:
-            for table, column, definition in MIGRATIONS:
-                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-                if column not in have:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+    def _read(self):  # type: ignore[no-untyped-def]
+        """A read-only connection (a deferred transaction on SQLite: it takes no write lock)."""
+        return self.engine.connect().execution_options(readonly=True)
 
     def _stored_salt(self) -> str:
-        with self.transaction() as db:
-            row = db.execute("SELECT value FROM settings WHERE name = 'user_salt'").fetchone()
-            if row:
-                return row[0]
-            salt = secrets.token_hex(16)
-            db.execute("INSERT INTO settings (name, value) VALUES ('user_salt', ?)", (salt,))
-            return salt
+        with self.engine.begin() as conn:
+            stmt = insert_for(conn, settings).values(name="user_salt", value=secrets.token_hex(16))
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+            return conn.execute(select(settings.c.value).where(settings.c.name == "user_salt")).scalar_one()
 
     # ------------------------------------------------------------------ audit
 
     def audit(self, who: str, action: str, target: str | None, result: str) -> None:
-        with self.transaction() as db:
-            db.execute("INSERT INTO audit (at, who, action, target, result) VALUES (?, ?, ?, ?, ?)",
-                       (time.time(), who, action, target, result))
+        with self.engine.begin() as conn:
+            conn.execute(audit.insert().values(at=time.time(), who=who, action=action, target=target, result=result))
 
     def audit_log(self, limit: int = 50) -> list[dict]:
-        rows = self.connection().execute(
-            "SELECT at, who, action, target, result FROM audit ORDER BY id DESC LIMIT ?", (limit,)
-        ).fetchall()
-        return [dict(zip(("at", "who", "action", "target", "result"), r, strict=True)) for r in rows]
+        with self._read() as conn:
+            rows = conn.execute(select(audit.c.at, audit.c.who, audit.c.action, audit.c.target, audit.c.result)
+                                .order_by(audit.c.id.desc()).limit(limit)).mappings().all()
+        return [dict(r) for r in rows]
 
     def setting(self, name: str) -> str | None:
-        row = self.connection().execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
-        return row[0] if row else None
+        with self._read() as conn:
+            return conn.execute(select(settings.c.value).where(settings.c.name == name)).scalar()
 
     def set_setting(self, name: str, value: str) -> None:
-        with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)", (name, value))
+        with self.engine.begin() as conn:
+            stmt = insert_for(conn, settings).values(name=name, value=value)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"value": value}))
 
     # --------------------------------------------------------------- batches
 
     def create_batch(self, question_set: str, versions: list[str]) -> int:
-        with self.transaction() as db:
-            cur = db.execute("INSERT INTO batches (question_set, versions, state, created) VALUES (?, ?, 'running', ?)",
-                             (question_set, json.dumps(versions), time.time()))
-            return int(cur.lastrowid or 0)
+        with self.engine.begin() as conn:
+            result = conn.execute(batches.insert().values(question_set=question_set, versions=json.dumps(versions),
+                                                          state="running", created=time.time()))
+            return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def update_batch(self, batch_id: int, **fields: object) -> None:
-        columns = ", ".join(f"{name} = ?" for name in fields)
-        with self.transaction() as db:
-            db.execute(f"UPDATE batches SET {columns} WHERE id = ?", (*fields.values(), batch_id))
+        with self.engine.begin() as conn:
+            conn.execute(update(batches).where(batches.c.id == batch_id).values(**fields))
 
     def get_batch(self, batch_id: int) -> dict | None:
-        row = self.connection().execute(
-            "SELECT id, question_set, versions, state, done, total, results, error, created FROM batches WHERE id = ?",
-            (batch_id,),
-        ).fetchone()
+        with self._read() as conn:
+            row = conn.execute(select(batches).where(batches.c.id == batch_id)).mappings().first()
         if row is None:
             return None
-        keys = ("id", "question_set", "versions", "state", "done", "total", "results", "error", "created")
-        run = dict(zip(keys, row, strict=True))
+        run = dict(row)
         run["versions"] = json.loads(run["versions"])
         run["results"] = json.loads(run["results"]) if run["results"] else None
         return run
 
     def recent_batches(self, limit: int = 10) -> list[dict]:
-        ids = [r[0] for r in self.connection().execute("SELECT id FROM batches ORDER BY id DESC LIMIT ?", (limit,))]
+        with self._read() as conn:
+            ids = conn.execute(select(batches.c.id).order_by(batches.c.id.desc()).limit(limit)).scalars().all()
         return [b for b in (self.get_batch(i) for i in ids) if b]
+
+    # ------------------------------------------------------------- workers
+
+    def worker_id(self) -> str:
+        """This process's id in ``workers``, beating every HEARTBEAT_SECONDS from a daemon thread (started
+        on first use in each process: gunicorn forks workers after the app is created)."""
+        with self._heartbeat_lock:
+            if self._worker_id is None or self._worker_pid != os.getpid():
+                self._worker_pid = os.getpid()
+                self._worker_id = f"{self.node}:{os.getpid()}:{secrets.token_hex(3)}"
+                self.beat(self._worker_id)
+                threading.Thread(target=_beat_forever, args=(weakref.ref(self), self._worker_id),
+                                 name="store-heartbeat", daemon=True).start()
+            return self._worker_id
+
+    def beat(self, worker: str) -> None:
+        now = time.time()
+        with self.engine.begin() as conn:
+            stmt = insert_for(conn, workers).values(id=worker, node=self.node, seen=now)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={"seen": now}))
+
 
     # ---------------------------------------------------------------- dedupe
 
-    def claim(self, key: str) -> bool:
-        """True when this caller is the first to see ``key`` and must answer it."""
-        with self.transaction() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO replies (key, state, created) VALUES (?, 'pending', ?)", (key, time.time())
-            )
-            return cur.rowcount == 1
+    def claim(self, key: str, owner: str | None = None) -> bool:
+        """True when this caller must answer ``key``: it is the first to see it, or the claim it finds was
+        left by a worker that is gone (no heartbeat for OWNER_STALE_SECONDS) or is older than the lease."""
+        owner = owner or self.worker_id()
+        now = time.time()
+        with self.engine.begin() as conn:
+            stmt = insert_for(conn, replies).values(key=key, state="pending", created=now, owner=owner)
+            inserted = stmt.on_conflict_do_nothing(index_elements=["key"]).returning(replies.c.key)
+            if conn.execute(inserted).first() is not None:  # (rowcount is not reliable across drivers)
+                return True
+            row = conn.execute(select(replies.c.state, replies.c.owner, replies.c.created)
+                               .where(replies.c.key == key).with_for_update()).first()
+            if row is None or row.state != "pending" or not self._expired(conn, row.owner, row.created, now):
+                return False
+            conn.execute(update(replies).where(replies.c.key == key).values(owner=owner, created=now))
+            return True
+
+    def _expired(self, conn, owner: str | None, created: float, now: float) -> bool:  # type: ignore[no-untyped-def]
+        if now - created > CLAIM_LEASE_SECONDS:
+            return True
+        if owner is None:
+            return False
+        seen = conn.execute(select(workers.c.seen).where(workers.c.id == owner)).scalar()
+        return seen is None or now - seen > OWNER_STALE_SECONDS
 
     def finish(self, key: str, content: str) -> None:
-        with self.transaction() as db:
-            db.execute("UPDATE replies SET state = 'done', content = ? WHERE key = ?", (content, key))
+        with self.engine.begin() as conn:
+            conn.execute(update(replies).where(replies.c.key == key).values(state="done", content=content))
 
     def release(self, key: str) -> None:
         """Forget a claim that produced no reply, so a retry is answered afresh."""
-        with self.transaction() as db:
-            db.execute("DELETE FROM replies WHERE key = ? AND state = 'pending'", (key,))
+        with self.engine.begin() as conn:
+            conn.execute(delete(replies).where(and_(replies.c.key == key, replies.c.state == "pending")))
 
     def stored_reply(self, key: str) -> tuple[str, str | None] | None:
-        row = self.connection().execute("SELECT state, content FROM replies WHERE key = ?", (key,)).fetchone()
-        return (row[0], row[1]) if row else None
+        with self._read() as conn:
+            row = conn.execute(select(replies.c.state, replies.c.content).where(replies.c.key == key)).first()
+        return (row.state, row.content) if row else None
+
+    def await_reply(self, key: str, timeout: float, poll: float = 0.05,
+                    owner: str | None = None) -> tuple[str, str | None]:
+        """Wait for the reply to ``key`` being answered elsewhere (another worker or node):
+        (DONE, reply), or (CLAIMED, None) when its owner died and this caller took the claim over and
+        must answer, or (WAITING, None) when ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        checked = time.monotonic()
+        while True:
+            row = self.stored_reply(key)
+            if row and row[0] == "done":
+                return DONE, row[1]
+            if row is None or time.monotonic() - checked > 0.5:  # gone (released), or check the owner
+                checked = time.monotonic()
+                if self.claim(key, owner):
+                    return CLAIMED, None
+            if time.monotonic() >= deadline:
+                return WAITING, None
+            time.sleep(poll)
 
     def wait_for_reply(self, key: str, timeout: float, poll: float = 0.05) -> str | None:
         """The reply stored for ``key`` once its first delivery is answered (None if not in time)."""
@@ -266,39 +249,41 @@ class BotStore:
             time.sleep(poll)
 
     def purge(self, older_than: float) -> None:
-        cutoff = time.time() - older_than
-        with self.transaction() as db:
-            db.execute("DELETE FROM replies WHERE created < ? AND state = 'done'", (cutoff,))
-            db.execute("DELETE FROM rate_events WHERE at < ?", (time.time() - 3600,))
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(delete(replies).where(and_(replies.c.created < now - older_than, replies.c.state == "done")))
+            conn.execute(delete(rate_events).where(rate_events.c.at < now - 3600))
+            conn.execute(delete(workers).where(workers.c.seen < now - 3600))
 
     # ------------------------------------------------------------ user state
 
     def get_state(self, user: str, max_age: float) -> dict:
-        row = self.connection().execute("SELECT data, updated FROM user_state WHERE user = ?", (user,)).fetchone()
-        if not row or time.time() - row[1] > max_age:
+        with self._read() as conn:
+            row = conn.execute(select(user_state.c.data, user_state.c.updated)
+                               .where(user_state.c.user == user)).first()
+        if not row or time.time() - row.updated > max_age:
             return {}
-        return json.loads(row[0])
+        return json.loads(row.data)
 
     def set_state(self, user: str, data: dict) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO user_state (user, data, updated) VALUES (?, ?, ?) "
-                "ON CONFLICT(user) DO UPDATE SET data = excluded.data, updated = excluded.updated",
-                (user, json.dumps(data, ensure_ascii=False), time.time()),
-            )
+        now, value = time.time(), json.dumps(data, ensure_ascii=False)
+        with self.engine.begin() as conn:
+            stmt = insert_for(conn, user_state).values(user=user, data=value, updated=now)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["user"], set_={"data": value, "updated": now}))
 
     # ------------------------------------------------------------ rate limit
 
     def hit_rate_limit(self, user: str, limit: int, window: float = 60.0) -> bool:
-        """Record one message from ``user``; True when it is over ``limit`` in the last ``window`` s."""
+        """Record one message from ``user``; True when it is over ``limit`` in the last ``window`` s
+        (counted over every node; one user's messages are counted one at a time)."""
         now = time.time()
-        with self.transaction() as db:
-            (count,) = db.execute(
-                "SELECT COUNT(*) FROM rate_events WHERE user = ? AND at > ?", (user, now - window)
-            ).fetchone()
+        with self.engine.begin() as conn:
+            advisory_lock(conn, f"rate:{user}")
+            count = conn.execute(select(func.count()).select_from(rate_events).where(
+                and_(rate_events.c.user == user, rate_events.c.at > now - window))).scalar_one()
             if count >= limit:
                 return True
-            db.execute("INSERT INTO rate_events (user, at) VALUES (?, ?)", (user, now))
+            conn.execute(rate_events.insert().values(user=user, at=now))
             return False
 
     # ------------------------------------------------------------- query log
@@ -308,32 +293,53 @@ class BotStore:
 
     def log_query(self, *, channel: str, user: str, question: str, kind: str, abstained: bool,
                   top_doc: str | None, top_section: str | None, confidence: float | None,
-                  latency_ms: float, index_version: str | None) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO query_log (at, channel, user_hash, question, kind, abstained, top_doc, top_section,"
-                " confidence, latency_ms, index_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), channel, self.hash_user(user), question, kind, int(abstained), top_doc,
-                 top_section, confidence, latency_ms, index_version),
-            )
+                  latency_ms: float, index_version: str | None, tier: str | None = None,
+                  msg_key: str | None = None) -> bool:
+        """Log a question; False when its message (``msg_key``) is logged already (answered twice)."""
+        values = dict(at=time.time(), channel=channel, user_hash=self.hash_user(user), question=question, kind=kind,
+                      abstained=int(abstained), top_doc=top_doc, top_section=top_section, confidence=confidence,
+                      latency_ms=latency_ms, index_version=index_version, tier=tier, node=self.node, msg_key=msg_key)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(query_log.insert().values(**values))
+        except IntegrityError:
+            return False
+        return True
 
-    def recent_queries(self, limit: int = 20, abstained_only: bool = False,
-                       channel: str | None = None) -> list[LogEntry]:
-        sql = "SELECT * FROM query_log WHERE 1 = 1"
-        params: list = []
+    def recent_queries(self, limit: int = 20, abstained_only: bool = False, channel: str | None = None,
+                       user: str | None = None) -> list[LogEntry]:
+        """The newest entries; ``user`` (an OpenID, or ``api:<id>``) keeps that member's only."""
+        stmt = select(*(query_log.c[name] for name in LogEntry.__dataclass_fields__))
         if abstained_only:
-            sql += " AND abstained = 1"
+            stmt = stmt.where(query_log.c.abstained == 1)
         if channel:
-            sql += " AND channel = ?"
-            params.append(channel)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params.append(limit)
-        rows = self.connection().execute(sql, params).fetchall()
-        return [
-            LogEntry(id=r[0], at=r[1], channel=r[2], user_hash=r[3], question=r[4], kind=r[5], abstained=bool(r[6]),
-                     top_doc=r[7], top_section=r[8], confidence=r[9], latency_ms=r[10], index_version=r[11])
-            for r in rows
-        ]
+            stmt = stmt.where(query_log.c.channel == channel)
+        if user is not None:
+            stmt = stmt.where(query_log.c.user_hash == self.hash_user(user))
+        with self._read() as conn:
+            rows = conn.execute(stmt.order_by(query_log.c.id.desc()).limit(limit)).mappings().all()
+        return [LogEntry(**{**row, "abstained": bool(row["abstained"])}) for row in rows]
+
+    def count_logged(self, msg_key: str | None = None) -> int:
+        stmt = select(func.count()).select_from(query_log)
+        if msg_key is not None:
+            stmt = stmt.where(query_log.c.msg_key == msg_key)
+        with self._read() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+
+def _beat_forever(ref: weakref.ref[BotStore], worker: str) -> None:
+    """The heartbeat loop; it holds the store weakly, so a discarded store (tests) is freed and it ends."""
+    while True:
+        time.sleep(HEARTBEAT_SECONDS)
+        store = ref()
+        if store is None or store._worker_id != worker:
+            return
+        try:
+            store.beat(worker)
+        except Exception:  # the database is briefly unreachable: try again at the next beat
+            pass
+        del store
 
 
 def init_app(app: Flask, store: BotStore) -> BotStore:

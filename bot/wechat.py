@@ -9,7 +9,8 @@ Guarantees:
   stored: malformed XML, entities, a missing or nested ToUserName / FromUserName / MsgType, a CreateTime
   that is not a Unix time, names longer than WeChat's;
 - a re-delivered message (same MsgId, or FromUserName + CreateTime for events) is answered once: a
-  duplicate waits for the first delivery's reply and returns it, across worker processes (SQLite).
+  duplicate waits for the first delivery's reply and returns it, across workers and nodes (the store);
+  a claim whose worker died is taken over, so the re-delivery is answered, and a message is logged once.
   A MsgId that is not a 64-bit number (WeChat never sends one) is ignored: such a message is deduped
   by FromUserName + CreateTime, as events are, and still answered;
 - a question that cannot be answered within the reply budget gets a "send 更多 shortly" reply and the
@@ -39,6 +40,7 @@ from wechatpy.messages import BaseMessage
 
 from bot import templates as t
 from bot.pipeline import Message, ReplyPipeline
+from bot.store import CLAIMED, DONE
 
 log = logging.getLogger(__name__)
 bp = Blueprint("wechat", __name__)
@@ -279,13 +281,15 @@ class Webhook:
         except Exception:
             log.exception("dedupe store failed for %s; answering without dedupe", key)
             first = True
-        if not first:
-            stored = self.store.wait_for_reply(key, self.settings.reply_budget)
-            if stored is not None:
+        if not first:  # another worker or node is answering: wait for its reply, or take over if it died
+            outcome, stored = self.store.await_reply(key, self.settings.reply_budget)
+            if outcome == DONE and stored is not None:
                 return stored
-            return self._xml(message, t.render(t.STILL_WORKING, question=getattr(message, "content", "") or "您的问题"))
+            if outcome != CLAIMED:
+                return self._xml(message, t.render(t.STILL_WORKING,
+                                                   question=getattr(message, "content", "") or "您的问题"))
         try:
-            content = self.handle_message(message)
+            content = self.handle_message(message, key)
             reply = "success" if content is None else self._xml(message, content)
         except Exception:
             self.internal_errors += 1
@@ -312,8 +316,8 @@ class Webhook:
 
     # --------------------------------------------------------------------- routing
 
-    def handle_message(self, message: BaseMessage) -> str | None:
-        """Reply text for a message (None: no reply)."""
+    def handle_message(self, message: BaseMessage, key: str | None = None) -> str | None:
+        """Reply text for a message (None: no reply); ``key`` (its dedupe key) makes it logged once."""
         kind = message._data.get("MsgType", "")
         if kind == "event":
             return self.handle_event(message)
@@ -321,12 +325,12 @@ class Webhook:
         if self.store.hit_rate_limit(user, self.settings.rate_limit):
             return t.RATE_LIMITED
         if kind == "text":
-            return self.reply_text(user, message.content or "")
+            return self.reply_text(user, message.content or "", key=key)
         if kind == "voice":
             heard = (message._data.get("Recognition") or "").strip()
             if not heard:
                 return t.render(t.VOICE_EMPTY, examples=self.answerer.examples())
-            return self.reply_text(user, heard, lead=t.render(t.VOICE_HEARD, text=heard[:100]))
+            return self.reply_text(user, heard, lead=t.render(t.VOICE_HEARD, text=heard[:100]), key=key)
         what = UNSUPPORTED_NAMES.get(kind, "消息")
         return t.render(t.UNSUPPORTED, what=what, examples=self.answerer.examples())
 
@@ -346,9 +350,9 @@ class Webhook:
 
     # ---------------------------------------------------------------- questions
 
-    def reply_text(self, user: str, text: str, channel: str = "wechat", lead: str = "") -> str:
+    def reply_text(self, user: str, text: str, channel: str = "wechat", lead: str = "", key: str | None = None) -> str:
         """The reply to a text message, through the one reply pipeline the API and the console share."""
-        return self.pipeline.reply(Message(text=text, user=user, channel=channel, lead=lead)).text
+        return self.pipeline.reply(Message(text=text, user=user, channel=channel, lead=lead, key=key)).text
 
 
 def init_app(app: Flask, pipeline: ReplyPipeline) -> Webhook:

@@ -29,6 +29,43 @@ SPEECH = ROOT / "corpus" / "quzhou-2018-organization-ministers-speech.txt"
 
 
 @pytest.fixture(scope="session")
+def postgres():
+    """A throw-away PostgreSQL server for the session (initdb + pg_ctl in a temp folder, as an
+    unprivileged user when root). Every storage test runs against it as well as SQLite."""
+    import tempfile
+
+    from deploy.postgres import Postgres, free_port
+
+    folder = Path(tempfile.mkdtemp(prefix="pytest-pg-"))  # not under pytest's root-only temp folder
+    server = Postgres(folder / "data", free_port())
+    server.init()
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+_databases = iter(range(1, 1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """A fresh empty database of each engine: SQLite in tmp_path, a new database on the session's server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'bot.sqlite3'}"
+    return request.getfixturevalue("postgres").create_database(f"test_{os.getpid()}_{next(_databases)}")
+
+
+@pytest.fixture
+def bot_store(db_url):
+    from bot.store import BotStore
+
+    store = BotStore.open(db_url, node="node-a")
+    yield store
+    store.engine.dispose()
+
+
+@pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     """One converted copy of the bundled model for the whole session."""
     return tmp_path_factory.mktemp("models")

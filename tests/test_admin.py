@@ -5,6 +5,7 @@ import signal
 import time
 
 import pytest
+from sqlalchemy import text
 
 from tests.conftest import SHARED, make_app
 
@@ -109,8 +110,8 @@ def test_sigkill_during_a_reindex_job_keeps_the_old_version(admin, admin_app):
     deadline = time.monotonic() + 120
     pid = None
     while time.monotonic() < deadline:
-        row = engine.bot_store.connection().execute("SELECT state, done, total, pid FROM jobs WHERE id = ?",
-                                                    (job_id,)).fetchone()
+        with engine.bot_store.engine.connect() as conn:
+            row = conn.execute(text("SELECT state, done, total, pid FROM jobs WHERE id = :id"), {"id": job_id}).one()
         if row[0] == "running" and 0 < row[1] < row[2]:
             pid = row[3]
             break
@@ -162,3 +163,15 @@ def test_a_reupload_in_gb18030_is_refused_naming_the_existing_document(admin, tm
     again.write_bytes(NEWS.read_text(encoding="utf-8").replace("\n", "\r\n").encode("gb18030"))
     r = upload(admin, again)
     assert r.status_code == 409 and "《中共中央印发《干部教育培训工作条例》》" in r.get_json()["error"]
+
+
+def test_member_log_gives_question_tier_node_and_time(admin_app, admin):
+    admin.post("/api/ask", json={"q": "怎样防止干部带病提拔？", "user": "m1"})
+    admin.post("/api/ask", json={"q": "海燕归巢计划是做什么的？", "user": "m2"})
+    entries = admin.get("/admin/api/log?user=api:m1", headers=AUTH).get_json()["entries"]
+    assert [e["question"] for e in entries] == ["怎样防止干部带病提拔？"]
+    node = admin.get("/healthz").get_json()["node"]
+    assert node and entries[0]["node"] == node
+    assert entries[0]["tier"] in ("answer", "related", "decline") and entries[0]["time"].startswith("20")
+    assert admin.get("/admin/api/log", headers=AUTH).status_code == 400
+    assert admin.get("/admin/api/log?user=api:m1").status_code == 401

@@ -1,6 +1,7 @@
 """The document library: formats, encodings, and every refused input leaving it unchanged."""
 
 import pytest
+from sqlalchemy import text
 
 from bot.library import Library, LibraryError
 from bot.store import BotStore
@@ -11,8 +12,11 @@ NOTICE = "关于加强基层治理的通知\n\n为进一步加强基层治理，
 
 
 @pytest.fixture
-def library(tmp_path):
-    return Library(BotStore(tmp_path / "bot.sqlite3"), tmp_path / "documents", max_bytes=200_000)
+def library(db_url, tmp_path):
+    """The document library on each storage engine (SQLite and PostgreSQL)."""
+    store = BotStore.open(db_url)
+    yield Library(store, tmp_path / "documents", max_bytes=200_000)
+    store.engine.dispose()
 
 
 def test_txt_in_utf8_bom_and_gbk(library):
@@ -155,7 +159,7 @@ def test_bad_metadata_is_refused(library, fields, message):
 
 def test_documents_stored_before_metadata_are_backfilled(library):
     doc = library.add("a.txt", NOTICE.encode(), uploaded_by="t")
-    with library.store.transaction() as db:
-        db.execute("UPDATE documents SET text_sha256 = NULL, meta = NULL")
+    with library.store.engine.begin() as conn:
+        conn.execute(text("UPDATE documents SET text_sha256 = NULL, meta = NULL"))
     again = library.all()[0]
     assert again.text_sha256 == doc.text_sha256 and again.status == "现行有效"
