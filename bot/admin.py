@@ -152,6 +152,19 @@ def activate(version: str):
     return jsonify(current=version)
 
 
+@bp.get("/log")
+@require_admin
+def member_log():
+    """The query log of one member (``?user=OPENID``; ``api:<id>`` for an API caller): question, tier,
+    node and time of each, newest first, so an operator can see where a member's messages went."""
+    user = request.args.get("user", "")
+    if not 1 <= len(user) <= 128:
+        return jsonify(error="请用 ?user=OPENID 指定要查看的用户"), 400
+    limit = request.args.get("limit", 100, type=int) or 100
+    entries = get_engine().bot_store.recent_queries(limit=max(1, min(limit, 1000)), user=user)
+    return jsonify(entries=[e.to_json() for e in entries])
+
+
 @bp.get("/audit")
 @require_admin
 def audit():

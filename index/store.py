@@ -2,7 +2,9 @@
 
 Layout under the index root (in the Flask instance folder)::
 
-    CURRENT                     the serving version's name, replaced atomically (os.replace)
+    CURRENT                     the serving version's name, replaced atomically (os.replace); PREVIOUS the
+                                one before it. A cluster publishes the serving version in its database
+                                instead (``VersionPointer``; bot.versions)
     v20261125-013000-1a2b3c/    one complete build: manifest.json, chunks.jsonl, tokens.jsonl,
                                 userdict.txt, dense.faiss, bm25/ (jieba words), bm25-bigram/,
                                 everyday.npy (the everyday questions' vectors)
@@ -24,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import faiss
 import numpy as np
@@ -44,6 +47,7 @@ from index.tokenize import Tokenizer, find_coined_terms
 SENTENCES_DIR = "sentences"
 MANIFEST_VERSION = 3  # 2: a character-bigram BM25 index beside the jieba one, everyday.npy; 3: sentences/
 CURRENT_FILE = "CURRENT"
+PREVIOUS_FILE = "PREVIOUS"
 BUILDING_PREFIX = ".building-"
 EMBED_BATCH = 32
 
@@ -75,11 +79,60 @@ class LoadedIndex:
         return self.searcher.chunks
 
 
+class VersionPointer(Protocol):
+    """Where the serving version is published: a file beside the versions (one machine) or a shared
+    database (a cluster: ``bot.versions.DatabasePointer``)."""
+
+    def read(self) -> str | None: ...
+
+    def write(self, version: str) -> None: ...
+
+    def history(self, limit: int = 10) -> list[str]:
+        """Versions activated before, newest first (the first is the serving one)."""
+        ...
+
+
+class FilePointer:
+    """``CURRENT`` replaced atomically (os.replace); ``PREVIOUS`` names the version it replaced."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def read(self) -> str | None:
+        try:
+            return (self.root / CURRENT_FILE).read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+
+    def write(self, version: str) -> None:
+        before = self.read()
+        if before and before != version:
+            _replace_text(self.root / PREVIOUS_FILE, before)
+        _replace_text(self.root / CURRENT_FILE, version)
+
+    def history(self, limit: int = 10) -> list[str]:
+        out = [self.read()]
+        try:
+            out.append((self.root / PREVIOUS_FILE).read_text(encoding="utf-8").strip())
+        except FileNotFoundError:
+            pass
+        return [v for v in out if v][:limit]
+
+
+def _replace_text(path: Path, value: str) -> None:
+    tmp = path.parent / f".{CURRENT_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(value + "\n", encoding="utf-8")
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 class IndexStore:
-    def __init__(self, root: Path, keep: int = 3) -> None:
+    def __init__(self, root: Path, keep: int = 3, pointer: VersionPointer | None = None) -> None:
         self.root = Path(root)
         self.keep = keep
         self.root.mkdir(parents=True, exist_ok=True)
+        self.pointer: VersionPointer = pointer or FilePointer(self.root)
 
     # ---------------------------------------------------------------- versions
 
@@ -89,20 +142,18 @@ class IndexStore:
                       if p.is_dir() and p.name.startswith("v") and (p / "manifest.json").exists())
 
     def current(self) -> str | None:
-        try:
-            name = (self.root / CURRENT_FILE).read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            return None
+        name = self.pointer.read()
         return name if name and (self.root / name / "manifest.json").exists() else None
+
+    def previous(self) -> str | None:
+        """The version that served just before the serving one (what a rollback goes back to)."""
+        current = self.current()
+        return next((v for v in self.pointer.history() if v != current and (self.root / v).is_dir()), None)
 
     def activate(self, version: str) -> None:
         if not (self.root / version / "manifest.json").exists():
             raise NoIndexError(f"index version {version!r} does not exist; see `flask --app server index versions`")
-        tmp = self.root / f".{CURRENT_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(version + "\n", encoding="utf-8")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.root / CURRENT_FILE)
+        self.pointer.write(version)
 
     def manifest(self, version: str) -> dict:
         return json.loads((self.root / version / "manifest.json").read_text(encoding="utf-8"))
@@ -117,11 +168,15 @@ class IndexStore:
         return removed
 
     def prune(self) -> list[str]:
-        """Keep the newest ``keep`` versions (and always the serving one)."""
-        current = self.current()
-        old = [v for v in self.versions() if v != current]
-        excess = len(old) - max(self.keep - 1, 0)
-        removed = old[:excess] if excess > 0 else []
+        """Keep ``keep`` versions: the serving one, the one that served just before it (a rollback must
+        stay possible, and another node may still be serving it), then the newest."""
+        kept = [v for v in (self.current(), self.previous()) if v]
+        for version in reversed(self.versions()):
+            if len(kept) >= max(self.keep, 2):
+                break
+            if version not in kept:
+                kept.append(version)
+        removed = [v for v in self.versions() if v not in kept]
         for version in removed:
             shutil.rmtree(self.root / version, ignore_errors=True)
         return removed

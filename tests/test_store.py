@@ -141,3 +141,9 @@ def test_manifest_documents_carry_metadata_and_series_newest_last(store):
     assert old["latest"] == new["latest"] == new["doc_id"] and old["latest_date"] == "2022-03-13"
     assert docs["中华人民共和国监察法"]["replaces"] == "《中华人民共和国行政监察法》"
     assert "series" not in docs["中华人民共和国监察法"]
+
+
+def test_prune_keeps_the_version_that_served_just_before(tmp_path, speech):
+    store = IndexStore(tmp_path / "indexes", keep=1)
+    built = [store.build([speech], HashEmbedder()) for _ in range(3)]
+    assert store.versions() == built[1:] and store.previous() == built[1]
