@@ -95,7 +95,7 @@ def timed(search, questions: list) -> tuple[list[list], list[float]]:
 
 
 def run() -> list[str]:
-    from bench.run import percentile
+    from bench.common import percentile
 
     lines = ["| corpus | system | R@1 | R@3 | search p50 ms | p50 as a ratio to ours (onnx) |",
              "| --- | --- | --- | --- | --- | --- |"]

@@ -12,36 +12,17 @@ import json
 import os
 import platform
 import re
-import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+from bench.common import ROOT, SHARED, make_app, median_spread, percentile, write_section
+
 REPEATS = 3
 HTTP_SECONDS = 15
-
-
-def median_spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.1f} ({min(values):.1f}–{max(values):.1f})"
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
-
-
-def rss_mb() -> float:
-    """Current resident memory (ru_maxrss would carry the parent's peak across exec on Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def machine() -> list[str]:
@@ -62,19 +43,13 @@ def machine() -> list[str]:
     ]
 
 
-def make_app(instance: Path, backend: str):
-    from server import create_app
-
-    return create_app({"INSTANCE_PATH": str(instance), "EMBED_BACKEND": backend})
-
-
 def bench_startup_and_latency(instance: Path, backend: str, questions: list[str]) -> list[str]:
     """In a child process per repeat, so model and index load from cold each time."""
     code = f"""
 import json, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 t0 = time.perf_counter()
-from bench.run import make_app, rss_mb
+from bench.common import make_app, rss_mb
 from index.embed import set_threads
 set_threads(1)  # as a serving worker
 app = make_app(__import__("pathlib").Path({str(instance)!r}), {backend!r})
@@ -210,21 +185,6 @@ def first_document_instance(folder: Path, models: Path, backend: str) -> Path:
     return instance
 
 
-def write_section(path: Path, lines: list[str]) -> None:
-    """Replace the section whose heading is lines[1] in ``path`` (or add it after the HTTP figures)."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    heading = lines[1]
-    section = "\n".join(lines[1:]) + "\n"
-    if heading in text:
-        start = text.index(heading)
-        after = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + (text[after + 1:] if after >= 0 else "")
-    else:
-        anchor = text.find("\n## Build")
-        text = text[:anchor + 1] + section + "\n" + text[anchor + 1:] if anchor >= 0 else text + "\n" + section
-    path.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=["onnx", "torch"])
@@ -233,6 +193,7 @@ def main() -> None:
     parser.add_argument("--skip-scale", action="store_true")
     parser.add_argument("--skip-peer", action="store_true")
     parser.add_argument("--skip-soak", action="store_true")
+    parser.add_argument("--skip-cluster", action="store_true")
     parser.add_argument("--only-soak", action="store_true",
                         help="run only the soak and rewrite its section of --out, keeping the rest")
     args = parser.parse_args()
@@ -291,6 +252,11 @@ def main() -> None:
         out += ["", f"Re-index through `IndexStore.build` at {r['chunks']:,} chunks ({r['documents']:,} documents, "
                     f"vectors cached): full build {r['full_from_cache_s']} s; after one changed document "
                     f"{r['reindex_s']} s, {r['embedded']} passages re-embedded."]
+    if not args.skip_cluster:
+        from bench import cluster
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out += cluster.run(first_document_instance(Path(tmp), models, args.backends[0]))
     if not args.skip_peer:
         from bench import peer
 

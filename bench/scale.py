@@ -164,7 +164,7 @@ def recall_at_10(ann, exact, query_vectors: np.ndarray) -> float:
 
 def measure(size: int) -> dict:
     """Build a searcher over ``size`` chunks and time the bot's answer() on the eval questions."""
-    from bench.run import percentile, rss_mb
+    from bench.common import percentile, rss_mb
     from bot.answer import Answerer
     from index.bm25 import BM25Index
     from index.dense import DenseIndex

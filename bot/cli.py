@@ -20,6 +20,7 @@ from bot.evaluate import QuestionSetError, evaluate, load_questions
 from bot.library import LibraryError
 from bot.pipeline import Message, Reply, get_pipeline
 from bot.store import get_store
+from index.embed import set_threads
 from index.ingest import IngestError
 from index.rank import DEFAULT_LEARNED
 from index.store import IndexStoreError
@@ -234,6 +235,11 @@ def run_job(engine, job_id: int) -> None:
                 log.warning("could not record job %s's heartbeat", job_id)
 
     threading.Thread(target=beat, name="job-heartbeat", daemon=True).start()
+    # the build shares the machine with the web workers: its own thread budget and a lower priority
+    set_threads(int(engine.config.get("BUILD_THREADS") or 1))
+    nice = int(engine.config.get("BUILD_NICE") or 0)
+    if nice > 0:
+        os.nice(nice)
     last = 0.0
 
     def progress(done: int, total: int) -> None:

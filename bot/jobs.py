@@ -27,7 +27,7 @@ ACTIVE = ("queued", "running")
 DIED = "构建进程意外中止"
 JOB_STALE_SECONDS = 30.0  # a build on another node that has not beaten for this long is taken for dead
 FORWARDED_SETTINGS = ("EMBED_MODEL", "EMBED_BACKEND", "CHUNK_TARGET_CHARS", "CORPUS_DIR", "INDEX_KEEP", "SYNONYMS_FILE",
-                      "LEARNED_MODELS")
+                      "LEARNED_MODELS", "DATABASE_URL", "INDEX_DIR", "DOCUMENTS_DIR", "BUILD_THREADS", "BUILD_NICE")
 
 
 def process_alive(pid: int | None) -> bool:
@@ -92,7 +92,10 @@ class Jobs:
     def _spawn(self, job_id: int) -> None:
         logs = self.instance_path / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "FLASK_INSTANCE_PATH": str(self.instance_path), "FLASK_NODE_NAME": self.node}
+        threads = str(self.config.get("BUILD_THREADS") or 1)
+        env = {**os.environ, "FLASK_INSTANCE_PATH": str(self.instance_path), "FLASK_NODE_NAME": self.node,
+               # the build's thread budget, for libraries that read it only when they load (BLAS, OpenMP)
+               "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         for name in FORWARDED_SETTINGS:
             if self.config.get(name) is not None:
                 env[f"FLASK_{name}"] = str(self.config[name])

@@ -39,5 +39,6 @@ class BM25Index:
         self._retriever.save(str(directory), show_progress=False)
 
     @classmethod
-    def load(cls, directory: Path, size: int) -> BM25Index:
-        return cls(bm25s.BM25.load(str(directory), show_progress=False), size)
+    def load(cls, directory: Path, size: int, mmap: bool = True) -> BM25Index:
+        """Read the index; ``mmap`` maps its score matrix from the files (shared by a node's workers)."""
+        return cls(bm25s.BM25.load(str(directory), mmap=mmap, show_progress=False), size)

@@ -87,7 +87,8 @@ def set_threads(count: int) -> None:
     """Threads for the model (torch, and ONNX sessions created afterwards) and for FAISS (OpenMP).
     Serving uses 1 per worker: several workers on few cores otherwise fight over them (measured: p50
     750 ms -> 164 ms at 20 concurrent senders, 2 workers; an exact FAISS scan of 10k vectors took 12 ms
-    instead of 0.5 ms while the cores were busy). Index builds keep every core."""
+    instead of 0.5 ms while the cores were busy). A build from the command line keeps every core; a
+    re-index job under query load gets BUILD_THREADS (and a lower priority, BUILD_NICE)."""
     global _threads
     import faiss
 
@@ -95,6 +96,12 @@ def set_threads(count: int) -> None:
     faiss.omp_set_num_threads(_threads)
     if "torch" in sys.modules:  # else the torch back end sets it when it loads; onnx never imports torch
         sys.modules["torch"].set_num_threads(_threads)
+    try:  # numpy's BLAS and any other OpenMP pool already loaded (threadpoolctl comes with scikit-learn)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(_threads)
+    except ImportError:
+        pass
 
 
 def resolve_model_path(setting: str, models_dir: Path) -> str:

@@ -304,7 +304,7 @@ class IndexStore:
                                   embedder, Tokenizer(terms),
                                   bigram_bm25=BM25Index.load(path / "bm25-bigram", len(chunks)),
                                   synonyms=synonyms, models=models, calibration=manifest.get("calibration"),
-                                  everyday=np.load(path / "everyday.npy"),
+                                  everyday=np.load(path / "everyday.npy", mmap_mode="r"),
                                   sentences=SentenceIndex.load(path / SENTENCES_DIR))
         return LoadedIndex(version=version, path=path, manifest=manifest, searcher=searcher, terms=terms)
 
