@@ -84,5 +84,5 @@ def create_app(test_config: dict | None = None) -> Flask:
 def _configure_logging(app: Flask) -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("jieba", "sentence_transformers", "transformers", "httpx", "huggingface_hub"):
+    for noisy in ("jieba", "sentence_transformers", "transformers", "httpx", "huggingface_hub", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

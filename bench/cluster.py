@@ -115,7 +115,7 @@ def run(instance: Path, seconds: float = 15.0) -> list[str]:
                     for senders in SENDERS:
                         r = load(cluster, senders, seconds, offset=nodes * 10_000_000 + senders * 100_000)
                         rows.append(f"| {nodes} | {senders} | {r['requests']} | {r['rps']:.1f} | {r['p50']:.0f} | "
-                                    f"{r['p99']:.0f} | {r['errors']} |")
+                                    f"{r['p99']:.0f} | {r['errors']} | {_load_average()} |")
                     if nodes == 2:
                         builds["idle"] = reindex_seconds(cluster)
                         stop = threading.Event()
@@ -135,14 +135,19 @@ def run(instance: Path, seconds: float = 15.0) -> list[str]:
              f"Distinct signed WeChat messages through the proxy for {seconds:.0f} s per row. Both nodes share "
              "this machine's 2 cores, so a second node adds no capacity here (it adds a second copy of the model "
              "and index in memory); across machines each node brings its own cores.", "",
-             "| nodes | senders | answered | req/s | p50 ms | p99 ms | errors |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| nodes | senders | answered | req/s | p50 ms | p99 ms | errors | load average after |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += rows
     if builds:
         lines += ["", f"Re-index of the shipped corpus (a job through the admin API, embedding cache emptied, "
                       f"`BUILD_THREADS=1`, `BUILD_NICE=10`): idle {builds['idle']:.1f} s; under a 32-sender load "
                       f"through the proxy {builds['loaded']:.1f} s."]
     return lines
+
+
+def _load_average() -> str:
+    """The 1-minute load average: above 2 on these 2 cores, other work shared the machine during the row."""
+    return Path("/proc/loadavg").read_text().split()[0]
 
 
 def _two_ports() -> int:
