@@ -224,3 +224,18 @@ def test_a_job_on_another_node_fails_when_its_heartbeat_stops(bot_store, other_n
     jobs = Jobs(bot_store, tmp_path, {})
     assert jobs.get(fresh)["state"] == "running"  # pid 1 means nothing here: the heartbeat decides
     assert jobs.get(stale)["state"] == "failed"
+
+
+def test_two_nodes_asked_to_reindex_at_once_start_one_job(bot_store, other_node, tmp_path, monkeypatch):
+    spawned = []
+    monkeypatch.setattr(Jobs, "_spawn", lambda self, job_id: spawned.append((job_id, self.node)))
+    nodes = [Jobs(bot_store, tmp_path, {}), Jobs(other_node, tmp_path, {})]
+    results = []
+    threads = [threading.Thread(target=lambda j=j: results.append(j.start("admin"))) for j in nodes * 3]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({job for job, _ in results}) == 1  # every caller got the one job
+    assert [new for _, new in results].count(True) == 1
+    assert len(spawned) == 1 and spawned[0][0] == results[0][0]
