@@ -42,7 +42,7 @@ from bot.db import (
     workers,
 )
 
-HEARTBEAT_SECONDS = 0.5  # how often a web worker says it is alive
+HEARTBEAT_SECONDS = 0.5  # how often a web worker answering a message says it is alive
 OWNER_STALE_SECONDS = 2.0  # a claim whose owner has not beaten for this long is taken over (a retry is
 # answered within the 4 s reply budget; a false takeover of a slow owner only answers twice, logged once)
 CLAIM_LEASE_SECONDS = 30.0  # a claim older than this is taken over whatever its owner (a stuck worker)
@@ -89,6 +89,7 @@ class BotStore:
         self._worker_id: str | None = None
         self._worker_pid = 0
         self._heartbeat_lock = threading.Lock()
+        self._held = 0  # claims this process is answering: it beats while there are any
 
     @classmethod
     def open(cls, url: str, salt: str | None = None, node: str | None = None) -> BotStore:
@@ -159,16 +160,21 @@ class BotStore:
     # ------------------------------------------------------------- workers
 
     def worker_id(self) -> str:
-        """This process's id in ``workers``, beating every HEARTBEAT_SECONDS from a daemon thread (started
-        on first use in each process: gunicorn forks workers after the app is created)."""
+        """This process's id in ``workers`` (new in each process: gunicorn forks workers after the app is
+        created). While the worker holds claims it beats every HEARTBEAT_SECONDS from a daemon thread; an
+        idle worker writes nothing (a refused request must leave the store untouched)."""
         with self._heartbeat_lock:
             if self._worker_id is None or self._worker_pid != os.getpid():
                 self._worker_pid = os.getpid()
                 self._worker_id = f"{self.node}:{os.getpid()}:{secrets.token_hex(3)}"
-                self.beat(self._worker_id)
+                self._held = 0
                 threading.Thread(target=_beat_forever, args=(weakref.ref(self), self._worker_id),
                                  name="store-heartbeat", daemon=True).start()
             return self._worker_id
+
+    def _hold(self, change: int) -> None:
+        with self._heartbeat_lock:
+            self._held = max(0, self._held + change)
 
     def beat(self, worker: str) -> None:
         now = time.time()
@@ -182,19 +188,23 @@ class BotStore:
     def claim(self, key: str, owner: str | None = None) -> bool:
         """True when this caller must answer ``key``: it is the first to see it, or the claim it finds was
         left by a worker that is gone (no heartbeat for OWNER_STALE_SECONDS) or is older than the lease."""
+        mine = owner is None or owner == self._worker_id
         owner = owner or self.worker_id()
         now = time.time()
+        self.beat(owner)  # the owner of a fresh claim is alive now
         with self.engine.begin() as conn:
             stmt = insert_for(conn, replies).values(key=key, state="pending", created=now, owner=owner)
             inserted = stmt.on_conflict_do_nothing(index_elements=["key"]).returning(replies.c.key)
-            if conn.execute(inserted).first() is not None:  # (rowcount is not reliable across drivers)
-                return True
-            row = conn.execute(select(replies.c.state, replies.c.owner, replies.c.created)
-                               .where(replies.c.key == key).with_for_update()).first()
-            if row is None or row.state != "pending" or not self._expired(conn, row.owner, row.created, now):
-                return False
-            conn.execute(update(replies).where(replies.c.key == key).values(owner=owner, created=now))
-            return True
+            claimed = conn.execute(inserted).first() is not None  # (rowcount is not reliable across drivers)
+            if not claimed:
+                row = conn.execute(select(replies.c.state, replies.c.owner, replies.c.created)
+                                   .where(replies.c.key == key).with_for_update()).first()
+                if row is None or row.state != "pending" or not self._expired(conn, row.owner, row.created, now):
+                    return False
+                conn.execute(update(replies).where(replies.c.key == key).values(owner=owner, created=now))
+        if mine:
+            self._hold(+1)
+        return True
 
     def _expired(self, conn, owner: str | None, created: float, now: float) -> bool:  # type: ignore[no-untyped-def]
         if now - created > CLAIM_LEASE_SECONDS:
@@ -205,13 +215,19 @@ class BotStore:
         return seen is None or now - seen > OWNER_STALE_SECONDS
 
     def finish(self, key: str, content: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(replies).where(replies.c.key == key).values(state="done", content=content))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(update(replies).where(replies.c.key == key).values(state="done", content=content))
+        finally:
+            self._hold(-1)
 
     def release(self, key: str) -> None:
         """Forget a claim that produced no reply, so a retry is answered afresh."""
-        with self.engine.begin() as conn:
-            conn.execute(delete(replies).where(and_(replies.c.key == key, replies.c.state == "pending")))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(delete(replies).where(and_(replies.c.key == key, replies.c.state == "pending")))
+        finally:
+            self._hold(-1)
 
     def stored_reply(self, key: str) -> tuple[str, str | None] | None:
         with self._read() as conn:
@@ -336,7 +352,8 @@ def _beat_forever(ref: weakref.ref[BotStore], worker: str) -> None:
         if store is None or store._worker_id != worker:
             return
         try:
-            store.beat(worker)
+            if store._held:
+                store.beat(worker)
         except Exception:  # the database is briefly unreachable: try again at the next beat
             pass
         del store
