@@ -5,8 +5,9 @@
 Builds (once; embeddings are cached) two instances under ``--instances``: the shipped speech alone, and the
 speech plus every document of ../shared/docs — then runs each set that belongs to it and prints one table:
 R@1/R@3 and the tiers members see (right, useful, wrong, declined; out-of-scope declined, hard out-of-scope
-not answered). ``eval/heldout.jsonl`` is the set no weight was fitted on; read it beside the tuning set. ``eval/fresh.jsonl``
-was written later, over all 20 documents, by a writer who saw no code and no other set: it is the unseen check.
+not answered). ``eval/heldout.jsonl`` is the set no weight was fitted on; read it beside the tuning set.
+``eval/fresh.jsonl`` was written later, over all 20 documents, by a writer who saw no code and no other set:
+it is the unseen check.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ def main() -> None:
         ("speech alone", [], [args.shared / "eval" / "dev.jsonl",
                               ROOT / "tests" / "fixtures" / "written-first-doc.jsonl"]),
         ("all 20 documents", sorted((args.shared / "docs").glob("*.txt")),
-         [ROOT / "eval" / "tune.jsonl", ROOT / "eval" / "heldout.jsonl", ROOT / "eval" / "fresh.jsonl", args.shared / "eval" / "dev.jsonl",
-          args.shared / "eval" / "docs-dev.jsonl"]),
+         [ROOT / "eval" / "tune.jsonl", ROOT / "eval" / "heldout.jsonl", ROOT / "eval" / "fresh.jsonl",
+          args.shared / "eval" / "dev.jsonl", args.shared / "eval" / "docs-dev.jsonl"]),
     ]
     print("| index | set | questions | " + " | ".join(COLUMNS) + " |")
     print("|" + " --- |" * (len(COLUMNS) + 3))
