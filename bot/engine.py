@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from flask import Flask, current_app
@@ -39,6 +39,7 @@ class Engine:
         self._index: LoadedIndex | None = None
         self._lock = threading.RLock()  # loading an index loads the model under the same lock
         self._loading: str | None = None
+        self.on_load: list[Callable[[LoadedIndex], None]] = []  # e.g. the admin's synonym groups
         self.bot_store = BotStore(instance_path / "bot.sqlite3", salt=config.get("LOG_SALT") or None)
         self.library = Library(
             self.bot_store, instance_path / "documents", int(config["MAX_UPLOAD_BYTES"]),
@@ -93,8 +94,12 @@ class Engine:
             return self._index
 
     def load_version(self, version: str | None) -> LoadedIndex:
-        """Load a version (the serving one when None) with this app's dictionary and models; not cached."""
-        return self.store.load(self.embedder(), version, synonyms=self.synonyms(), models=self.models())
+        """Load a version (the serving one when None) with this app's dictionary and models; not cached.
+        The ``on_load`` hooks then see it (the admin's synonym groups are layered on)."""
+        index = self.store.load(self.embedder(), version, synonyms=self.synonyms(), models=self.models())
+        for hook in self.on_load:
+            hook(index)
+        return index
 
     def synonyms(self) -> Synonyms:
         """The members' words dictionary (read at each index load, so an edit applies at the next one)."""

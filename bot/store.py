@@ -308,14 +308,15 @@ class BotStore:
 
     def log_query(self, *, channel: str, user: str, question: str, kind: str, abstained: bool,
                   top_doc: str | None, top_section: str | None, confidence: float | None,
-                  latency_ms: float, index_version: str | None) -> None:
+                  latency_ms: float, index_version: str | None) -> int:
         with self.transaction() as db:
-            db.execute(
+            cur = db.execute(
                 "INSERT INTO query_log (at, channel, user_hash, question, kind, abstained, top_doc, top_section,"
                 " confidence, latency_ms, index_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (time.time(), channel, self.hash_user(user), question, kind, int(abstained), top_doc,
                  top_section, confidence, latency_ms, index_version),
             )
+            return int(cur.lastrowid or 0)
 
     def recent_queries(self, limit: int = 20, abstained_only: bool = False,
                        channel: str | None = None) -> list[LogEntry]:
