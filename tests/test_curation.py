@@ -77,7 +77,7 @@ def test_faq_file_round_trip_csv_and_xlsx():
 
 def test_faq_file_errors_name_the_row():
     with pytest.raises(faq_files.FaqFileError, match="表头"):
-        faq_files.read_file("a.csv", "a,b\n1,2\n".encode())
+        faq_files.read_file("a.csv", b"a,b\n1,2\n")
     with pytest.raises(faq_files.FaqFileError, match="第 3 行"):
         faq_files.read_file("a.csv", "问题,答案\n问一,答一\n问二,\n".encode())
     with pytest.raises(faq_files.FaqFileError, match="xlsx"):

@@ -8,9 +8,8 @@ import time
 import pytest
 
 from tests.conftest import make_app
-from tests.wechat_client import APP_ID
+from tests.wechat_client import APP_ID, WeChatClient
 from tests.wechat_client import TOKEN as WECHAT_TOKEN
-from tests.wechat_client import WeChatClient
 
 TOKEN = "admin-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "X-Admin-User": "curator"}
