@@ -6,7 +6,8 @@ feedback and the unanswered queue.
 - ``responders`` the pipeline's curation responders and finishers (``bot.pipeline`` lists the order);
 - ``faq``, ``sensitive``, ``keywords``, ``synonyms``: matching and file formats, no Flask;
 - ``unanswered`` the queue of questions the bot could not answer, grouped by similarity;
-- ``admin``      the ``/admin/api`` routes; the console's 管理 pages are in ``bot.console_manage``.
+- ``ops``        changes as both front ends make them (checked, stored, audited);
+- ``admin``      the ``/admin/api`` routes; ``console`` the console's 管理 pages.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from bot.db import make_engine, sqlite_url
 
 def init_app(app: Flask) -> Responders:
     """Create this app's curation (tables on first use) and register its admin routes."""
-    from bot.curation import admin
+    from bot.curation import admin, console
 
     engine = app.extensions["engine"]
     url = app.config.get("DATABASE_URL") or sqlite_url(Path(app.instance_path) / "bot.sqlite3")
@@ -35,6 +36,7 @@ def init_app(app: Flask) -> Responders:
     responders = Responders(curation)
     app.extensions["curation"] = curation
     app.register_blueprint(admin.bp)
+    console.init_app(app)
     return responders
 
 
