@@ -89,6 +89,13 @@ class FaqMatcher:
                 rows.append(faq.vectors.reshape(len(phrases), dimension))
                 self.phrases += [(faq, p, bigrams(p)) for p in phrases]
         self.matrix = np.vstack(rows).astype(np.float32) if rows else None
+        # bigram -> the phrases having it, so the overlap with every phrase is a few array additions
+        having: dict[str, list[int]] = {}
+        for i, (_, _, grams) in enumerate(self.phrases):
+            for gram in grams:
+                having.setdefault(gram, []).append(i)
+        self.gram_phrases = {g: np.array(ids, dtype=np.int64) for g, ids in having.items()}
+        self.gram_counts = np.array([len(g) for _, _, g in self.phrases], dtype=np.float64)
 
     def __len__(self) -> int:
         return len(self.faqs)
@@ -103,8 +110,7 @@ class FaqMatcher:
             return FaqMatch(hit[0], hit[1], "exact")
         if self.matrix is None:
             return None
-        grams = bigrams(question)
-        overlaps = np.array([overlap(grams, g) for _, _, g in self.phrases])
+        overlaps = self.overlaps(bigrams(question))
         if overlaps.max(initial=0.0) < OVERLAP_BAR:
             return None
         cosine = self.matrix @ vector()
@@ -114,6 +120,18 @@ class FaqMatcher:
         best = int(passing[np.argmax(cosine[passing])])
         faq, phrase, _ = self.phrases[best]
         return FaqMatch(faq, phrase, "close", round(float(cosine[best]), 4), round(float(overlaps[best]), 4))
+
+
+    def overlaps(self, grams: set[str]) -> np.ndarray:
+        """``overlap(grams, phrase)`` for every embedded phrase at once."""
+        shared = np.zeros(len(self.phrases), dtype=np.float64)
+        for gram in grams:
+            ids = self.gram_phrases.get(gram)
+            if ids is not None:
+                shared[ids] += 1.0  # a phrase is listed once per bigram
+        if not grams:
+            return shared
+        return 2.0 * shared / (len(grams) + self.gram_counts)
 
 
 # ------------------------------------------------------------------------------- files

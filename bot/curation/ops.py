@@ -86,7 +86,7 @@ def import_faqs(curation: Curation, name: str, data: bytes, who: str, replace: b
         curation.audit(who, "import_faq", name[:100], f"refused: {exc}")
         raise InputError(str(exc)) from exc
     checked = [faq_from(f.to_json()) for f in items]  # the same limits as one pair
-    ids = curation.store.add_faqs([curation.embed_faq(f) for f in checked], who, replace_all=replace)
+    ids = curation.store.add_faqs(curation.embed_faqs(checked), who, replace_all=replace)
     curation.audit(who, "import_faq", name[:100], f"{len(ids)} pairs" + (", replacing all" if replace else ""))
     return ids
 

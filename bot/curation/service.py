@@ -87,12 +87,21 @@ class Curation:
 
     def embed_faq(self, faq: Faq) -> Faq:
         """``faq`` with the vectors of its phrasings, for close matches."""
+        return self.embed_faqs([faq])[0]
+
+    def embed_faqs(self, faqs: list[Faq], batch: int = 64) -> list[Faq]:
+        """The vectors of every phrasing of ``faqs``, embedded in batches (an import of 1,000 pairs)."""
         searcher = self._index().searcher
-        phrases = [faq.question, *faq.alternatives]
-        vectors = searcher.embedder.encode_queries([searcher.rewrite(p).text for p in phrases])
-        faq.vectors = np.asarray(vectors, dtype=np.float32)
-        faq.model = searcher.embedder.name
-        return faq
+        texts = [searcher.rewrite(p).text for f in faqs for p in (f.question, *f.alternatives)]
+        vectors = np.zeros((len(texts), searcher.embedder.dimension), dtype=np.float32)
+        for start in range(0, len(texts), batch):
+            vectors[start:start + batch] = searcher.embedder.encode_queries(texts[start:start + batch])
+        at = 0
+        for f in faqs:
+            n = 1 + len(f.alternatives)
+            f.vectors, f.model = vectors[at:at + n].copy(), searcher.embedder.name
+            at += n
+        return faqs
 
     # ------------------------------------------------------------------ audit
 
