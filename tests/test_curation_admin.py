@@ -6,6 +6,8 @@ import json
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.conftest import make_app
 from tests.wechat_client import APP_ID, WeChatClient
@@ -256,3 +258,26 @@ def test_ask_json_says_the_source(app, admin):
     post(admin, "faq", {"question": DUES, "answer": DUES_ANSWER})
     out = app.test_cli_runner().invoke(args=["ask", DUES, "--json"])
     assert out.exit_code == 0 and json.loads(out.output)["source"] == "faq"
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                                      max_size=4), max_leaves=12)
+FIELDS = {"faq": ["question", "answer", "alternatives", "source"], "sensitive-words": ["word", "action"],
+          "keyword-replies": ["keyword", "match", "reply"], "settings": ["welcome", "menu"], "synonyms": ["groups"]}
+
+
+@given(data=st.data())
+def test_hostile_curation_bodies_never_fail_and_refusals_write_nothing(app, data):
+    client = app.test_client()
+    curation = app.extensions["curation"]
+    endpoint = data.draw(st.sampled_from(sorted(FIELDS)))
+    fields = st.sampled_from(FIELDS[endpoint]) | st.text(max_size=8)
+    body = data.draw(st.dictionaries(fields, json_values, max_size=4) | json_values)
+    before = curation.store.version()
+    method = client.put if endpoint in ("settings", "synonyms") else client.post
+    r = method(f"/admin/api/{endpoint}", headers=AUTH, json=body)
+    assert r.status_code < 500, r.get_data(as_text=True)
+    assert r.is_json and (r.status_code < 300 or r.get_json()["error"])
+    if r.status_code >= 400:
+        assert curation.store.version() == before

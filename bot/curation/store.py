@@ -28,6 +28,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from bot.db import metadata
 
@@ -136,15 +137,19 @@ class Snapshot:
 class CurationStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine, tables=[faq_table, words_table, keywords_table, settings_table, state_table,
-                                            feedback_table, pending_table, dismissed_table])
-        with engine.begin() as db:
-            if db.execute(select(state_table.c.version).where(state_table.c.id == 1)).first() is None:
-                try:
-                    with db.begin_nested():
+        tables = [faq_table, words_table, keywords_table, settings_table, state_table, feedback_table,
+                  pending_table, dismissed_table]
+        for attempt in range(20):  # several workers start at once: one creates, the others see it
+            try:
+                metadata.create_all(engine, tables=tables)
+                with engine.begin() as db:
+                    if db.execute(select(state_table.c.version).where(state_table.c.id == 1)).first() is None:
                         db.execute(insert(state_table).values(id=1, version=1))
-                except Exception:  # another worker inserted it first
-                    pass
+                break
+            except (OperationalError, IntegrityError, ProgrammingError):
+                if attempt == 19:
+                    raise
+                time.sleep(0.1 + 0.05 * attempt)
 
     # ------------------------------------------------------------ version
 
