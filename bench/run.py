@@ -194,6 +194,7 @@ def main() -> None:
     parser.add_argument("--skip-peer", action="store_true")
     parser.add_argument("--skip-soak", action="store_true")
     parser.add_argument("--skip-cluster", action="store_true")
+    parser.add_argument("--skip-curation", action="store_true")
     parser.add_argument("--only-soak", action="store_true",
                         help="run only the soak and rewrite its section of --out, keeping the rest")
     args = parser.parse_args()
@@ -207,7 +208,7 @@ def main() -> None:
         write_section(args.out, soak_step(models, args.backends[0]))
         print(f"wrote the soak section of {args.out}")
         return
-    startup, stages, http, build, soak_lines = [], [], [], [], []
+    startup, stages, http, build, soak_lines, curation_lines = [], [], [], [], [], []
     for backend in args.backends:
         with tempfile.TemporaryDirectory() as tmp:
             instance = first_document_instance(Path(tmp), models, backend)
@@ -218,6 +219,10 @@ def main() -> None:
             startup += result[:cut]
             stages += result[cut + 1:]
             http += bench_http(instance, backend, questions)
+            if backend == args.backends[0] and not args.skip_curation:
+                from bench import curation
+
+                curation_lines = curation.markdown(instance)  # adds 1,000 official answers: after the HTTP rows
             if not args.skip_build:
                 shutil.rmtree(instance / "cache", ignore_errors=True)
                 build += bench_build(instance, backend)
@@ -234,6 +239,7 @@ def main() -> None:
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     out += http
     out += soak_lines
+    out += curation_lines
     if build:
         out += ["", "## Build: 53 government work reports (1954–2022)", "",
                 "| back end | documents | characters | chunks | full build s | chunks/s | chars/s | "

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from flask import Flask, current_app
@@ -47,6 +47,7 @@ class Engine:
         self._lock = threading.RLock()  # loading an index loads the model under the same lock
         self._loading: str | None = None
         self._poller: int | None = None  # the pid whose thread follows the serving version
+        self.on_load: list[Callable[[LoadedIndex], None]] = []  # e.g. the admin's synonym groups
         self.library = Library(
             self.bot_store, Path(config.get("DOCUMENTS_DIR") or instance_path / "documents"),
             int(config["MAX_UPLOAD_BYTES"]),
@@ -114,8 +115,12 @@ class Engine:
             return self._index
 
     def load_version(self, version: str | None) -> LoadedIndex:
-        """Load a version (the serving one when None) with this app's dictionary and models; not cached."""
-        return self.store.load(self.embedder(), version, synonyms=self.synonyms(), models=self.models())
+        """Load a version (the serving one when None) with this app's dictionary and models; not cached.
+        The ``on_load`` hooks then see it (the admin's synonym groups are layered on)."""
+        index = self.store.load(self.embedder(), version, synonyms=self.synonyms(), models=self.models())
+        for hook in self.on_load:
+            hook(index)
+        return index
 
     def synonyms(self) -> Synonyms:
         """The members' words dictionary (read at each index load, so an edit applies at the next one)."""

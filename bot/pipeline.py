@@ -3,14 +3,19 @@
 A message goes through the responders in ``ReplyPipeline.responders`` in order; the first that returns
 a ``Reply`` answers it. Each responder has the same signature, ``(message, pipeline) -> Reply | None``,
 and is a small function or object that can be tested without Flask. The order is the product's rule
-for what wins, readable in one place:
+for what wins, readable in one place (``init_app``):
 
-1. ``more``   — 更多 continues the member's last question;
-2. ``search`` — retrieval: the answer, related passages or a decline (``Answerer.answer``).
+1. ``sensitive`` — a question with a blocked word gets a polite fixed reply, unsearched;
+2. ``feedback``  — 有用 / 没用 (1 / 2) right after an answer is recorded against it;
+3. ``keyword``   — an admin's keyword reply;
+4. ``faq``       — an official answer (问答对);
+5. ``more``      — 更多 continues the member's last question;
+6. ``search``    — retrieval: the answer, related passages or a decline (``Answerer.answer``).
 
-Features that decide before retrieval (sensitive words, feedback, keyword replies, official answers,
-follow-up questions) are responders inserted before ``search``; transformations of every reply text
-(masking) are ``finishers`` applied to whatever answered.
+Then the ``finishers`` transform whatever answered: the feedback footer, remembering the answer that
+feedback refers to, and sensitive-word masking (last, so it covers every reply text). Before each
+message the ``refreshers`` bring shared state (curation made on any worker) up to date. Events (the
+subscribe welcome, menu CLICK keys) go through ``event_responders`` and the same finishers.
 
 ``Message.user`` is None for a stateless caller (``/api/ask`` without a ``user``): responders that need
 the member's history then do nothing.
@@ -60,6 +65,14 @@ class Reply:
     answer: Answer | None = None  # the retrieval result behind the text, when there was one
     question: str = ""  # the question as answered (a follow-up is answered as the full question)
     extra: dict = field(default_factory=dict)  # what a responder wants the console and API to show
+    log_id: int | None = None  # the query-log row of this reply, when it was logged
+    user: str | None = None  # who it answers (set by the pipeline)
+    logged: bool = False  # whether the pipeline may write for this reply (a member, not a stateless call)
+
+    @property
+    def user_known(self) -> bool:
+        """A member with history, whose replies may be remembered and counted."""
+        return self.user is not None and self.logged
 
     def to_json(self, details: bool = False) -> dict:
         if self.answer is not None:
@@ -76,7 +89,17 @@ class Reply:
         return out
 
 
+@dataclass
+class Event:
+    """A WeChat event a reply may be configured for: ``subscribe`` or a menu ``click`` (with its key)."""
+
+    kind: str
+    key: str = ""
+    user: str | None = None
+
+
 Responder = Callable[[Message, "ReplyPipeline"], "Reply | None"]
+EventResponder = Callable[[Event, "ReplyPipeline"], "Reply | None"]
 Finisher = Callable[[Reply, "ReplyPipeline"], Reply]
 
 
@@ -96,6 +119,8 @@ class ReplyPipeline:
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="answer")
         self.responders: list[tuple[str, Responder]] = [("more", respond_more), ("search", respond_search)]
         self.finishers: list[tuple[str, Finisher]] = []
+        self.event_responders: list[tuple[str, EventResponder]] = []
+        self.refreshers: list[Callable[[], None]] = []
 
     def insert_before(self, name: str, new_name: str, responder: Responder) -> None:
         """Put ``responder`` just before the one called ``name`` (used by features that answer first)."""
@@ -103,12 +128,30 @@ class ReplyPipeline:
         self.responders.insert(at, (new_name, responder))
 
     def reply(self, message: Message) -> Reply:
+        for refresh in self.refreshers:
+            refresh()
         for _name, responder in self.responders:
             reply = responder(message, self)
             if reply is not None:
                 break
         else:  # the search responder always answers; an empty list is a programming error
             raise RuntimeError("no responder answered")
+        reply.user, reply.logged = message.user, message.logged
+        return self.finish(reply)
+
+    def reply_event(self, event: Event) -> Reply | None:
+        """The configured reply to an event, finished; None when no event responder has one."""
+        for refresh in self.refreshers:
+            refresh()
+        for _name, responder in self.event_responders:
+            reply = responder(event, self)
+            if reply is not None:
+                reply.user, reply.logged = event.user, event.user is not None
+                return self.finish(reply)
+        return None
+
+    def finish(self, reply: Reply) -> Reply:
+        """Every finisher applied to ``reply`` (masking covers built-in texts too)."""
         for _name, finish in self.finishers:
             reply = finish(reply, self)
         return reply
@@ -127,16 +170,16 @@ class ReplyPipeline:
                 self.store.set_state(message.user, {"question": question, "shown": 0, "pending": True})
                 future.add_done_callback(lambda f: self._keep_late_answer(message, question, f))
             return Reply(t.render(t.TIMEOUT, question=question[:60]), SOURCE_SEARCH, question=question)
-        self.remember(message, question, answer)
-        return Reply(answer.text, SOURCE_SEARCH, answer=answer, question=question)
+        log_id = self.remember(message, question, answer)
+        return Reply(answer.text, SOURCE_SEARCH, answer=answer, question=question, log_id=log_id)
 
-    def remember(self, message: Message, question: str, answer: Answer) -> None:
-        """Keep the member's last question (for 更多) and log the question."""
+    def remember(self, message: Message, question: str, answer: Answer) -> int | None:
+        """Keep the member's last question (for 更多) and log the question; the log row's id."""
         if not message.logged:
-            return
+            return None
         if message.user is not None and answer.kind in ("answer", "related", "abstain"):
             self.store.set_state(message.user, {"question": question, "shown": answer.quoted})
-        self.store.log_query(
+        return self.store.log_query(
             channel=message.channel, user=message.user or "", question=question, kind=answer.kind,
             abstained=answer.abstained,
             top_doc=answer.passages[0].title if answer.passages else None,
@@ -186,10 +229,28 @@ def respond_search(message: Message, pipeline: ReplyPipeline) -> Reply:
 
 
 def init_app(app: Flask, answerer: Answerer, store: BotStore) -> ReplyPipeline:
+    from bot import curation
+
     cfg = app.config
     pipeline = ReplyPipeline(answerer, store, PipelineSettings(
         reply_budget=float(cfg["WECHAT_REPLY_BUDGET_SECONDS"]), state_ttl=float(cfg["USER_STATE_TTL_SECONDS"]),
     ))
+    c = curation.init_app(app)
+    pipeline.refreshers = [c.curation.refresh]
+    pipeline.responders = [
+        ("sensitive", c.respond_blocked),
+        ("feedback", c.respond_feedback),
+        ("keyword", c.respond_keyword),
+        ("faq", c.respond_faq),
+        ("more", respond_more),
+        ("search", respond_search),
+    ]
+    pipeline.finishers = [
+        ("feedback_footer", c.add_feedback_footer),
+        ("remember_answer", c.remember_answer),
+        ("mask", c.mask),  # last: it covers every reply text
+    ]
+    pipeline.event_responders = [("welcome_and_menu", c.respond_event)]
     app.extensions["pipeline"] = pipeline
     return pipeline
 

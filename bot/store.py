@@ -136,7 +136,7 @@ class BotStore:
         with self.engine.begin() as conn:
             result = conn.execute(batches.insert().values(question_set=question_set, versions=json.dumps(versions),
                                                           state="running", created=time.time()))
-            return int(result.inserted_primary_key[0])  # type: ignore[index]
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     def update_batch(self, batch_id: int, **fields: object) -> None:
         with self.engine.begin() as conn:
@@ -310,17 +310,19 @@ class BotStore:
     def log_query(self, *, channel: str, user: str, question: str, kind: str, abstained: bool,
                   top_doc: str | None, top_section: str | None, confidence: float | None,
                   latency_ms: float, index_version: str | None, tier: str | None = None,
-                  msg_key: str | None = None) -> bool:
-        """Log a question; False when its message (``msg_key``) is logged already (answered twice)."""
+                  msg_key: str | None = None) -> int | None:
+        """Log a question; its row id, or None when its message (``msg_key``) is logged already (answered
+        twice)."""
         values = dict(at=time.time(), channel=channel, user_hash=self.hash_user(user), question=question, kind=kind,
                       abstained=int(abstained), top_doc=top_doc, top_section=top_section, confidence=confidence,
                       latency_ms=latency_ms, index_version=index_version, tier=tier, node=self.node, msg_key=msg_key)
         try:
             with self.engine.begin() as conn:
-                conn.execute(query_log.insert().values(**values))
+                result = conn.execute(query_log.insert().values(**values))
         except IntegrityError:
-            return False
-        return True
+            return None
+        key = result.inserted_primary_key
+        return int(key[0]) if key else None
 
     def recent_queries(self, limit: int = 20, abstained_only: bool = False, channel: str | None = None,
                        user: str | None = None) -> list[LogEntry]:

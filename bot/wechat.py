@@ -39,7 +39,7 @@ from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.messages import BaseMessage
 
 from bot import templates as t
-from bot.pipeline import Message, ReplyPipeline
+from bot.pipeline import Event, Message, Reply, ReplyPipeline
 from bot.store import CLAIMED, DONE
 
 log = logging.getLogger(__name__)
@@ -335,11 +335,21 @@ class Webhook:
         return t.render(t.UNSUPPORTED, what=what, examples=self.answerer.examples())
 
     def handle_event(self, message: BaseMessage) -> str | None:
+        """The admin's welcome or menu reply when one is set (through the pipeline's event responders),
+        else the built-in one; finished like every reply (sensitive words masked)."""
         event = (message._data.get("Event") or "").lower()
+        key = message._data.get("EventKey") or ""
+        configured = self.pipeline.reply_event(Event(event, key, message.source))
+        if configured is not None:
+            return configured.text
+        text = self.builtin_event_reply(event, key)
+        return None if text is None else self.pipeline.finish(Reply(text, "event")).text
+
+    def builtin_event_reply(self, event: str, key: str) -> str | None:
         if event in ("subscribe", "subscribe_scan"):  # wechatpy renames a subscribe via QR code
             return t.render(t.WELCOME, examples=self.answerer.examples())
         if event == "click":
-            action = CLICK_KEYS.get((message._data.get("EventKey") or "").upper())
+            action = CLICK_KEYS.get(key.upper())
             if action == "help":
                 return self.answerer.help_text()
             if action == "about":

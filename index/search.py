@@ -44,6 +44,7 @@ from index.tokenize import Tokenizer
 # candidates taken from each channel: the depth the ranker and the decision were fitted with (bm25_rank and
 # bigram_rank count a passage the channel did not return as ranked just past it)
 CHANNEL_FETCH = 50
+QUERY_VECTORS_KEPT = 64  # recent question embeddings kept per searcher
 EVIDENCE_HITS = 3  # lexical evidence may come from any of the passages a reply can quote
 YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?!\d)")
 CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")}
@@ -149,6 +150,7 @@ class HybridSearcher:
         ]
         self._section_words: dict[tuple[str, ...], set[str]] = {}
         self._bigram_text: dict[int, str] = {}
+        self._query_vectors: dict[str, np.ndarray] = {}
         self.dense = dense
         self.embedder = embedder
         self.sentences = sentences if sentences is not None else SentenceIndex.build(
@@ -172,7 +174,7 @@ class HybridSearcher:
         text = rewrite.text
         t1 = time.perf_counter()
         timings["tokenize"] = (t1 - t0) * 1000
-        query_vector = self.embedder.encode_queries([text])[0]
+        query_vector = self.query_vector(text)
         t2 = time.perf_counter()
         timings["embed"] = (t2 - t1) * 1000
         found = self.candidates(text, query_vector, fetch=max(k, CHANNEL_FETCH))
@@ -184,6 +186,17 @@ class HybridSearcher:
                             semantic_z=z_score(r.semantic, self.calibration), lexical=r.lexical, named=r.named,
                             action=r.action, action_found=r.action_found, rewritten=text,
                             replaced=rewrite.replaced, evidence=r.evidence, timings_ms=timings)
+
+    def query_vector(self, text: str) -> np.ndarray:
+        """The embedding of a question already normalised and rewritten. The last few are kept, so a check
+        before the search (an official answer's close match) and the search itself embed a question once."""
+        vector = self._query_vectors.get(text)
+        if vector is None:
+            vector = self.embedder.encode_queries([text])[0]
+            if len(self._query_vectors) >= QUERY_VECTORS_KEPT:
+                self._query_vectors.clear()
+            self._query_vectors[text] = vector
+        return vector
 
     def rewrite(self, query: str) -> Rewrite:
         """The question normalised and in the documents' words (a word the documents use stays as it is)."""

@@ -49,7 +49,7 @@ def test_workers_starting_together_share_one_schema_and_salt(db_url):
 
 def test_migrations_reach_the_newest_revision(bot_store):
     with bot_store.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
         assert set(db.metadata.tables) <= set(inspect(conn).get_table_names())
         columns = {c["name"] for c in inspect(conn).get_columns("query_log")}
     assert {"node", "tier", "msg_key"} <= columns

@@ -27,10 +27,17 @@ def test_a_responder_inserted_before_search_wins_and_finishers_see_it(app):
 
     pipeline.insert_before("search", "keyword", fixed)
     pipeline.finishers.append(("watch", finish))
-    assert [name for name, _ in pipeline.responders] == ["more", "keyword", "search"]
+    assert [name for name, _ in pipeline.responders] == ["sensitive", "feedback", "keyword", "faq", "more",
+                                                         "keyword", "search"]
     with app.app_context():
         fixed_reply = pipeline.reply(Message(text="值班电话", user="u1"))
         searched = pipeline.reply(Message(text="村情通是什么？", user="u1"))
     assert fixed_reply.text == "固定回复" and fixed_reply.to_json()["source"] == "keyword"
     assert searched.source == "search"
     assert seen == ["keyword", "search"]
+
+
+def test_the_order_is_one_list(app):
+    pipeline = app.extensions["pipeline"]
+    assert [name for name, _ in pipeline.responders] == ["sensitive", "feedback", "keyword", "faq", "more", "search"]
+    assert [name for name, _ in pipeline.finishers] == ["feedback_footer", "remember_answer", "mask"]

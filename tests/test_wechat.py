@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot import templates as t
+from bot.curation.responders import FEEDBACK_FOOTER
 from bot.wechat import cdata, text_reply_xml
 from tests.conftest import make_app
 from tests.wechat_client import ACCOUNT, AES_KEY, APP_ID, TOKEN, WeChatClient, message_xml
@@ -77,7 +78,7 @@ def test_text_question_gets_the_answer(wechat, wechat_app):
     assert r.field("MsgType") == "text"
     with wechat_app.app_context():
         expected = wechat_app.extensions["engine"].answerer.answer(QUESTION).text
-    assert r.content == expected
+    assert r.content == expected + FEEDBACK_FOOTER  # a member is invited to say whether it helped
     assert "海燕归巢" in r.content and t.utf8_len(r.content) <= t.WECHAT_MAX_BYTES
 
 
