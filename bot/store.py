@@ -197,6 +197,11 @@ class BotStore:
         row = self.connection().execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
         return row[0] if row else None
 
+    def set_setting_once(self, name: str, value: str) -> None:
+        """Store ``value`` unless another worker stored one first."""
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)", (name, value))
+
     def set_setting(self, name: str, value: str) -> None:
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)", (name, value))

@@ -42,6 +42,9 @@ REPEALED_NOTICE = "\n\n注：《{title}》（{date}）已废止，请以现行�
 AMENDED_NOTICE = "\n\n注：《{title}》（{date}）已修订，请以修订后的文件为准。"
 UNDATED = "日期不详"
 
+# The last line of an answer: the quoted passage in its document (bot.original); WeChat shows the text, tappable.
+ORIGINAL_LINK = '\n\n<a href="{url}">查看原文</a>'
+
 RELATED = (
     "没有找到“{question}”的确切答案，以下内容可能相关：\n{items}{notice}\n\n"
     "发送“更多”可查看这些段落的原文，也可以换个说法再问。"
