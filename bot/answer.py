@@ -34,6 +34,7 @@ from index.metadata import STATUS_AMENDED, STATUS_IN_FORCE, STATUS_REPEALED
 from index.rank import ANSWER_FEATURES, SCOPE_FEATURES, LearnedModels
 from index.search import Hit, SearchResult
 from index.store import LoadedIndex
+from index.tokenize import Tokenizer
 
 MAX_QUESTION_CHARS = 200  # longer messages are searched by their beginning
 SECOND_QUOTE_RATIO = 0.85  # a second passage is quoted when its fused score is this close to the best
@@ -232,6 +233,22 @@ class Answerer:
             elapsed_ms=round((time.perf_counter() - started) * 1000, 2), kind=KIND_MORE, decision=decision,
             index_version=index.version, quoted=shown + count, link=link,
         )
+
+    def confidence(self, question: str) -> float:
+        """P(the first passage answers ``question``): how a follow-up's readings are compared."""
+        index = self._index()
+        result = index.searcher.search(" ".join(question.split())[:MAX_QUESTION_CHARS], k=MORE_LIMIT)
+        return self.decide(result, index.searcher.models).confidence
+
+    def tokenizer(self) -> Tokenizer:
+        """The serving index's tokenizer (its dictionary knows the documents' coined terms)."""
+        return self._index().searcher.tokenizer
+
+    @staticmethod
+    def is_fixed(text: str) -> bool:
+        """A greeting or a help request: answered by a fixed reply, never read as a question's part."""
+        compact = unicodedata.normalize("NFKC", " ".join(text.split())).lower()
+        return bool(GREETING_WORDS.match(compact) or HELP_WORDS.match(compact))
 
     def link_for(self, hit: Hit, documents: dict[str, dict]) -> str | None:
         """查看原文 for the passage of ``hit`` (None without a link maker or a base URL)."""

@@ -69,6 +69,14 @@ STILL_WORKING = "我还在查找“{question}”的答案，请稍等几秒后�
 
 TIMEOUT = "您的问题“{question}”我正在查找，请稍等几秒后发送“更多”获取答案。"
 
+# A follow-up question ("那义务呢？") answered as the whole question it was understood as.
+UNDERSTOOD = "您问的是：{question}\n\n"
+
+FOLLOWUP_NO_CONTEXT = (
+    "抱歉，我不确定您是接着哪个问题问的（10分钟内没有收到您的提问）。请把问题说完整，例如：\n{examples}"
+)
+FOLLOWUP_EXAMPLE = "关于{words}有哪些规定？"
+
 VOICE_HEARD = "（您的语音识别为：“{text}”）\n\n"
 
 VOICE_EMPTY = "抱歉，没能识别出您的语音。请直接输入文字问题，例如：\n{examples}"
