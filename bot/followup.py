@@ -3,11 +3,13 @@
 Members ask "党员有哪些权利？" and then "那义务呢？". Without an LLM, the follow-up is recognised by its
 form and combined with the previous question by rules:
 
-- ``那X呢`` / ``X呢`` / a bare topic word ``X``: X takes the place of the word of the previous question it
-  stands beside — a year or a congress replaces the year or congress (or goes in front); a word that
-  shares characters with one of the question's words replaces that one (正式党员 for 预备党员); otherwise
-  each of the question's last content words, and "<topic>的X", are tried and the reading retrieval is most
-  confident about wins ("党员有哪些义务？");
+- ``那X呢`` / ``X呢`` / a bare word ``X`` that can only be part of a question (a year or a congress, or
+  one short dictionary word such as 义务; a compound topic such as 乡村振兴 or a coined name is a new
+  question): X takes the place of the word of the previous question it stands beside — a year or a
+  congress replaces the year or congress (or goes in front); otherwise the readings with X in the place
+  of a word sharing characters with it (正式党员 for 预备党员) or of one of the last content words, and
+  "<topic>的X", are compared and the one retrieval is most confident about wins ("党员有哪些义务？"),
+  ties going to that order;
 - ``它/这个/该/此…``: the pronoun is replaced by the previous question's topic;
 - ``具体怎么做`` and its kin: "<topic>具体怎么做？";
 - ``还有呢``: the next passages of the previous question, as 更多.
@@ -109,9 +111,11 @@ def resolve(text: str, previous: str | None, tokenizer: Tokenizer, confidence: C
     if form is None:
         return None
     kind, words = form
+    if kind == "bare" and not parallel_word(words, tokenizer):
+        return None  # a topic of its own (乡村振兴, 海燕归巢计划): a new question, answered as it is
     if not previous:
         return None if kind == "bare" else FollowUp(kind if kind == KIND_MORE else KIND_REWRITE, "", words)
-    previous = tokenizer.normalize(previous).replace(" ", "")
+    previous = previous.strip()
     core = previous.rstrip(END_PUNCT)
     mark = "？"
     if kind == KIND_MORE:
@@ -120,16 +124,20 @@ def resolve(text: str, previous: str | None, tokenizer: Tokenizer, confidence: C
         return FollowUp(KIND_REWRITE, f"{topic(core)}具体怎么做{mark}")
     if kind == "pronoun":
         subject = topic(core)
-        rest = tokenizer.normalize(words).replace(" ", "").rstrip(END_PUNCT)
+        rest = words.rstrip(END_PUNCT)
         first = next(iter(tokenizer.cut(rest)), "")
-        if first and first in subject and len(first) >= 2:
+        if first and first in subject and len(first) >= 2 and rest.startswith(first):
             rest = rest[len(first):]
         return FollowUp(KIND_REWRITE, f"{subject}{rest}{mark}")
-    words = tokenizer.normalize(words).replace(" ", "")
-    question = combine(core, words, tokenizer, confidence, keep_alone=kind == "bare")
-    if question is None:  # a bare word reads best on its own: a new topic, not a follow-up
-        return None
-    return FollowUp(KIND_REWRITE, question + mark)
+    return FollowUp(KIND_REWRITE, combine(core, words, tokenizer, confidence) + mark)
+
+
+def parallel_word(word: str, tokenizer: Tokenizer) -> bool:
+    """A bare word that can only be part of a question: a year or congress, or one short dictionary word
+    (义务, 权利) — not a compound topic or one of the documents' coined names."""
+    if YEAR.fullmatch(word):
+        return True
+    return len(word) <= 3 and len(tokenizer.cut(word)) == 1 and tokenizer.normalize(word) not in tokenizer.names
 
 
 def topic(question: str) -> str:
@@ -147,10 +155,8 @@ def content_words(question: str, tokenizer: Tokenizer) -> list[str]:
             and not QUESTION_WORDS.fullmatch(w)]
 
 
-def combine(previous: str, words: str, tokenizer: Tokenizer, confidence: Callable[[str], float],
-            keep_alone: bool = False) -> str | None:
-    """``previous`` with ``words`` in the place of the word they stand beside (see the module docstring).
-    ``keep_alone``: ``words`` on their own are a reading too; None when that one wins."""
+def combine(previous: str, words: str, tokenizer: Tokenizer, confidence: Callable[[str], float]) -> str:
+    """``previous`` with ``words`` in the place of the word they stand beside (see the module docstring)."""
     if YEAR.search(words):
         found = YEAR.search(previous)
         if found:
@@ -158,19 +164,16 @@ def combine(previous: str, words: str, tokenizer: Tokenizer, confidence: Callabl
         return words + previous
     candidates = [w for w in content_words(previous, tokenizer) if w != words]
     readings = []
-    shared = [w for w in candidates if len(set(w) & set(words)) >= 2 and w not in words]
+    shared = [w for w in candidates if len(set(w) & set(words)) >= 2]
     if shared:  # 正式党员 beside 预备党员: the word it shares characters with
         readings.append(_replace_last(previous, max(shared, key=lambda w: len(set(w) & set(words))), words))
     readings += [_replace_last(previous, w, words) for w in reversed(candidates[-3:])]
     tail = QUESTION_TAIL.search(previous)
     readings.append(f"{topic(previous)}的{words}{tail.group(2) if tail else '是什么'}")
     readings = [r for r in dict.fromkeys(readings) if r != previous]
-    if keep_alone:
-        readings.append(words)
     if len(readings) == 1:
         return readings[0]
-    best = max((confidence(r), -i, r) for i, r in enumerate(readings))[2]
-    return None if keep_alone and best == words else best
+    return max((confidence(r), -i, r) for i, r in enumerate(readings))[2]
 
 
 def _replace_last(text: str, old: str, new: str) -> str:
