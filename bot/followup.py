@@ -6,9 +6,9 @@ form and combined with the previous question by rules:
 - ``那X呢`` / ``X呢`` / a bare word ``X`` that can only be part of a question (a year or a congress, or
   one short dictionary word such as 义务; a compound topic such as 乡村振兴 or a coined name is a new
   question): X takes the place of the word of the previous question it stands beside — a year or a
-  congress replaces the year or congress (or goes in front); otherwise the readings with X in the place
-  of a word sharing characters with it (正式党员 for 预备党员) or of one of the last content words, and
-  "<topic>的X", are compared and the one retrieval is most confident about wins ("党员有哪些义务？"),
+  congress replaces the year or congress (or goes in front); X replaces a word it shares characters with
+  (正式党员 for 预备党员); otherwise the readings with X in the place of one of the last content words,
+  and "<topic>的X", are compared and the one retrieval is most confident about wins ("党员有哪些义务？"),
   ties going to that order;
 - ``它/这个/该/此…``: the pronoun is replaced by the previous question's topic;
 - ``具体怎么做`` and its kin: "<topic>具体怎么做？";
@@ -163,11 +163,10 @@ def combine(previous: str, words: str, tokenizer: Tokenizer, confidence: Callabl
             return previous[:found.start()] + words + previous[found.end():]
         return words + previous
     candidates = [w for w in content_words(previous, tokenizer) if w != words]
-    readings = []
     shared = [w for w in candidates if len(set(w) & set(words)) >= 2]
-    if shared:  # 正式党员 beside 预备党员: the word it shares characters with
-        readings.append(_replace_last(previous, max(shared, key=lambda w: len(set(w) & set(words))), words))
-    readings += [_replace_last(previous, w, words) for w in reversed(candidates[-3:])]
+    if shared and "的" not in words:  # 正式党员 beside 预备党员: in place of the word it shares characters with
+        return _replace_last(previous, max(shared, key=lambda w: len(set(w) & set(words))), words)
+    readings = [_replace_last(previous, w, words) for w in reversed(candidates[-3:])]
     tail = QUESTION_TAIL.search(previous)
     readings.append(f"{topic(previous)}的{words}{tail.group(2) if tail else '是什么'}")
     readings = [r for r in dict.fromkeys(readings) if r != previous]

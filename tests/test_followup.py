@@ -7,8 +7,8 @@ import pytest
 
 from bot.followup import FOLLOWUP_SECONDS, KIND_MORE, resolve
 from bot.pipeline import Message
-from server import create_app
 from index.tokenize import Tokenizer
+from server import create_app
 from tests.conftest import make_app
 from tests.wechat_client import TOKEN as WECHAT_TOKEN
 from tests.wechat_client import WeChatClient
