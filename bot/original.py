@@ -16,17 +16,22 @@ from __future__ import annotations
 import html
 import re
 import secrets
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, render_template
 from itsdangerous import BadSignature, Signer
 from markupsafe import Markup
 
+from bot.answer import chinese_date
 from bot.store import BotStore
 from index.chunk import Chunk
 from index.metadata import STATUS_IN_FORCE
-from index.sources import section_of
+from index.sources import META_KEPT, section_of
+from index.store import IndexStoreError
+
+if TYPE_CHECKING:
+    from bot.engine import Engine
 
 bp = Blueprint("original", __name__, template_folder="templates")
 
@@ -38,7 +43,6 @@ TOKEN = re.compile(r"^[0-9a-f]{16}\.[0-9a-z]{1,8}\.[0-9a-z]{1,8}\.[A-Za-z0-9_-]{
 # A link inside a reply as WeChat shows it (tappable text); the console renders exactly these.
 REPLY_LINK = re.compile(r'<a href="(https?://[^"<>\s]+)">([^<>]{1,20})</a>')
 
-LinkMaker = Callable[[Chunk, dict], "str | None"]
 
 
 def _b36(n: int) -> str:
@@ -103,11 +107,6 @@ def reply_html(text: str) -> Markup:
     return Markup("".join(out))
 
 
-def reply_plain(text: str) -> str:
-    """A reply with its links reduced to their text (what a member reads)."""
-    return REPLY_LINK.sub(lambda m: m.group(2), text)
-
-
 @bp.get("/o/<token>")
 def original(token: str):
     from bot.engine import get_engine
@@ -121,14 +120,9 @@ def original(token: str):
     section = section_of(record, start, end) if record else None
     if record is None or section is None:
         return render_template("original/missing.html"), 404
-    meta = dict(record.get("meta") or {})
     current = _current_entry(engine, record["key"])
-    superseded = current is None
-    if current is not None:
-        meta.update({k: current.get(k) for k in ("status", "issuer", "number", "latest_title", "latest_date",
-                                                 "latest") if current.get(k)})
-    from bot.answer import chinese_date
-
+    superseded = current is None  # the text no longer serves: show what it was when quoted
+    meta = dict(record.get("meta") or {}) if current is None else {k: current.get(k) for k in META_KEPT}
     latest = meta.get("latest") if meta.get("latest") != record.get("doc_id") else None
     return render_template(
         "original/page.html", title=record["title"], issuer=meta.get("issuer"), number=meta.get("number"),
@@ -140,11 +134,11 @@ def original(token: str):
     )
 
 
-def _current_entry(engine, key: str) -> dict | None:  # type: ignore[no-untyped-def]
+def _current_entry(engine: Engine, key: str) -> dict | None:
     """The serving index's entry for the document with this text, if it still serves it."""
     try:
         documents = engine.current_index().manifest.get("documents", [])
-    except Exception:  # no index serving: the archived metadata is all there is
+    except IndexStoreError:  # no index serving: the archived metadata is all there is
         return None
     return next((d for d in documents if d.get("text_key") == key), None)
 

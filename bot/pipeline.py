@@ -73,7 +73,7 @@ class Reply:
             out["text"] = self.text
         else:
             out = {"question": self.question, "abstained": False, "text": self.text, "passages": [],
-                   "elapsed_ms": 0.0, "tier": "answer"}
+                   "elapsed_ms": 0.0, "tier": "answer", "link": None}
             if details:
                 out |= {"kind": self.source, "decision": None, "timings_ms": {}, "index_version": None}
         out["source"] = self.source
