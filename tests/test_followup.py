@@ -84,7 +84,8 @@ def test_then_duties_from_the_same_member_answers_with_article_3(docs_app):
     follow = ask(docs_app, "那义务呢？", "member-a")
     assert follow.source == "followup" and follow.extra["understood"] == "党员有哪些义务？"
     assert follow.text.startswith("您问的是：党员有哪些义务？\n\n")
-    assert follow.answer.tier == "answer"
+    # main's refitted decision (answer >= 0.75) quotes or lists it; either way the member is shown article 3
+    assert follow.answer.tier in ("answer", "related")
     assert follow.answer.passages[0].title == "中国共产党章程" and "第三条" in follow.answer.passages[0].section
     assert DUTIES_ARTICLE in follow.text
     # a chain: the next follow-up leans on the whole question, not on the words typed
