@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from bot import admin, api, cli, console, engine, inputs, pipeline, store, wechat
+from bot import admin, api, cli, console, engine, inputs, original, pipeline, store, wechat
 from index.bundled_model import BUNDLED_MODEL_NAME
 from index.chunk import DEFAULT_TARGET_CHARS
 
@@ -60,6 +60,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         MAX_QUESTION_CHARS=1000,
         API_MAX_BODY_BYTES=16 * 1024,
         JSON_AS_ASCII=False,
+        PUBLIC_BASE_URL=None,  # https://your.host: answers end with a 查看原文 link to /o/<token> under it
     )
     app.config.from_prefixed_env()
     app.config.from_mapping(test_config)
@@ -78,6 +79,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(admin.bp)
     console.init_app(app)
+    original.init_app(app)
     return app
 
 

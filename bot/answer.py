@@ -29,10 +29,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from bot import templates as t
+from index.chunk import Chunk
 from index.metadata import STATUS_AMENDED, STATUS_IN_FORCE, STATUS_REPEALED
 from index.rank import ANSWER_FEATURES, SCOPE_FEATURES, LearnedModels
 from index.search import Hit, SearchResult
 from index.store import LoadedIndex
+from index.tokenize import Tokenizer
 
 MAX_QUESTION_CHARS = 200  # longer messages are searched by their beginning
 SECOND_QUOTE_RATIO = 0.85  # a second passage is quoted when its fused score is this close to the best
@@ -115,6 +117,7 @@ class Answer:
     timings_ms: dict[str, float] = field(default_factory=dict)
     index_version: str | None = None
     quoted: int = 0  # how many of the passages the text quotes (更多 continues after them)
+    link: str | None = None  # 查看原文: the first quoted passage in its document (the text's last URL)
 
     @property
     def tier(self) -> str:
@@ -136,6 +139,7 @@ class Answer:
                 for p in self.passages
             ],
             "elapsed_ms": self.elapsed_ms,
+            "link": self.link,
         }
         out["tier"] = self.tier
         if details:
@@ -152,6 +156,8 @@ class AnswerSettings:
     related_threshold: float | None = None
     example_questions: tuple[str, ...] = ()
     max_bytes: int = t.WECHAT_MAX_BYTES
+    # 查看原文: (chunk, its document's manifest entry) -> the page's URL, or None (no PUBLIC_BASE_URL)
+    link: Callable[[Chunk, dict], str | None] | None = None
 
 
 class Answerer:
@@ -186,9 +192,12 @@ class Answerer:
         quoted = self._short(query)
         count = 0
         notice = t.render(t.LONG_QUESTION_NOTICE, limit=MAX_QUESTION_CHARS) if too_long else ""
+        link = None
         if decision.tier == TIER_ANSWER:
             kind = KIND_ANSWER
-            text, count = self.compose(t.ANSWER, quoted, more_pool(result.hits), notice, lead, documents=documents)
+            pool = more_pool(result.hits)
+            link = self.link_for(pool[0], documents)
+            text, count = self.compose(t.ANSWER, quoted, pool, notice, lead, documents=documents, link=link)
         elif decision.tier == TIER_RELATED:
             kind = KIND_RELATED
             text = lead + self.related_text(quoted, result.hits[:RELATED_SHOWN], notice)
@@ -199,7 +208,7 @@ class Answerer:
             question=question, abstained=decision.abstained, text=text, passages=passages,
             elapsed_ms=round((time.perf_counter() - started) * 1000, 2), kind=kind, decision=decision,
             timings_ms={k_: round(v, 3) for k_, v in result.timings_ms.items()}, index_version=index.version,
-            quoted=count,
+            quoted=count, link=link,
         )
 
     def more(self, question: str, shown: int) -> Answer:
@@ -211,16 +220,41 @@ class Answerer:
         decision = self.decide(result, index.searcher.models)
         rest = more_pool(result.hits)[shown:]
         documents = documents_by_id(index)
+        link = None
         if decision.tier == TIER_DECLINE or not rest:
             text, count = t.render(t.NO_MORE, question=self._short(query)), 0
         else:
-            text, count = self.compose(t.MORE, self._short(query), rest, "", "", ratio=0.0, documents=documents)
+            link = self.link_for(rest[0], documents)
+            text, count = self.compose(t.MORE, self._short(query), rest, "", "", ratio=0.0, documents=documents,
+                                       link=link)
         return Answer(
             question=question, abstained=False, text=text,
             passages=[Passage.from_hit(h, documents) for h in rest],
             elapsed_ms=round((time.perf_counter() - started) * 1000, 2), kind=KIND_MORE, decision=decision,
-            index_version=index.version, quoted=shown + count,
+            index_version=index.version, quoted=shown + count, link=link,
         )
+
+    def confidence(self, question: str) -> float:
+        """P(the first passage answers ``question``): how a follow-up's readings are compared."""
+        index = self._index()
+        result = index.searcher.search(" ".join(question.split())[:MAX_QUESTION_CHARS], k=MORE_LIMIT)
+        return self.decide(result, index.searcher.models).confidence
+
+    def tokenizer(self) -> Tokenizer:
+        """The serving index's tokenizer (its dictionary knows the documents' coined terms)."""
+        return self._index().searcher.tokenizer
+
+    @staticmethod
+    def is_fixed(text: str) -> bool:
+        """A greeting or a help request: answered by a fixed reply, never read as a question's part."""
+        compact = unicodedata.normalize("NFKC", " ".join(text.split())).lower()
+        return bool(GREETING_WORDS.match(compact) or HELP_WORDS.match(compact))
+
+    def link_for(self, hit: Hit, documents: dict[str, dict]) -> str | None:
+        """查看原文 for the passage of ``hit`` (None without a link maker or a base URL)."""
+        if self.settings.link is None:
+            return None
+        return self.settings.link(hit.chunk, documents.get(hit.chunk.doc_id, {}))
 
     def decide(self, result: SearchResult, models: LearnedModels | None = None) -> Decision:
         """The tier for ``result``, by ``models`` (the serving index's when None)."""
@@ -261,31 +295,34 @@ class Answerer:
             items = items[:-1]
 
     def compose(self, template: str, question: str, hits: list[Hit], notice: str, lead: str,
-                ratio: float = SECOND_QUOTE_RATIO, documents: dict[str, dict] | None = None) -> tuple[str, int]:
+                ratio: float = SECOND_QUOTE_RATIO, documents: dict[str, dict] | None = None,
+                link: str | None = None) -> tuple[str, int]:
         """Quote the first passage of ``hits`` (and a close second), cited, within the byte limit.
 
         ``hits`` are the passages 更多 may still show. Returns the text and how many passages it
         quotes. When passages remain, or the quote had to be cut, the text ends with the hint to send 更多.
         A quote from an older document of a series, or a repealed or amended one, gets a note saying so
-        (``documents``: the index manifest's documents by id).
+        (``documents``: the index manifest's documents by id). ``link`` (查看原文 for the first quote) ends
+        the text; when the text is too long the quote is cut, never the link.
         """
+        tail = t.render(t.ORIGINAL_LINK, url=link) if link else ""
         base_notice = notice
         best = hits[0].score
         chosen = [h for h in hits[:MAX_QUOTES] if h.score >= ratio * best] or hits[:1]
         hint = t.MORE_HINT if len(hits) > len(chosen) else ""
         while True:
             notice = source_notes(chosen, documents) + base_notice
-            text = lead + self._render(template, question, chosen, notice) + hint
+            text = lead + self._render(template, question, chosen, notice) + hint + tail
             if t.utf8_len(text) <= self.settings.max_bytes or len(chosen) == 1:
                 break
             chosen = chosen[:-1]
             hint = t.MORE_HINT
         if t.utf8_len(text) > self.settings.max_bytes:
             hint = t.MORE_HINT
-            text = lead + self._render(template, question, chosen, notice) + hint
+            text = lead + self._render(template, question, chosen, notice) + hint + tail
             overflow = t.utf8_len(text) - self.settings.max_bytes
             passage = cut_to_bytes(chosen[0].chunk.text, t.utf8_len(chosen[0].chunk.text) - overflow)
-            text = lead + self._render(template, question, chosen, notice, override=passage) + hint
+            text = lead + self._render(template, question, chosen, notice, override=passage) + hint + tail
         return text, len(chosen)
 
     def _render(self, template: str, question: str, hits: list[Hit], notice: str,

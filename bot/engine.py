@@ -21,6 +21,7 @@ from bot.answer import Answerer, AnswerSettings
 from bot.db import sqlite_url
 from bot.jobs import Jobs
 from bot.library import Library, check_chunk_count, with_setting
+from bot.original import Links, check_base_url, link_secret
 from bot.store import BotStore
 from bot.versions import POLL_SECONDS, DatabasePointer
 from index.embed import Embedder, load_embedder, set_threads
@@ -57,10 +58,12 @@ class Engine:
         )
         self.jobs = Jobs(self.bot_store, instance_path, config)
         self.cache = EmbeddingCache(instance_path / "cache" / "embeddings.sqlite3")
+        self.links = Links(link_secret(config, self.bot_store), check_base_url(config.get("PUBLIC_BASE_URL")))
         self.answerer = Answerer(self.current_index, AnswerSettings(
             answer_threshold=_optional_float(config.get("ANSWER_THRESHOLD")),
             related_threshold=_optional_float(config.get("RELATED_THRESHOLD")),
             example_questions=tuple(config.get("EXAMPLE_QUESTIONS") or ()),
+            link=self.links.url,
         ))
 
     # --------------------------------------------------------------- loading

@@ -10,7 +10,10 @@ for what wins, readable in one place (``init_app``):
 3. ``keyword``   — an admin's keyword reply;
 4. ``faq``       — an official answer (问答对);
 5. ``more``      — 更多 continues the member's last question;
-6. ``search``    — retrieval: the answer, related passages or a decline (``Answerer.answer``).
+6. ``search``    — retrieval: the answer, related passages or a decline (``Answerer.answer``). A follow-up
+   ("那义务呢？", "它的…", "具体怎么做", a bare topic word) is first made whole with the member's previous
+   question (``bot.followup``) and answered as that question, saying what was understood; the search
+   responder does this itself, so the responders before it see what the member typed.
 
 Then the ``finishers`` transform whatever answered: the feedback footer, remembering the answer that
 feedback refers to, and sensitive-word masking (last, so it covers every reply text). Before each
@@ -24,15 +27,18 @@ the member's history then do nothing.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from flask import Flask, current_app
 
+from bot import followup
 from bot import templates as t
 from bot.answer import Answer, Answerer
+from bot.followup import FOLLOWUP_SECONDS
 from bot.store import BotStore
 
 log = logging.getLogger(__name__)
@@ -41,6 +47,7 @@ MORE_WORDS = frozenset({"更多", "更多内容", "more", "继续", "下一条"}
 
 SOURCE_SEARCH = "search"  # retrieval answered (answer, related, decline, greeting, help)
 SOURCE_MORE = "more"  # 更多: the next passages of the last question
+SOURCE_FOLLOWUP = "followup"  # a follow-up question, answered as the whole question it was understood as
 
 
 @dataclass
@@ -80,7 +87,7 @@ class Reply:
             out["text"] = self.text
         else:
             out = {"question": self.question, "abstained": False, "text": self.text, "passages": [],
-                   "elapsed_ms": 0.0, "tier": "answer"}
+                   "elapsed_ms": 0.0, "tier": "answer", "link": None}
             if details:
                 out |= {"kind": self.source, "decision": None, "timings_ms": {}, "index_version": None}
         out["source"] = self.source
@@ -167,7 +174,8 @@ class ReplyPipeline:
             answer = future.result(timeout=self.settings.reply_budget)
         except FutureTimeout:
             if message.user is not None:
-                self.store.set_state(message.user, {"question": question, "shown": 0, "pending": True})
+                self.store.set_state(message.user, {"question": question, "shown": 0, "pending": True,
+                                                    "asked": time.time()})
                 future.add_done_callback(lambda f: self._keep_late_answer(message, question, f))
             return Reply(t.render(t.TIMEOUT, question=question[:60]), SOURCE_SEARCH, question=question)
         log_id = self.remember(message, question, answer)
@@ -178,7 +186,7 @@ class ReplyPipeline:
         if not message.logged:
             return None
         if message.user is not None and answer.kind in ("answer", "related", "abstain"):
-            self.store.set_state(message.user, {"question": question, "shown": answer.quoted})
+            self.store.set_state(message.user, {"question": question, "shown": answer.quoted, "asked": time.time()})
         return self.store.log_query(
             channel=message.channel, user=message.user or "", question=question, kind=answer.kind,
             abstained=answer.abstained,
@@ -193,7 +201,8 @@ class ReplyPipeline:
         try:
             answer = future.result()
             self.remember(message, question, answer)
-            self.store.set_state(user, {"question": question, "shown": answer.quoted, "late": answer.text})
+            self.store.set_state(user, {"question": question, "shown": answer.quoted, "late": answer.text,
+                                        "asked": time.time()})
         except Exception:
             log.exception("late answer failed for a question of %s", self.store.hash_user(user))
             self.store.set_state(user, {"question": question, "shown": 0, "late": t.INTERNAL_ERROR})
@@ -211,7 +220,8 @@ def respond_more(message: Message, pipeline: ReplyPipeline) -> Reply | None:
     store = pipeline.store
     state = store.get_state(message.user, pipeline.settings.state_ttl)
     if state.get("late"):
-        store.set_state(message.user, {"question": state["question"], "shown": state.get("shown", 0)})
+        store.set_state(message.user, {"question": state["question"], "shown": state.get("shown", 0),
+                                       "asked": state.get("asked", 0)})
         return Reply(state["late"], SOURCE_MORE, question=state["question"])
     if state.get("pending"):
         return Reply(t.render(t.STILL_WORKING, question=state["question"][:60]), SOURCE_MORE,
@@ -219,13 +229,44 @@ def respond_more(message: Message, pipeline: ReplyPipeline) -> Reply | None:
     if not state.get("question"):
         return Reply(t.NO_QUESTION_FOR_MORE, SOURCE_MORE)
     answer = pipeline.answerer.more(state["question"], int(state.get("shown", 0)))
-    store.set_state(message.user, {"question": state["question"], "shown": answer.quoted})
+    store.set_state(message.user, {"question": state["question"], "shown": answer.quoted,
+                                   "asked": state.get("asked", 0)})
     return Reply(answer.text, SOURCE_MORE, answer=answer, question=state["question"])
 
 
 def respond_search(message: Message, pipeline: ReplyPipeline) -> Reply:
-    """Retrieval: always answers (an answer, related passages, a decline, a greeting or help)."""
-    return pipeline.ask(message)
+    """Retrieval: always answers (an answer, related passages, a decline, a greeting or help); a
+    follow-up is answered as the whole question it stands for."""
+    return respond_followup(message, pipeline) or pipeline.ask(message)
+
+
+def respond_followup(message: Message, pipeline: ReplyPipeline) -> Reply | None:
+    """A message leaning on the member's previous question (asked within ``FOLLOWUP_SECONDS``), made whole
+    and answered; None for a self-contained message."""
+    answerer = pipeline.answerer
+    previous = None
+    if message.user is not None:
+        state = pipeline.store.get_state(message.user, FOLLOWUP_SECONDS)
+        if state.get("question") and time.time() - float(state.get("asked") or 0) <= FOLLOWUP_SECONDS:
+            previous = str(state["question"])
+    found = followup.resolve(message.text, previous, answerer.tokenizer(), answerer.confidence,
+                             excluded=lambda text: answerer.is_fixed(text) or text.lower() in MORE_WORDS)
+    if found is None:
+        return None
+    if not found.question:  # it leans on a question we do not have
+        examples = t.bullet_list([t.render(t.FOLLOWUP_EXAMPLE, words=found.words)]) if found.words \
+            else answerer.examples()
+        return Reply(message.lead + t.render(t.FOLLOWUP_NO_CONTEXT, examples=examples), SOURCE_FOLLOWUP)
+    if found.kind == followup.KIND_MORE:
+        reply = respond_more(replace(message, text="更多"), pipeline)
+        if reply is not None:
+            reply.extra["understood"] = found.question
+        return reply
+    understood = t.render(t.UNDERSTOOD, question=found.question)
+    reply = pipeline.ask(replace(message, lead=message.lead + understood), question=found.question)
+    reply.source = SOURCE_FOLLOWUP
+    reply.extra["understood"] = found.question
+    return reply
 
 
 def init_app(app: Flask, answerer: Answerer, store: BotStore) -> ReplyPipeline:

@@ -125,6 +125,12 @@ class BotStore:
         with self._read() as conn:
             return conn.execute(select(settings.c.value).where(settings.c.name == name)).scalar()
 
+    def set_setting_once(self, name: str, value: str) -> None:
+        """Store ``value`` unless another worker stored one first."""
+        with self.engine.begin() as conn:
+            conn.execute(insert_for(conn, settings).values(name=name, value=value)
+                         .on_conflict_do_nothing(index_elements=["name"]))
+
     def set_setting(self, name: str, value: str) -> None:
         with self.engine.begin() as conn:
             stmt = insert_for(conn, settings).values(name=name, value=value)

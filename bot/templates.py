@@ -42,6 +42,9 @@ REPEALED_NOTICE = "\n\n注：《{title}》（{date}）已废止，请以现行�
 AMENDED_NOTICE = "\n\n注：《{title}》（{date}）已修订，请以修订后的文件为准。"
 UNDATED = "日期不详"
 
+# The last line of an answer: the quoted passage in its document (bot.original); WeChat shows the text, tappable.
+ORIGINAL_LINK = '\n\n<a href="{url}">查看原文</a>'
+
 RELATED = (
     "没有找到“{question}”的确切答案，以下内容可能相关：\n{items}{notice}\n\n"
     "发送“更多”可查看这些段落的原文，也可以换个说法再问。"
@@ -65,6 +68,14 @@ NO_QUESTION_FOR_MORE = "请先发送您的问题；看完回答后，发送“�
 STILL_WORKING = "我还在查找“{question}”的答案，请稍等几秒后再发送“更多”。"
 
 TIMEOUT = "您的问题“{question}”我正在查找，请稍等几秒后发送“更多”获取答案。"
+
+# A follow-up question ("那义务呢？") answered as the whole question it was understood as.
+UNDERSTOOD = "您问的是：{question}\n\n"
+
+FOLLOWUP_NO_CONTEXT = (
+    "抱歉，我不确定您是接着哪个问题问的（10分钟内没有收到您的提问）。请把问题说完整，例如：\n{examples}"
+)
+FOLLOWUP_EXAMPLE = "关于{words}有哪些规定？"
 
 VOICE_HEARD = "（您的语音识别为：“{text}”）\n\n"
 

@@ -41,6 +41,7 @@ from index.metadata import STATUS_IN_FORCE, link_series
 from index.rank import LearnedModels
 from index.search import HybridSearcher
 from index.sentences import SentenceIndex
+from index.sources import SourceArchive, text_key
 from index.synonyms import Synonyms
 from index.tokenize import Tokenizer, find_coined_terms
 
@@ -48,6 +49,7 @@ SENTENCES_DIR = "sentences"
 MANIFEST_VERSION = 3  # 2: a character-bigram BM25 index beside the jieba one, everyday.npy; 3: sentences/
 CURRENT_FILE = "CURRENT"
 PREVIOUS_FILE = "PREVIOUS"
+SOURCES_DIR = "sources"  # the documents' cleaned texts by content (index.sources), kept across versions
 BUILDING_PREFIX = ".building-"
 EMBED_BATCH = 32
 
@@ -133,6 +135,7 @@ class IndexStore:
         self.keep = keep
         self.root.mkdir(parents=True, exist_ok=True)
         self.pointer: VersionPointer = pointer or FilePointer(self.root)
+        self.sources = SourceArchive(self.root / SOURCES_DIR)
 
     # ---------------------------------------------------------------- versions
 
@@ -247,13 +250,15 @@ class IndexStore:
                 "calibration": calibration,
                 "documents": [
                     {"doc_id": d.doc_id, "title": d.title, "date": d.date, "author": d.author,
-                     "source": d.source, "sha256": d.sha256,
+                     "source": d.source, "sha256": d.sha256, "text_key": text_key(d.text),
                      "chunks": sum(1 for c in chunks if c.doc_id == d.doc_id)} | document_metadata(d, linked[i])
                     for i, d in enumerate(documents)
                 ],
                 "versions": {"faiss": faiss.__version__, "numpy": np.__version__},
             }
             _write_json(work / "manifest.json", manifest)
+            for i, d in enumerate(documents):  # what 查看原文 links of this version show, kept after it is pruned
+                self.sources.put(d, document_metadata(d, linked[i]))
             os.rename(work, self.root / version)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)

@@ -72,6 +72,10 @@ class Tokenizer:
         text = self._cc.convert(text)
         return " ".join(text.lower().split())
 
+    def cut(self, text: str) -> list[str]:
+        """Precise-mode jieba words of the normalised text, every piece kept (they join back to it)."""
+        return list(self._jieba.cut(self.normalize(text)))
+
     def terms(self, text: str, normalized: bool = False) -> list[str]:
         """The query's concepts, each once: precise-mode jieba (no sub-words), minus stop words."""
         return _content(self._jieba.cut(text if normalized else self.normalize(text)))

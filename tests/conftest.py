@@ -82,6 +82,22 @@ def built_instance(tmp_path_factory, models_dir) -> Path:
     return instance
 
 
+@pytest.fixture(scope="session")
+def all_docs_instance(built_instance, tmp_path_factory) -> Path:
+    """An instance with the shipped speech plus all 19 documents of ../shared/docs, added through the
+    library and indexed once per session (about five minutes on two cores); copy it to change it."""
+    instance = tmp_path_factory.mktemp("all-docs") / "instance"
+    shutil.copytree(built_instance, instance, symlinks=True)
+    app = create_app({"INSTANCE_PATH": str(instance), "TESTING": True})
+    engine = app.extensions["engine"]
+    with app.app_context():
+        engine.library.seed(SPEECH.parent)
+        for path in sorted((SHARED / "docs").glob("*.txt")):
+            engine.library.add(path.name, path.read_bytes(), uploaded_by="test")
+        engine.build()
+    return instance
+
+
 @pytest.fixture
 def app(built_instance, tmp_path):
     """An app serving the shipped corpus, with its own copy of the instance folder."""

@@ -6,7 +6,7 @@ def test_ask_returns_the_answer_json(client):
                     content_type="application/json")
     assert r.status_code == 200
     body = r.get_json()
-    assert set(body) == {"question", "abstained", "tier", "text", "passages", "elapsed_ms", "source"}
+    assert set(body) == {"question", "abstained", "tier", "text", "passages", "elapsed_ms", "source", "link"}
     assert body["source"] == "search"
     assert body["tier"] in ("answer", "related") and len(body["passages"]) == 3
     assert set(body["passages"][0]) >= {"doc", "title", "section", "text", "score", "date", "status"}

@@ -21,7 +21,7 @@ def test_ask_batch(runner, tmp_path):
     lines = [json.loads(line) for line in result.output.splitlines()]
     assert [line["id"] for line in lines] == ["a", "b"]
     assert lines[0]["abstained"] is False and lines[1]["abstained"] is True
-    assert set(lines[0]) == {"id", "question", "abstained", "tier", "text", "passages", "elapsed_ms", "source"}
+    assert set(lines[0]) == {"id", "question", "abstained", "tier", "text", "passages", "elapsed_ms", "source", "link"}
 
 
 def test_ask_batch_with_a_broken_line_names_it(runner, tmp_path):

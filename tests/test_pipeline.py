@@ -41,3 +41,17 @@ def test_the_order_is_one_list(app):
     pipeline = app.extensions["pipeline"]
     assert [name for name, _ in pipeline.responders] == ["sensitive", "feedback", "keyword", "faq", "more", "search"]
     assert [name for name, _ in pipeline.finishers] == ["feedback_footer", "remember_answer", "mask"]
+
+
+def test_still_more_continues_and_a_follow_up_without_a_question_asks_for_one(app):
+    pipeline = app.extensions["pipeline"]
+    with app.app_context():
+        first = pipeline.reply(Message(text="怎样防止干部带病提拔？", user="u3", channel="console"))
+        again = pipeline.reply(Message(text="还有呢？", user="u3", channel="console"))
+        lone = pipeline.reply(Message(text="那考核呢？", channel="api", logged=False))
+        plain = pipeline.reply(Message(text="海燕归巢计划是做什么的？", user="u3", channel="console"))
+    assert first.source == "search"
+    assert again.source == "more" and again.question == "怎样防止干部带病提拔？"
+    assert again.extra["understood"] == "怎样防止干部带病提拔？"
+    assert lone.source == "followup" and "关于考核有哪些规定？" in lone.text and lone.answer is None
+    assert plain.source == "search" and "understood" not in plain.extra  # a whole question stays as it is

@@ -13,16 +13,9 @@ PARTY_CONSTITUTION = "party_constitution_2017_zh"
 
 
 @pytest.fixture(scope="module")
-def all_docs_app(built_instance, tmp_path_factory):
-    """The shipped speech plus all 19 documents, added through the library and indexed."""
-    app = make_app(built_instance, tmp_path_factory.mktemp("all-docs"))
-    engine = app.extensions["engine"]
-    with app.app_context():
-        engine.library.seed(SPEECH.parent)
-        for path in sorted((SHARED / "docs").glob("*.txt")):
-            engine.library.add(path.name, path.read_bytes(), uploaded_by="test")
-        engine.build()
-    return app
+def all_docs_app(all_docs_instance, tmp_path_factory):
+    """The shipped speech plus all 19 documents (a copy of the session's instance: these tests change it)."""
+    return make_app(all_docs_instance, tmp_path_factory.mktemp("all-docs-reindex"))
 
 
 def test_all_documents_answer_their_questions(all_docs_app):
