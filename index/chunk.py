@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass
 from index.ingest import BODY, FOOTER_SECTION, HEADER, Document, Paragraph
 
 DEFAULT_TARGET_CHARS = 240  # chosen by measurement on ../shared/eval (see CHANGES.md)
+# A passage at least this share of the target closes where a new paragraph begins, so a paragraph that
+# states something new ("今年发展主要预期目标是：…") opens a passage instead of trailing the one before it.
+PARAGRAPH_CLOSE_SHARE = 0.5
 HEADER_SECTION = "文档信息"
 # Words people use when asking about a document's metadata rather than its content; indexed with the
 # header and footer passages so "谁讲的" or "发给了哪些单位" can find them.
@@ -81,13 +84,15 @@ def chunk_document(doc: Document, target_chars: int = DEFAULT_TARGET_CHARS) -> l
     groups = _paragraph_groups(doc.paragraphs)
     for section, paragraphs in groups:
         spans: list[tuple[int, int]] = []
+        opening: set[int] = set()  # where a paragraph begins
         for para in paragraphs:
+            opening.add(para.start)
             if para.kind == HEADER:
                 spans.append((para.start, para.end))
                 continue
             for s, e in split_sentences(para.text):
                 spans.extend(_split_long(doc.text, para.start + s, para.start + e, 2 * target_chars))
-        for start, end in _pack(spans, target_chars, doc.text):
+        for start, end in _pack(spans, target_chars, opening):
             text = doc.text[start:end].strip()
             if not text:
                 continue
@@ -111,14 +116,20 @@ def _paragraph_groups(paragraphs: list[Paragraph]) -> list[tuple[tuple[str, ...]
     return [((HEADER_SECTION,) if key == ("",) else key, paras) for key, paras in groups]
 
 
-def _pack(spans: list[tuple[int, int]], target: int, text: str) -> list[tuple[int, int]]:
-    """Greedily pack sentence spans; a passage closes once adding the next would pass the target.
+def _pack(spans: list[tuple[int, int]], target: int, opening: set[int]) -> list[tuple[int, int]]:
+    """Greedily pack sentence spans; a passage closes once adding the next would pass the target, or at
+    a new paragraph (``opening``) once it holds ``PARAGRAPH_CLOSE_SHARE`` of the target.
 
     A passage that would end up much shorter than the target joins its predecessor instead.
     """
     packed: list[list[int]] = []
     for start, end in spans:
-        if packed and (end - packed[-1][0] <= target or packed[-1][1] - packed[-1][0] < target // 3):
+        if not packed:
+            packed.append([start, end])
+            continue
+        length = packed[-1][1] - packed[-1][0]
+        closes = end - packed[-1][0] > target or (start in opening and length >= target * PARAGRAPH_CLOSE_SHARE)
+        if length < target // 3 or not closes:
             packed[-1][1] = end
         else:
             packed.append([start, end])

@@ -219,7 +219,10 @@ def _reflow(raw: str) -> list[str]:
         if current and _starts_new_paragraph(stripped, current[-1]):
             flush()
         current.append(stripped)
-        ends = line != line.rstrip() if uses_end_marks else _looks_like_last_line(stripped, width)
+        if uses_end_marks:
+            ends = line != line.rstrip()
+        else:  # whole paragraphs on their lines (not hard-wrapped): a line closing a sentence ends one
+            ends = _looks_like_last_line(stripped, width) or (not hard_wrapped and stripped[-1] in SENTENCE_END + CLOSERS)
         if ends or _is_standalone_heading(stripped) or FOOTER_LINE.search(stripped) or _is_meta_line(stripped):
             flush()
     flush()

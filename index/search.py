@@ -47,6 +47,10 @@ CHANNEL_FETCH = 50
 QUERY_VECTORS_KEPT = 64  # recent question embeddings kept per searcher
 EVIDENCE_HITS = 3  # lexical evidence may come from any of the passages a reply can quote
 YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?!\d)")
+# How far (ranker log-odds) the newest document of a series may trail an older one's best passage and still
+# go first for a question that names no year (HybridSearcher.prefer_current); measured in CHANGES.md
+SERIES_CURRENT_MARGIN = 1.0
+SHORT_YEAR = re.compile(r"(?<![\d.])(\d{2})年(?![代级])")  # 18年 -> 2018, as members type it (not 80年代)
 CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")}
 SESSION = re.compile(r"第([一二三四五六七八九十]{1,3}|\d{1,2})次(?:全国)?代表大会"
                      r"|([一二三四五六七八九]?十[一二三四五六七八九]?|\d{2})大")
@@ -117,8 +121,11 @@ class HybridSearcher:
                  dense: DenseIndex, embedder: Embedder, tokenizer: Tokenizer,
                  bigram_bm25: BM25Index | None = None, synonyms: Synonyms | None = None,
                  models: LearnedModels | None = None, calibration: dict | None = None,
-                 everyday: np.ndarray | None = None, sentences: SentenceIndex | None = None) -> None:
+                 everyday: np.ndarray | None = None, sentences: SentenceIndex | None = None,
+                 newest: dict[str, str] | None = None) -> None:
         self.chunks = chunks
+        # an older document of a series -> the series' newest document (index.metadata.link_series)
+        self.newest = {old: new for old, new in (newest or {}).items() if old != new}
         self.chunk_tokens = chunk_tokens
         self.bm25 = bm25
         self.bigram_bm25 = bigram_bm25 or BM25Index.build([tokenizer.bigrams(c.context_text()) for c in chunks])
@@ -148,6 +155,7 @@ class HybridSearcher:
         self.document_names: list[set[str]] = [
             names_in(" ".join((titles[d], heads.get(d, "")[:200], d.replace("_", " ")))) for d in documents
         ]
+        self.all_document_names = set().union(*self.document_names)
         self._section_words: dict[tuple[str, ...], set[str]] = {}
         self._bigram_text: dict[int, str] = {}
         self._query_vectors: dict[str, np.ndarray] = {}
@@ -206,7 +214,7 @@ class HybridSearcher:
     def ranking(self, found: Candidates, ranker: LinearModel | None = None) -> Ranking:
         """The candidates ranked (by ``ranker`` when given: fitting tries rankers) and the evidence for the
         answer decision."""
-        hits, scores = self.rank(found, ranker)
+        hits, scores = self.prefer_current(found, *self.rank(found, ranker))
         semantic = float(found.cosine.max()) if len(found.cosine) else 0.0
         action = self.tokenizer.asked_action(found.text)
         lexical, named, action_found = self.evidence(found.terms, action, hits[:EVIDENCE_HITS])
@@ -296,6 +304,22 @@ class HybridSearcher:
                     position=int(found.positions[i]), doc_prior=round(float(found.doc_prior[i]), 6))
                 for i in order]
         return hits, scores[order]
+
+    def prefer_current(self, found: Candidates, hits: list[Hit], scores: np.ndarray) -> tuple[list[Hit], np.ndarray]:
+        """A question that names no year or congress session asks about the current document of a series:
+        when the best passage comes from an older one and the newest one's best passage is within
+        ``SERIES_CURRENT_MARGIN`` log-odds of it, the newest one's goes first (its reply then needs no
+        "最新为…" note). A question that names a year keeps the ranker's order (``doc_named``)."""
+        newest = self.newest.get(hits[0].chunk.doc_id) if hits else None
+        if newest is None or names_in(found.text) & self.all_document_names:
+            return hits, scores
+        for i in range(1, len(hits)):
+            if scores[0] - scores[i] > SERIES_CURRENT_MARGIN:
+                break
+            if hits[i].chunk.doc_id == newest:
+                order = [i, *(j for j in range(len(hits)) if j != i)]
+                return [hits[j] for j in order], scores[order]
+        return hits, scores
 
     def decision_evidence(self, found: Candidates, scores: np.ndarray, hits: list[Hit], semantic: float,
                           lexical: float, named: float, action_found: bool | None) -> dict[str, float]:
@@ -465,7 +489,7 @@ def share_of_best(values: np.ndarray) -> np.ndarray:
 
 def names_in(text: str) -> set[str]:
     """The years (2019) and congress sessions (十九大 -> session:19) a text names."""
-    names = {m.group(1) for m in YEAR.finditer(text)}
+    names = {m.group(1) for m in YEAR.finditer(text)} | {f"20{m.group(1)}" for m in SHORT_YEAR.finditer(text)}
     for m in SESSION.finditer(text):
         number = cn_number(m.group(1) or m.group(2))
         if number:

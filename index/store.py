@@ -310,7 +310,9 @@ class IndexStore:
                                   bigram_bm25=BM25Index.load(path / "bm25-bigram", len(chunks)),
                                   synonyms=synonyms, models=models, calibration=manifest.get("calibration"),
                                   everyday=np.load(path / "everyday.npy", mmap_mode="r"),
-                                  sentences=SentenceIndex.load(path / SENTENCES_DIR))
+                                  sentences=SentenceIndex.load(path / SENTENCES_DIR),
+                                  newest={d["doc_id"]: d["latest"] for d in manifest.get("documents", [])
+                                          if d.get("latest")})
         return LoadedIndex(version=version, path=path, manifest=manifest, searcher=searcher, terms=terms)
 
 

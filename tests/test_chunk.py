@@ -65,6 +65,17 @@ def test_an_overlong_sentence_is_cut_at_clauses():
     assert "".join(c.text for c in chunks if c.section != (HEADER_SECTION,)) == sentence
 
 
+def test_a_passage_closes_where_a_new_paragraph_begins():
+    """Once a passage holds half the target, a new paragraph opens the next one; a short paragraph still
+    joins its neighbour."""
+    first = "各级党组织要切实担负起管党治党的政治责任，把全面从严治党落到实处。" * 3
+    second = "今年发展主要预期目标是：国内生产总值增长5.5%左右；城镇新增就业1100万人以上，城镇调查失业率全年控制在5.5%以内。"
+    tiny = "要抓好落实。"
+    doc = clean(f"标题\n\n{first}\n\n{second}\n\n{tiny}\n", doc_id="paras")
+    texts = [c.text for c in chunk_document(doc, 160) if c.section != (HEADER_SECTION,)]
+    assert [t.replace("\n", "") for t in texts] == [first, second + tiny]
+
+
 def test_split_sentences_keeps_closing_quotes():
     text = "要突出“实干实绩”。坚持“凡提四必。”然后呢？好"
     parts = [text[s:e] for s, e in split_sentences(text)]

@@ -84,6 +84,19 @@ def test_blank_lines_separate_paragraphs_when_not_double_spaced():
     assert [p.kind for p in doc.paragraphs[-2:]] == [FOOTER, FOOTER]
 
 
+def test_whole_paragraphs_on_their_lines_stay_paragraphs():
+    """A report with one paragraph a line (long lines that close their sentences) is not hard-wrapped: each
+    line is a paragraph, however long, and a new paragraph is never glued to the one before it."""
+    long = "综合研判国内外形势，今年我国发展面临的风险挑战明显增多，必须爬坡过坎。" * 4
+    target = "今年发展主要预期目标是：国内生产总值增长5.5%左右；城镇新增就业1100万人以上。"
+    short = "经济增速预期目标的设定，主要考虑稳就业保民生防风险的需要。"
+    doc = clean(f"政府工作报告\n{long}\n{target}\n{short}\n{long}\n", doc_id="report")
+    assert [p.text for p in doc.paragraphs if p.text != "政府工作报告"][-4:] == [long, target, short, long]
+    wrapped = clean("标题\n\n为进一步加强基层治理，推动治理重心下移，现将有关事项\n通知如下。各地要结合实际抓好落实，确保\n"
+                    "全覆盖。\n", doc_id="wrapped")  # hard-wrapped lines still join
+    assert any(p.text.startswith("为进一步") and p.text.endswith("确保全覆盖。") for p in wrapped.paragraphs)
+
+
 def test_articles_and_chapters_nest():
     raw = (
         "示例条例\n\n第一章 总则\n\n第一条 为了规范管理，制定本条例。\n\n第二条 本条例适用于全市。\n\n"

@@ -151,6 +151,21 @@ def test_a_question_that_names_a_year_pins_its_document(tokenizer):
     assert searcher.search("2019年干部考核评价", k=1).hits[0].chunk.chunk_id == "economy#0"
 
 
+def test_a_series_answers_from_its_newest_document_unless_a_year_is_named(tokenizer):
+    """economy (2019) is an older report of the series whose newest is cadres (2022): a question naming no
+    year gets the newest one's passage first when it is within the margin of the older one's."""
+    searcher = two_documents(tokenizer, ranker(bm25=4.0, doc_named=1.0, doc_named_other=-1.0))
+    searcher.newest = {"economy": "cadres"}
+    assert searcher.search("干部考核评价", k=1).hits[0].chunk.chunk_id == "cadres#2"
+    searcher.newest = {"cadres": "economy"}  # either way round: the same sentence, the newest goes first
+    assert searcher.search("干部考核评价", k=1).hits[0].chunk.chunk_id == "economy#0"
+    assert searcher.search("2022年干部考核评价", k=1).hits[0].chunk.chunk_id == "cadres#2"
+    searcher.newest = {"economy": "cadres"}
+    assert searcher.search("2019年干部考核评价", k=1).hits[0].chunk.chunk_id == "economy#0"
+    assert searcher.search("19年干部考核评价", k=1).hits[0].chunk.chunk_id == "economy#0"
+    assert searcher.search("扩大内需稳定外贸", k=1).hits[0].chunk.chunk_id == "economy#1"  # not near: kept
+
+
 def test_a_document_named_by_its_title_earns_the_title_feature(tokenizer):
     searcher = two_documents(tokenizer)
     title = feature(searcher, "干部工作要点里怎么说考核", "doc_title")
@@ -161,6 +176,7 @@ def test_a_document_named_by_its_title_earns_the_title_feature(tokenizer):
     ("党的十九大提出了什么", {"session:19"}), ("二十大报告", {"session:20"}), ("19大", {"session:19"}),
     ("中国共产党第二十次全国代表大会", {"session:20"}), ("2019年政府工作报告", {"2019"}),
     ("第十三届全国人民代表大会", set()), ("党员的义务", set()), ("12345热线", set()),
+    ("18年起电费降多少", {"2018"}), ("2017年3月", {"2017"}), ("80年代", set()), ("工作满5年", set()),
 ])
 def test_names_in(text, names):
     assert names_in(text) == names
