@@ -222,7 +222,8 @@ def _reflow(raw: str) -> list[str]:
         if uses_end_marks:
             ends = line != line.rstrip()
         else:  # whole paragraphs on their lines (not hard-wrapped): a line closing a sentence ends one
-            ends = _looks_like_last_line(stripped, width) or (not hard_wrapped and stripped[-1] in SENTENCE_END + CLOSERS)
+            closes = stripped[-1] in SENTENCE_END + CLOSERS
+            ends = _looks_like_last_line(stripped, width) or (not hard_wrapped and closes)
         if ends or _is_standalone_heading(stripped) or FOOTER_LINE.search(stripped) or _is_meta_line(stripped):
             flush()
     flush()

@@ -49,7 +49,7 @@ EVIDENCE_HITS = 3  # lexical evidence may come from any of the passages a reply 
 YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?!\d)")
 # How far (ranker log-odds) the newest document of a series may trail an older one's best passage and still
 # go first for a question that names no year (HybridSearcher.prefer_current); measured in CHANGES.md
-SERIES_CURRENT_MARGIN = 1.0
+SERIES_CURRENT_MARGIN = 2.0
 SHORT_YEAR = re.compile(r"(?<![\d.])(\d{2})年(?![代级])")  # 18年 -> 2018, as members type it (not 80年代)
 CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")}
 SESSION = re.compile(r"第([一二三四五六七八九十]{1,3}|\d{1,2})次(?:全国)?代表大会"

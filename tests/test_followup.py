@@ -144,8 +144,6 @@ def test_growth_target_naming_2018_is_answered_from_the_2018_report(docs_app):
     assert follow.answer.passages[0].title == "2022年政府工作报告"
 
 
-@pytest.mark.xfail(strict=True, reason="ranking does not yet prefer the newest report of a series for a "
-                                       "question without a year (answered from the 2017 report); see issue 13")
 def test_growth_target_without_a_year_is_answered_from_the_2022_report(docs_app):
     reply = ask(docs_app, "政府工作报告提出的经济增长目标是多少？", "member-g")
     assert reply.answer.passages[0].title == "2022年政府工作报告"
