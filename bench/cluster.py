@@ -22,7 +22,8 @@ from pathlib import Path
 
 from bench.common import ROOT, SHARED, percentile, write_section
 from deploy.cluster import Cluster
-from deploy.postgres import Postgres, free_port
+from deploy.ports import consecutive_free_ports, free_port
+from deploy.postgres import Postgres
 from tests.wechat_client import TOKEN, message_xml, sign
 
 ADMIN = "bench-admin"
@@ -108,7 +109,8 @@ def run(instance: Path, seconds: float = 15.0, corpus: Path = SHARED / "docs") -
                 (root / "shared").mkdir(parents=True)
                 shutil.copytree(instance / "indexes", root / "shared" / "indexes")
                 (root / "shared" / "models").symlink_to((instance / "models").resolve(), target_is_directory=True)
-                cluster = Cluster(root, nodes=nodes, proxy_port=free_port(), first_node_port=_two_ports(),
+                cluster = Cluster(root, nodes=nodes, proxy_port=free_port(),
+                                  first_node_port=consecutive_free_ports(nodes),
                                   database_url=pg.create_database(f"bench{nodes}"),
                                   env={"FLASK_WECHAT_TOKEN": TOKEN, "FLASK_WECHAT_RATE_LIMIT": "1000000",
                                        "FLASK_ADMIN_TOKEN": ADMIN, "FLASK_CORPUS_DIR": str(corpus)})
@@ -150,21 +152,6 @@ def run(instance: Path, seconds: float = 15.0, corpus: Path = SHARED / "docs") -
 def _load_average() -> str:
     """The 1-minute load average: above 2 on these 2 cores, other work shared the machine during the row."""
     return Path("/proc/loadavg").read_text().split()[0]
-
-
-def _two_ports() -> int:
-    import socket
-
-    for _ in range(200):
-        base = random.randrange(20000, 60000)
-        try:
-            for port in (base, base + 1):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no two consecutive free ports")
 
 
 def main() -> None:

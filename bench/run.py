@@ -88,7 +88,8 @@ print(json.dumps({{"import_app": t1 - t0, "model": t2 - t1, "index": t3 - t2, "f
 
 def bench_http(instance: Path, backend: str, questions: list[str]) -> list[str]:
     """gunicorn (2 workers) under wrk: signed WeChat text messages and /api/ask, concurrency 1, 8, 32."""
-    from bench.webhook_load import free_port, start_gunicorn, stop
+    from bench.webhook_load import start_gunicorn, stop
+    from deploy.ports import free_port
     from tests.wechat_client import TOKEN, sign
 
     wrk = shutil.which("wrk")

@@ -25,7 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.webhook_load import free_port, start_gunicorn, stop
+from bench.webhook_load import start_gunicorn, stop
+from deploy.ports import free_port
 from tests.wechat_client import TOKEN, message_xml, sign
 
 ROOT = Path(__file__).resolve().parent.parent

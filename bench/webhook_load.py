@@ -15,7 +15,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.ports import free_port
 from tests.wechat_client import TOKEN, message_xml, sign
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,12 +44,6 @@ class LoadResult:
     def percentile(self, p: float) -> float:
         values = sorted(self.latencies_ms)
         return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_gunicorn(instance: Path, port: int, workers: int = 2) -> subprocess.Popen:

@@ -12,7 +12,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -31,12 +30,6 @@ def bin_dir() -> Path:
             raise PostgresError("PostgreSQL server binaries not found: apt-get install -y postgresql")
         return Path(path).parent
     return Path(found[-1]).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_as() -> str | None:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+from werkzeug.serving import make_server
 
 from server import create_app
 
@@ -34,7 +38,8 @@ def postgres():
     unprivileged user when root). Every storage test runs against it as well as SQLite."""
     import tempfile
 
-    from deploy.postgres import Postgres, free_port
+    from deploy.ports import free_port
+    from deploy.postgres import Postgres
 
     folder = Path(tempfile.mkdtemp(prefix="pytest-pg-"))  # not under pytest's root-only temp folder
     server = Postgres(folder / "data", free_port())
@@ -171,3 +176,14 @@ def wechat(wechat_app):
     from tests.wechat_client import WeChatClient
 
     return WeChatClient(wechat_app.test_client())
+
+
+@contextmanager
+def served(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """``app`` on a real HTTP server on a free local port (for the browser tests); yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import socket
 import threading
 import time
 import urllib.request
@@ -22,31 +21,13 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from deploy.cluster import Cluster
+from deploy.ports import consecutive_free_ports, free_port
 from tests.wechat_client import TOKEN, message_xml, sign
 
 ADMIN = "cluster-admin"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 QUESTIONS = ["怎样防止干部带病提拔？", "海燕归巢计划是做什么的？", "年轻干部怎么培养？", "基层党组织书记怎么选？",
              "干部考核看哪些方面？", "怎样激励干部担当作为？", "人才工作有什么新举措？", "组织部门自身建设有什么要求？"]
-
-
-def two_free_ports() -> int:
-    for _ in range(200):
-        base = random.randrange(20000, 60000)
-        try:
-            for port in (base, base + 1):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no two consecutive free ports")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +37,7 @@ def cluster(built_instance, postgres, tmp_path_factory):
     shutil.copytree(built_instance / "indexes", folder / "shared" / "indexes")
     (folder / "shared" / "models").symlink_to((built_instance / "models").resolve(), target_is_directory=True)
     url = postgres.create_database("cluster_test")
-    cluster = Cluster(folder, proxy_port=free_port(), first_node_port=two_free_ports(), database_url=url,
+    cluster = Cluster(folder, proxy_port=free_port(), first_node_port=consecutive_free_ports(), database_url=url,
                       env={"FLASK_WECHAT_TOKEN": TOKEN, "FLASK_WECHAT_RATE_LIMIT": "100000",
                            "FLASK_ADMIN_TOKEN": ADMIN})
     try:

@@ -2,14 +2,12 @@
 
 import json
 import os
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from bot.evaluate import evaluate, load_questions
-from tests.conftest import ROOT, SHARED, make_app
+from tests.conftest import ROOT, SHARED, make_app, served
 from tests.wechat_client import TOKEN as WECHAT_TOKEN
 from tests.wechat_client import WeChatClient
 
@@ -90,11 +88,8 @@ def test_console_reply_is_byte_identical_to_the_webhook(console_app):
 
 @pytest.fixture
 def live_console(console_app):
-    server = make_server("127.0.0.1", 0, console_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with served(console_app) as url:
+        yield url
 
 
 @pytest.fixture

@@ -2,15 +2,13 @@
 signed tokens, the 2048-byte limit, and links that outlive a re-index."""
 
 import re
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from bot.answer import Answerer
 from index.ingest import load_file
-from tests.conftest import ROOT, SPEECH, make_app
+from tests.conftest import ROOT, SPEECH, make_app, served
 from tests.wechat_client import TOKEN as WECHAT_TOKEN
 from tests.wechat_client import WeChatClient
 
@@ -134,11 +132,8 @@ def test_the_reply_stays_within_2048_bytes_by_cutting_the_quote_not_the_link(lin
 
 @pytest.fixture
 def live(linked_app):
-    server = make_server("127.0.0.1", 0, linked_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with served(linked_app) as url:
+        yield url
 
 
 def deepest_chunk(index):

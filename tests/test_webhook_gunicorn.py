@@ -3,7 +3,8 @@
 import json
 import shutil
 
-from bench.webhook_load import free_port, run_load, start_gunicorn, stop
+from bench.webhook_load import run_load, start_gunicorn, stop
+from deploy.ports import free_port
 from tests.conftest import SHARED
 
 
