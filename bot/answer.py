@@ -200,6 +200,8 @@ class Answerer:
             text, count = self.compose(t.ANSWER, quoted, pool, notice, lead, documents=documents, link=link)
         elif decision.tier == TIER_RELATED:
             kind = KIND_RELATED
+            if result.missing:
+                notice = t.render(t.MISSING_DOCUMENT_NOTICE, document=result.missing) + notice
             text = lead + self.related_text(quoted, result.hits[:RELATED_SHOWN], notice)
         else:
             kind = KIND_ABSTAIN
@@ -270,6 +272,8 @@ class Answerer:
             p_answer = p_scope = 0.0
         in_scope = p_scope >= related_at
         tier = TIER_DECLINE if not in_scope else TIER_ANSWER if p_answer >= answer_at else TIER_RELATED
+        if tier == TIER_ANSWER and result.missing:  # the document it names is not in the library
+            tier = TIER_RELATED
         return Decision(
             semantic=round(result.semantic, 6), semantic_z=round(result.semantic_z, 4),
             lexical=round(result.lexical, 6), named=round(result.named, 6),

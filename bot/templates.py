@@ -55,6 +55,7 @@ EMPTY = "您好，请直接输入您想了解的问题，例如：\n{examples}"
 
 NOT_TEXT = "抱歉，我目前只能理解文字问题。请用文字描述您想了解的内容，例如：\n{examples}"
 
+MISSING_DOCUMENT_NOTICE = "\n\n注：资料库中没有《{document}》，以上内容出自已收录的文件。"
 LONG_QUESTION_NOTICE = "\n\n（您的消息较长，我按前 {limit} 个字进行了查找。）"
 
 MORE_HINT = "\n\n发送“更多”可查看其他相关段落。"

@@ -50,6 +50,9 @@ YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?!\d)")
 # How far (ranker log-odds) the newest document of a series may trail an older one's best passage and still
 # go first for a question that names no year (HybridSearcher.prefer_current); measured in CHANGES.md
 SERIES_CURRENT_MARGIN = 2.0
+# A report named by its year or session: 2023年政府工作报告, 22年的工作报告, 十八大报告
+DOCUMENT_MENTION = re.compile(r"((?:19|20)?\d{2}年|[一二三四五六七八九十]{1,3}大"
+                              r"|第[一二三四五六七八九十]+次全国代表大会)的?[\u4e00-\u9fff]{0,6}?报告")
 SHORT_YEAR = re.compile(r"(?<![\d.])(\d{2})年(?![代级])")  # 18年 -> 2018, as members type it (not 80年代)
 CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")}
 SESSION = re.compile(r"第([一二三四五六七八九十]{1,3}|\d{1,2})次(?:全国)?代表大会"
@@ -79,6 +82,7 @@ class SearchResult:
     semantic_z: float  # the same in standard deviations above this corpus's off-topic noise floor
     lexical: float  # IDF-weighted share of query terms present in one of the top passages
     named: float = 0.0  # the same share counting only the documents' own coined names (村情通)
+    missing: str | None = None  # a document the question names that the library lacks ("2023年政府工作报告")
     action: str | None = None  # what a how-to question asks to do (个人所得税怎么申报 -> 申报)
     action_found: bool | None = None  # whether a top passage has it; None when there is no action
     rewritten: str = ""  # the question in the documents' words (the synonym dictionary applied)
@@ -152,8 +156,9 @@ class HybridSearcher:
         self.title_documents = {word: np.array(docs, dtype=np.int64) for word, docs in having.items()}
         # what a question may name a document by: the years and congress sessions of its title and header
         # (and of its id, the admin's file name, for reports whose text carries no title or date)
+        self.document_labels = [" ".join((titles[d], heads.get(d, "")[:200])) for d in documents]
         self.document_names: list[set[str]] = [
-            names_in(" ".join((titles[d], heads.get(d, "")[:200], d.replace("_", " ")))) for d in documents
+            names_in(f"{label} {d.replace('_', ' ')}") for label, d in zip(self.document_labels, documents, strict=True)
         ]
         self.all_document_names = set().union(*self.document_names)
         self._section_words: dict[tuple[str, ...], set[str]] = {}
@@ -193,7 +198,8 @@ class HybridSearcher:
         return SearchResult(query=query, tokens=found.tokens, hits=r.hits[:k], semantic=r.semantic,
                             semantic_z=z_score(r.semantic, self.calibration), lexical=r.lexical, named=r.named,
                             action=r.action, action_found=r.action_found, rewritten=text,
-                            replaced=rewrite.replaced, evidence=r.evidence, timings_ms=timings)
+                            replaced=rewrite.replaced, evidence=r.evidence, timings_ms=timings,
+                            missing=self.missing_document(text))
 
     def query_vector(self, text: str) -> np.ndarray:
         """The embedding of a question already normalised and rewritten. The last few are kept, so a check
@@ -304,6 +310,18 @@ class HybridSearcher:
                     position=int(found.positions[i]), doc_prior=round(float(found.doc_prior[i]), 6))
                 for i in order]
         return hits, scores[order]
+
+    def missing_document(self, text: str) -> str | None:
+        """A report the question names by a year or congress session that no document of the library is
+        named by ("2023年政府工作报告", "十八大报告"): what it asks about is not here, whatever passage
+        comes closest."""
+        for m in DOCUMENT_MENTION.finditer(text):
+            names = names_in(m.group(0))
+            kind = m.group(0)[len(m.group(1)):].lstrip("的")  # 政府工作报告, 报告
+            if names and not any(names & self.document_names[d] and kind in self.document_labels[d]
+                                 for d in range(len(self.document_ids))):
+                return m.group(0)
+        return None
 
     def prefer_current(self, found: Candidates, hits: list[Hit], scores: np.ndarray) -> tuple[list[Hit], np.ndarray]:
         """A question that names no year or congress session asks about the current document of a series:

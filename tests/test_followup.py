@@ -147,3 +147,10 @@ def test_growth_target_naming_2018_is_answered_from_the_2018_report(docs_app):
 def test_growth_target_without_a_year_is_answered_from_the_2022_report(docs_app):
     reply = ask(docs_app, "政府工作报告提出的经济增长目标是多少？", "member-g")
     assert reply.answer.passages[0].title == "2022年政府工作报告"
+
+
+def test_a_report_the_library_lacks_is_not_answered_from_another_year(docs_app):
+    reply = ask(docs_app, "2023年政府工作报告定的经济增长目标是多少？", "member-h")
+    assert reply.answer.tier != "answer"
+    if reply.answer.tier == "related":
+        assert "资料库中没有《2023年政府工作报告》" in reply.text

@@ -166,6 +166,20 @@ def test_a_series_answers_from_its_newest_document_unless_a_year_is_named(tokeni
     assert searcher.search("扩大内需稳定外贸", k=1).hits[0].chunk.chunk_id == "economy#1"  # not near: kept
 
 
+def test_a_report_the_library_lacks_is_found_missing(tokenizer):
+    texts = [("r2019", "2019年政府工作报告", "今年经济社会发展的主要预期目标是：国内生产总值增长6%－6.5%。"),
+             ("r2022", "2022年政府工作报告", "今年发展主要预期目标是：国内生产总值增长5.5%左右。"),
+             ("news", "2023年全国组织工作会议召开", "会议强调，不断提高组织工作质量。")]
+    chunks = [Chunk(f"{doc}#{i}", doc, title, (), text, 0, len(text)) for i, (doc, title, text) in enumerate(texts)]
+    searcher = make_searcher(tokenizer, chunks=chunks)
+    assert searcher.missing_document("2023年政府工作报告定的增长目标") == "2023年政府工作报告"  # 2023: only news
+    assert searcher.missing_document("十八大报告提出了什么") == "十八大报告"
+    assert searcher.missing_document("19年政府工作报告的增长目标") is None
+    assert searcher.missing_document("2022年的政府工作报告怎么说") is None
+    assert searcher.missing_document("2023年经济增长目标") is None  # a year, not a report: the ranking decides
+    assert searcher.search("2023年政府工作报告定的增长目标").missing == "2023年政府工作报告"
+
+
 def test_a_document_named_by_its_title_earns_the_title_feature(tokenizer):
     searcher = two_documents(tokenizer)
     title = feature(searcher, "干部工作要点里怎么说考核", "doc_title")
