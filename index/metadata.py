@@ -37,6 +37,8 @@ CONGRESS = re.compile(r"中国共产党第([一二三四五六七八九十]+)次
 NOTICE_TYPE = re.compile(r"的(通知|意见|决定|批复|通报|公告|通告|报告)")
 ISSUER_END = re.compile(r"^.{2,40}(?:人民政府|办公室|办公厅|委员会|中央|国务院|局|厅|部|委|小组)$")
 ISSUER_NAMES = {"中办国办": "中共中央办公厅、国务院办公厅", "中办": "中共中央办公厅", "国办": "国务院办公厅"}
+# Central bodies that issue documents jointly; a title runs their names together ("中共中央国务院关于…")
+JOINT_ISSUERS = ("中共中央办公厅", "国务院办公厅", "中共中央", "国务院", "中央军委", "全国人大常委会")
 SIGNED_DATE = re.compile(r"^(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*日$")
 SIGNATURE = re.compile(r"^([\u4e00-\u9fff]{2,30}(?:人民政府办公室|人民政府办公厅|人民政府|办公室|办公厅|局|委员会))$")
 LEGISLATURE = re.compile(
@@ -163,6 +165,8 @@ def _issuer(title: str, head: list[str], body: list[str], footer: list[str]) -> 
     lead = re.split(r"关于|印发", title, maxsplit=1)[0] if ("关于" in title or "印发" in title) else ""
     if lead in ISSUER_NAMES:
         return ISSUER_NAMES[lead]
+    if joint := _joint_issuers(lead):
+        return joint
     if lead and len(lead) <= 40 and not re.search(r"强调|指示|会议", lead) and ISSUER_END.match(lead):
         return lead
     for text in body[:12]:  # the signature under a covering notice
@@ -174,6 +178,19 @@ def _issuer(title: str, head: list[str], body: list[str], footer: list[str]) -> 
         if m:
             return m.group(1).strip()
     return None
+
+
+def _joint_issuers(lead: str) -> str | None:
+    """"中共中央国务院" -> "中共中央、国务院": a run of two or more of ``JOINT_ISSUERS``, else None."""
+    names: list[str] = []
+    rest = lead
+    while rest:
+        name = next((n for n in JOINT_ISSUERS if rest.startswith(n)), None)
+        if name is None:
+            return None
+        names.append(name)
+        rest = rest[len(name):].lstrip("、")
+    return "、".join(names) if len(names) >= 2 else None
 
 
 def _date(paragraphs: list[str]) -> str | None:

@@ -14,7 +14,7 @@ EXPECTED = {
                                             None, "2017-10-18"),
     "20th_party_congress_report_2022.txt": ("高举中国特色社会主义伟大旗帜为全面建设社会主义现代化国家而团结奋斗",
                                             "中国共产党中央委员会", None, "2022-10-16"),
-    "cpc_state_council_opinion_rural_revitalization_2018.txt": ("中共中央国务院关于实施乡村振兴战略的意见", "中共中央国务院",
+    "cpc_state_council_opinion_rural_revitalization_2018.txt": ("中共中央国务院关于实施乡村振兴战略的意见", "中共中央、国务院",
                                                                 None, "2018-01-02"),
     "law_civil_servant_law_2018.txt": ("中华人民共和国公务员法", "全国人民代表大会常务委员会", None, "2018-12-29"),
     "law_supervision_law_2018.txt": ("中华人民共和国监察法", "全国人民代表大会", None, "2018-03-20"),
