@@ -147,3 +147,25 @@ def test_prune_keeps_the_version_that_served_just_before(tmp_path, speech):
     store = IndexStore(tmp_path / "indexes", keep=1)
     built = [store.build([speech], HashEmbedder()) for _ in range(3)]
     assert store.versions() == built[1:] and store.previous() == built[1]
+
+
+def test_each_new_text_is_embedded_once_shortest_first():
+    """A text that repeats is embedded once; texts go to the model shortest first (a batch of like lengths
+    pads little); every position still gets its own text's vector."""
+    from index.store import _embed
+
+    class Recording(HashEmbedder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[str] = []
+
+        def encode_passages(self, texts, batch_size=32):  # type: ignore[no-untyped-def]
+            self.seen += texts
+            return super().encode_passages(texts, batch_size)
+
+    texts = ["第三条 党员必须履行下列义务。", "短句。", "第三条 党员必须履行下列义务。", "中等长度的一句话。"]
+    embedder = Recording()
+    vectors, embedded = _embed(texts, embedder, None, None)
+    assert embedded == 3 and embedder.seen == ["短句。", "中等长度的一句话。", "第三条 党员必须履行下列义务。"]
+    for text, vector in zip(texts, vectors, strict=True):
+        assert (vector == HashEmbedder().encode_passages([text])[0]).all()
