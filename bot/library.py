@@ -77,7 +77,7 @@ class StoredDocument:
 
     def to_json(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k != "meta"}
-        out.update({k: v for k, v in self.meta.items() if k not in ("date", "title_from", "text_sha256")})
+        out.update({k: v for k, v in self.meta.items() if k not in ("date", "title_from", "text_sha256", "extractor")})
         out["status"] = self.status
         out["untitled"] = self.untitled
         return out
@@ -150,15 +150,20 @@ class Library:
         return next((d for d in self.all() if d.doc_id == doc_id), None)
 
     def _backfilled(self, doc: StoredDocument) -> StoredDocument:
-        """A document stored before metadata was kept: read its file once and store what it states."""
-        if doc.text_sha256 and doc.meta:
+        """A document whose metadata an older extractor found (``metadata.EXTRACTOR_VERSION``), or stored
+        before metadata was kept: read its file once and store what the text states now. The fields an
+        admin set (or gave at upload) stay as they were, a cleared one stays cleared."""
+        if doc.text_sha256 and doc.meta.get("extractor") == metadata.EXTRACTOR_VERSION:
             return doc
         try:
             found = load_file(self.files_dir / doc.doc_id / doc.file_name, doc_id=doc.doc_id, limits=self.limits)
         except IngestError:
             return doc
+        edited = set(doc.meta.get("edited", [])) | {"title_from"}
         doc.text_sha256 = found.meta.get("text_sha256", "")
-        doc.meta = {k: v for k, v in found.meta.items() if k != "text_sha256"} | doc.meta
+        doc.meta = ({k: v for k, v in found.meta.items() if k != "text_sha256" and k not in edited}
+                    | {k: v for k, v in doc.meta.items() if k in edited or k == "edited"}
+                    | {"extractor": metadata.EXTRACTOR_VERSION})
         with self.store.engine.begin() as conn:
             conn.execute(update(documents).where(documents.c.doc_id == doc.doc_id).values(
                 text_sha256=doc.text_sha256, meta=json.dumps(doc.meta, ensure_ascii=False)))
@@ -235,7 +240,8 @@ class Library:
         doc_title = document.title
         if document.meta.get("title_from") == "none":
             doc_title = f"{metadata.UNTITLED}（上传于{time.strftime('%Y-%m-%d', time.localtime(now))}）"
-        meta = document.meta | given | ({"edited": sorted(given)} if given else {})
+        meta = document.meta | given | ({"edited": sorted(given)} if given else {}) | {
+            "extractor": metadata.EXTRACTOR_VERSION}
         date = given.get("date") or document.meta.get("date") or document.date
         stored = StoredDocument(doc_id, file_name, doc_title, date, sha,
                                 len(document.text), uploaded_by, now, text_sha, meta)

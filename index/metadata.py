@@ -23,6 +23,9 @@ STATUS_IN_FORCE, STATUS_AMENDED, STATUS_REPEALED = "现行有效", "已修订", 
 STATUSES = (STATUS_IN_FORCE, STATUS_AMENDED, STATUS_REPEALED)
 FIELDS = ("issuer", "number", "date", "status", "replaces", "effective", "kind")  # what an admin may edit
 UNTITLED = "未命名文件"
+# Raised whenever what this module finds changes: documents stored with an older number are read again
+# (``bot.library``), keeping the fields an admin set. 2: joint issuers listed apart (中共中央、国务院).
+EXTRACTOR_VERSION = 2
 
 GOV_REPORT = re.compile(r"我代表国务院，?向大会报告")
 REVIEW_YEAR = re.compile(r"^[一二三四五六七八九十]+、\s*(\d{4})\s*年工作回顾")

@@ -1,10 +1,13 @@
 """The document library: formats, encodings, and every refused input leaving it unchanged."""
 
+import json
+
 import pytest
 from sqlalchemy import text
 
 from bot.library import Library, LibraryError
 from bot.store import BotStore
+from index import metadata
 from tests.conftest import SHARED, SPEECH
 from tests.docs_factory import docx_bytes, html_bytes, pdf_bytes, scanned_pdf_bytes
 
@@ -163,3 +166,18 @@ def test_documents_stored_before_metadata_are_backfilled(library):
         conn.execute(text("UPDATE documents SET text_sha256 = NULL, meta = NULL"))
     again = library.all()[0]
     assert again.text_sha256 == doc.text_sha256 and again.status == "现行有效"
+
+
+def test_metadata_found_by_an_older_extractor_is_read_again_keeping_what_admins_set(library):
+    """When extraction improves, stored documents are read again once; a field an admin set, or cleared,
+    stays as the admin left it."""
+    doc = library.add("a.txt", NOTICE.encode(), uploaded_by="t")
+    library.update(doc.doc_id, {"number": "某办发〔2021〕1号", "issuer": ""})
+    stored = library.all()[0]
+    old = {**stored.meta, "extractor": 1, "kind": "旧的类别"}
+    with library.store.engine.begin() as conn:
+        conn.execute(text("UPDATE documents SET meta = :meta"), {"meta": json.dumps(old, ensure_ascii=False)})
+    again = library.all()[0]
+    assert again.meta.get("kind") == doc.meta.get("kind")  # what the text states now, not the stale value
+    assert again.meta["number"] == "某办发〔2021〕1号" and "issuer" not in again.meta
+    assert again.meta["extractor"] == metadata.EXTRACTOR_VERSION and "extractor" not in again.to_json()
