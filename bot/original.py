@@ -59,11 +59,7 @@ def link_secret(config: dict, store: BotStore) -> str:
     """``SECRET_KEY`` when set, else a random secret kept in the shared store (every worker signs alike)."""
     if config.get("SECRET_KEY"):
         return str(config["SECRET_KEY"])
-    secret = store.setting(SECRET_SETTING)
-    if secret is None:
-        store.set_setting_once(SECRET_SETTING, secrets.token_urlsafe(32))
-        secret = store.setting(SECRET_SETTING) or ""
-    return secret
+    return store.setting_once(SECRET_SETTING, secrets.token_urlsafe(32))
 
 
 class Links:

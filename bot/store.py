@@ -85,7 +85,7 @@ class BotStore:
         self.engine = engine
         self.node = node or default_node_name()
         db.upgrade(engine)
-        self._salt = salt or self._stored_salt()
+        self._salt = salt or self.setting_once("user_salt", secrets.token_hex(16))
         self._worker_id: str | None = None
         self._worker_pid = 0
         self._heartbeat_lock = threading.Lock()
@@ -103,12 +103,6 @@ class BotStore:
         """A read-only connection (a deferred transaction on SQLite: it takes no write lock)."""
         return self.engine.connect().execution_options(readonly=True)
 
-    def _stored_salt(self) -> str:
-        with self.engine.begin() as conn:
-            stmt = insert_for(conn, settings).values(name="user_salt", value=secrets.token_hex(16))
-            conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
-            return conn.execute(select(settings.c.value).where(settings.c.name == "user_salt")).scalar_one()
-
     # ------------------------------------------------------------------ audit
 
     def audit(self, who: str, action: str, target: str | None, result: str) -> None:
@@ -125,11 +119,13 @@ class BotStore:
         with self._read() as conn:
             return conn.execute(select(settings.c.value).where(settings.c.name == name)).scalar()
 
-    def set_setting_once(self, name: str, value: str) -> None:
-        """Store ``value`` unless another worker stored one first."""
+    def setting_once(self, name: str, value: str) -> str:
+        """The stored value of ``name``; ``value`` is stored first when there is none (when several workers
+        start at once, the first to store wins and all get its value)."""
         with self.engine.begin() as conn:
             conn.execute(insert_for(conn, settings).values(name=name, value=value)
                          .on_conflict_do_nothing(index_elements=["name"]))
+            return conn.execute(select(settings.c.value).where(settings.c.name == name)).scalar_one()
 
     def set_setting(self, name: str, value: str) -> None:
         with self.engine.begin() as conn:
