@@ -47,6 +47,7 @@ DECISION_FEATURES = (
     "top_score",  # the ranker's score of the first passage (log-odds)
     "margin",  # its lead over the second passage
     "semantic_z",  # the best cosine in standard deviations above the off-topic noise floor
+    "sentence_z",  # the same for the best single sentence (index.sentences): a question is about one sentence
     "coverage",  # best share of the question's terms in one of the first three passages
     "top_coverage",  # the first passage's share
     "bigram_coverage",  # the first passage's share of the question's bigrams
@@ -59,9 +60,9 @@ DECISION_FEATURES = (
 # Does the first passage answer it? How far the ranker's choice stands out, and how much of the question it
 # covers. Is the question about the documents' subjects at all? How close it comes to them, in meaning and
 # in words, against how close it comes to everyday chatter.
-ANSWER_FEATURES = ("top_score", "margin", "semantic_z", "top_coverage", "bigram_coverage", "named",
+ANSWER_FEATURES = ("top_score", "margin", "semantic_z", "sentence_z", "top_coverage", "bigram_coverage", "named",
                    "action_missing", "top_rank_agreement", "everyday_gap")
-SCOPE_FEATURES = ("semantic_z", "coverage", "bigram_coverage", "everyday_gap", "everyday_gap_z", "named")
+SCOPE_FEATURES = ("semantic_z", "sentence_z", "coverage", "bigram_coverage", "everyday_gap", "everyday_gap_z", "named")
 
 
 class ModelError(ValueError):

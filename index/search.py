@@ -118,6 +118,7 @@ class Candidates:
     query_vector: np.ndarray
     terms: list[str]
     tokens: list[str]
+    sentence: float = 0.0  # the best cosine of one sentence (or single-sentence passage) among them
 
 
 class HybridSearcher:
@@ -292,7 +293,7 @@ class HybridSearcher:
                 put("doc_named", hits[documents].astype(np.float64))
                 put("doc_named_other", (~hits[documents]).astype(np.float64))
         return Candidates(text, positions, features, cosine, bm25_all[positions].astype(np.float64), ranks,
-                          doc_prior, query_vector, terms, tokens)
+                          doc_prior, query_vector, terms, tokens, sentence=float(sentence.max()))
 
     def rank(self, found: Candidates, ranker: LinearModel | None = None) -> tuple[list[Hit], np.ndarray]:
         """Hits ordered by the learned ranker (or ``ranker``; ties by position), and their log-odds in that
@@ -343,7 +344,7 @@ class HybridSearcher:
                           lexical: float, named: float, action_found: bool | None) -> dict[str, float]:
         """The features of ``index.rank.DECISION_FEATURES`` for this question's ranking."""
         if not hits:
-            return dict.fromkeys(DECISION_FEATURES, 0.0) | {"top_score": -20.0, "semantic_z": -5.0,
+            return dict.fromkeys(DECISION_FEATURES, 0.0) | {"top_score": -20.0, "semantic_z": -5.0, "sentence_z": -5.0,
                                                             "everyday_gap": 1.0, "everyday_gap_z": 10.0}
         top = hits[0]
         row = found.features[int(np.flatnonzero(found.positions == top.position)[0])]
@@ -353,6 +354,7 @@ class HybridSearcher:
             "top_score": float(scores[0]),
             "margin": float(scores[0] - scores[1]) if len(scores) > 1 else 10.0,
             "semantic_z": z_score(semantic, self.calibration),
+            "sentence_z": z_score(max(found.sentence, semantic), self.calibration),
             "coverage": lexical,
             "top_coverage": float(row[column["coverage"]]),
             "bigram_coverage": float(row[column["bigram_coverage"]]),

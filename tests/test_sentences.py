@@ -61,3 +61,16 @@ def test_the_real_model_finds_a_passage_by_one_of_its_sentences(app):
         sentence_cosine = searcher.sentences.best_cosine(np.array([position]), vector, passage_cosine)
         assert sentence_cosine[0] > passage_cosine[0]  # the sentence alone is closer than the whole passage
     assert found_first >= len(owners) - 1
+
+
+def test_the_decision_sees_the_best_sentence_as_well_as_the_best_passage(app):
+    """``sentence_z`` (a scope feature) is the closeness of the nearest single sentence: for a question
+    made of one sentence of a long passage it exceeds the passage's own ``semantic_z``."""
+    with app.app_context():
+        searcher = app.extensions["engine"].current_index().searcher
+    position = int(np.flatnonzero(np.diff(searcher.sentences.offsets) >= 3)[0])
+    middle = sentence_texts(searcher.chunks[position])[1].split("\n", 1)[1]
+    evidence = searcher.search(middle).evidence
+    assert evidence["sentence_z"] > evidence["semantic_z"]
+    chatter = searcher.search("周末去哪里吃火锅比较好").evidence
+    assert chatter["sentence_z"] >= chatter["semantic_z"] and chatter["sentence_z"] < evidence["sentence_z"] - 2
