@@ -53,6 +53,7 @@ DECISION_FEATURES = (
     "bigram_coverage",  # the first passage's share of the question's bigrams
     "named",  # share of the question's terms that are the documents' own coined names, found
     "action_missing",  # a how-to question whose action no top passage has
+    "figure_missing",  # a question asking for a figure (多少, 几年) whose first passage states none
     "top_rank_agreement",  # 1 when the first passage is also first by cosine or by BM25
     "everyday_gap",  # cosine to the nearest everyday question (index/everyday.txt) minus the best passage's
     "everyday_gap_z",  # the same in standard deviations of the corpus's off-topic noise floor
@@ -61,7 +62,7 @@ DECISION_FEATURES = (
 # covers. Is the question about the documents' subjects at all? How close it comes to them, in meaning and
 # in words, against how close it comes to everyday chatter.
 ANSWER_FEATURES = ("top_score", "margin", "semantic_z", "sentence_z", "top_coverage", "bigram_coverage", "named",
-                   "action_missing", "top_rank_agreement", "everyday_gap")
+                   "action_missing", "figure_missing", "top_rank_agreement", "everyday_gap")
 SCOPE_FEATURES = ("semantic_z", "sentence_z", "coverage", "bigram_coverage", "everyday_gap", "everyday_gap_z", "named")
 
 

@@ -58,6 +58,12 @@ CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")}
 SESSION = re.compile(r"第([一二三四五六七八九十]{1,3}|\d{1,2})次(?:全国)?代表大会"
                      r"|([一二三四五六七八九]?十[一二三四五六七八九]?|\d{2})大")
 WHITESPACE = re.compile(r"\s+")
+# A question that asks for a figure (多少钱, 几年, 多久; not 哪几个, a list), and a figure in a passage: an
+# Arabic number, or a Chinese one with a unit. A passage that states no figure cannot answer it, however
+# close its subject.
+FIGURE_ASKED = re.compile(r"多少|(?<!哪)几[个年天次岁级项种条倍月届名人成]|多久|多长|多大|百分之几")
+FIGURE = re.compile(r"[0-9０-９]+"
+                    r"|[一二三四五六七八九十百千万亿两半]+(?:个|年|天|岁|次|级|项|种|条|倍|月|元|万|亿|%|分之|成|届|名|人)")
 
 
 @dataclass
@@ -360,6 +366,7 @@ class HybridSearcher:
             "bigram_coverage": float(row[column["bigram_coverage"]]),
             "named": named,
             "action_missing": 1.0 if action_found is False else 0.0,
+            "figure_missing": 1.0 if FIGURE_ASKED.search(found.text) and not FIGURE.search(top.chunk.text) else 0.0,
             "top_rank_agreement": 1.0 if top.dense_rank == 1 or top.bm25_rank == 1 else 0.0,
             "everyday_gap": everyday_gap,
             "everyday_gap_z": everyday_gap / float(self.calibration["semantic_std"]) if self.calibration else 0.0,

@@ -233,3 +233,23 @@ def test_large_corpora_get_an_inverted_file_index_close_to_exact():
         found.append(len(truth & set(ann.search(query, 10)[0].tolist())) / 10)
     assert np.mean(found) >= 0.95
     np.testing.assert_allclose(ann.vectors([5, 7]), vectors[[5, 7]], atol=1e-6)  # reconstruct works
+
+
+@pytest.mark.parametrize("question, missing", [
+    ("海燕归巢计划每年引进多少人", 1.0),  # a figure asked; the passage states none
+    ("海燕归巢计划引进几名海外人才", 1.0),
+    ("海燕归巢计划是做什么的", 0.0),  # no figure asked
+    ("海燕归巢计划要做哪几件事", 0.0),  # 哪几 asks for a list, not a figure
+])
+def test_a_question_asking_for_a_figure_notes_a_first_passage_without_one(tokenizer, question, missing):
+    searcher = make_searcher(tokenizer)
+    result = searcher.search(question)
+    assert "海燕归巢" in result.hits[0].chunk.text
+    assert result.evidence["figure_missing"] == missing
+
+
+def test_a_figure_in_the_first_passage_answers_a_figure_question(tokenizer):
+    searcher = make_searcher(tokenizer, texts=["实施海燕归巢计划，每年引进海外人才200名。", "推动干部能上能下。"])
+    assert searcher.search("海燕归巢计划每年引进多少人").evidence["figure_missing"] == 0.0
+    searcher = make_searcher(tokenizer, texts=["海燕归巢计划实施三年，引进人才。", "推动干部能上能下。"])
+    assert searcher.search("海燕归巢计划实施了几年").evidence["figure_missing"] == 0.0
