@@ -1,8 +1,11 @@
 """The members' words dictionary: its file format, the rewrite, and the shipped dictionary."""
 
+import re
+
 import pytest
 
 from index.synonyms import DEFAULT_SYNONYMS, SynonymError, Synonyms, parse
+from tests.conftest import ROOT, SHARED
 
 
 def test_parse_reads_entries_and_skips_comments():
@@ -45,3 +48,21 @@ def test_the_shipped_dictionary_loads():
     synonyms = Synonyms.from_file(DEFAULT_SYNONYMS)
     assert len(synonyms) >= 300
     assert synonyms.canonical["一把手"] == "主要负责人"
+
+
+def test_every_documents_word_of_the_shipped_dictionary_is_in_a_document():
+    """The left side is how the documents say it: each occurs in the speech or in ../shared/docs (white
+    space aside, since some texts break lines inside words)."""
+    texts = [*(ROOT / "corpus").glob("*.txt"), *(SHARED / "docs").glob("*.txt")]
+    text = re.sub(r"\s+", "", "".join(p.read_text(encoding="utf-8") for p in texts))
+    entries = parse(DEFAULT_SYNONYMS.read_text(encoding="utf-8"), "synonyms.txt")
+    assert len(entries) >= 1000
+    assert [canonical for canonical, _ in entries if re.sub(r"\s+", "", canonical) not in text] == []
+
+
+def test_the_shipped_dictionary_leaves_question_frames_alone():
+    """Members' words are words, not question frames: 怎么申报 stays, so the decision still sees the action."""
+    synonyms = Synonyms.from_file(DEFAULT_SYNONYMS)
+    assert "怎么申报" in synonyms.rewrite("海燕归巢计划怎么申报？").text
+    assert synonyms.rewrite("老板欠工资咋整").text != "老板欠工资咋整"  # a situation word is one
+
