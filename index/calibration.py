@@ -3,7 +3,7 @@
 The best cosine a question reaches depends on the corpus as much as on the question: with more passages,
 an unrelated question finds a closer neighbour by chance. At build time we measure that noise floor with a
 fixed set of everyday questions that no policy corpus answers, and express a question's semantic score in
-standard deviations above it. The questions (``index/everyday.txt``, 200 of them over weather, food,
+standard deviations above it. The questions (``index/everyday.txt``, 500 of them over weather, food,
 phones, transport, errands, chit-chat …) are generic on purpose: they describe "off-topic", not any
 evaluation set; they were written without looking at any question set.
 
