@@ -124,7 +124,7 @@ class Candidates:
     query_vector: np.ndarray
     terms: list[str]
     tokens: list[str]
-    sentence: float = 0.0  # the best cosine of one sentence (or single-sentence passage) among them
+    sentence: float = 0.0  # the best cosine of one sentence (or whole passage, if closer) among them
 
 
 class HybridSearcher:
@@ -360,7 +360,7 @@ class HybridSearcher:
             "top_score": float(scores[0]),
             "margin": float(scores[0] - scores[1]) if len(scores) > 1 else 10.0,
             "semantic_z": z_score(semantic, self.calibration),
-            "sentence_z": z_score(max(found.sentence, semantic), self.calibration),
+            "sentence_z": z_score(found.sentence, self.calibration),
             "coverage": lexical,
             "top_coverage": float(row[column["coverage"]]),
             "bigram_coverage": float(row[column["bigram_coverage"]]),

@@ -64,7 +64,7 @@ def test_the_real_model_finds_a_passage_by_one_of_its_sentences(app):
 
 
 def test_the_decision_sees_the_best_sentence_as_well_as_the_best_passage(app):
-    """``sentence_z`` (a scope feature) is the closeness of the nearest single sentence: for a question
+    """``sentence_z`` (an answer and scope feature) is the closeness of the nearest single sentence: for a question
     made of one sentence of a long passage it exceeds the passage's own ``semantic_z``."""
     with app.app_context():
         searcher = app.extensions["engine"].current_index().searcher
