@@ -115,7 +115,7 @@ def resolve_model_path(setting: str, models_dir: Path) -> str:
 
 
 BACKENDS = ("onnx", "torch")
-ONNX_SUFFIX = "+onnx-int8"
+ONNX_SUFFIX = "+onnx-int8-fused"  # the name of the export in the models folder and in each index
 
 
 def load_embedder(setting: str, models_dir: Path, backend: str = "torch") -> Embedder:

@@ -1,8 +1,11 @@
 """ONNX Runtime back end: the sentence-transformers model exported once to ONNX (mean pooling and L2
-normalisation inside the graph) and quantised to int8 weights, in the instance folder.
+normalisation inside the graph), its attention, layer norms and GELUs fused into onnxruntime's
+transformer operators, and quantised to int8 weights, in the instance folder.
 
-On these 2 cores it embeds a query in about 4 ms against about 15 ms with torch, with the same
-retrieval figures on ../shared/eval (see CHANGES.md).
+On these 2 cores it embeds a query in about 4.5 ms against about 15 ms with torch, with the same
+retrieval figures on ../shared/eval (see CHANGES.md). With the fused operators, index builds embed passages
+about a quarter faster and sentences a fifth faster than with the plain export (the 53 government work
+reports: full build 355 → 320 s); a query gains little (4.6 → 4.5 ms).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from index.bundled_model import atomic_folder
 
 ONNX_FILE = "model-int8.onnx"
 MAX_TOKENS = 512
+PASSAGE_BATCH = 8  # 400 passages / 1,200 sentences: 8.9 s / 7.0 s at 8, 9.5 / 7.3 at 16, 11.8 / 7.0 at 32
 
 
 class OnnxExportError(RuntimeError):
@@ -27,11 +31,15 @@ def export_int8(model_folder: Path, target: Path) -> Path:
     """Export ``model_folder`` (a sentence-transformers folder) to ``target`` once, atomically."""
     if (target / ONNX_FILE).exists():
         return target
+    import onnx
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from transformers import AutoModel
+    from onnxruntime.transformers.optimizer import optimize_model
+    from transformers import AutoConfig, AutoModel
 
-    model = AutoModel.from_pretrained(str(model_folder), dtype=torch.float32).eval()
+    config = AutoConfig.from_pretrained(str(model_folder))
+    # eager attention exports the plain softmax(QKᵀ)V graph that onnxruntime fuses into one Attention op
+    model = AutoModel.from_pretrained(str(model_folder), dtype=torch.float32, attn_implementation="eager").eval()
 
     class Pooled(torch.nn.Module):
         def __init__(self, encoder: torch.nn.Module) -> None:
@@ -53,8 +61,14 @@ def export_int8(model_folder: Path, target: Path) -> Path:
                           "embedding": {0: "batch"}},
             opset_version=17, dynamo=False,
         )
-        quantize_dynamic(str(work / "model.onnx"), str(work / ONNX_FILE), weight_type=QuantType.QInt8)
+        fused = optimize_model(str(work / "model.onnx"), model_type="bert", opt_level=1,
+                               num_heads=config.num_attention_heads, hidden_size=config.hidden_size)
+        fused.save_model_to_file(str(work / "model-fused.onnx"))
+        # the fused operators carry no type information for the quantiser's shape inference: say it
+        quantize_dynamic(str(work / "model-fused.onnx"), str(work / ONNX_FILE), weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         (work / "model.onnx").unlink()
+        (work / "model-fused.onnx").unlink()
         shutil.copyfile(model_folder / "tokenizer.json", work / "tokenizer.json")
         prompts = {}
         st_config = model_folder / "config_sentence_transformers.json"
@@ -109,4 +123,4 @@ class OnnxEmbedder:
         return self._encode(texts, self.query_prefix, 16)
 
     def encode_passages(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        return self._encode(texts, self.passage_prefix, min(batch_size, 16))
+        return self._encode(texts, self.passage_prefix, min(batch_size, PASSAGE_BATCH))

