@@ -1,9 +1,10 @@
-"""Learned decisions as data: the passage ranker and the answer decision are logistic models over named
+"""Learned decisions as data: the passage ranker and the answer decision are linear models over named
 features, their coefficients read from JSON (``index/learned.json``, written by ``flask eval fit``).
 
-The ranker scores every candidate passage of a question from the evidence in ``PASSAGE_FEATURES``; the
-decision turns the evidence about the best passage (``DECISION_FEATURES``) into two probabilities — that the
-first passage answers the question, and that one of the first three does — which pick the reply's tier.
+The ranker scores every candidate passage of a question from the evidence in ``PASSAGE_FEATURES`` (a softmax
+over one question's candidates: scores are log-odds between them); the decision turns the evidence about
+the best passage (``DECISION_FEATURES``) into two logistic probabilities — that the first passage answers
+the question, and that the question is about the documents' subjects at all — which pick the reply's tier.
 A reader sees what decides by reading the JSON; two fits can be diffed line by line.
 """
 
@@ -44,8 +45,9 @@ PASSAGE_FEATURES = (
 
 # Per question, about the ranking's first passage(s): the evidence ``HybridSearcher.search`` reports.
 DECISION_FEATURES = (
-    "top_score",  # the ranker's score of the first passage (log-odds)
+    "top_score",  # the ranker's score of the first passage (log-odds against the other candidates)
     "margin",  # its lead over the second passage
+    "top_share",  # the first passage's share of the ranker's softmax over all the candidates
     "semantic_z",  # the best cosine in standard deviations above the off-topic noise floor
     "sentence_z",  # the same for the best single sentence (index.sentences): a question is about one sentence
     "coverage",  # best share of the question's terms in one of the first three passages
@@ -61,8 +63,8 @@ DECISION_FEATURES = (
 # Does the first passage answer it? How far the ranker's choice stands out, and how much of the question it
 # covers. Is the question about the documents' subjects at all? How close it comes to them, in meaning and
 # in words, against how close it comes to everyday chatter.
-ANSWER_FEATURES = ("top_score", "margin", "semantic_z", "sentence_z", "top_coverage", "bigram_coverage", "named",
-                   "action_missing", "figure_missing", "top_rank_agreement", "everyday_gap")
+ANSWER_FEATURES = ("top_score", "margin", "top_share", "semantic_z", "sentence_z", "top_coverage", "bigram_coverage",
+                   "named", "action_missing", "figure_missing", "top_rank_agreement", "everyday_gap")
 SCOPE_FEATURES = ("semantic_z", "sentence_z", "coverage", "bigram_coverage", "everyday_gap", "everyday_gap_z", "named")
 
 

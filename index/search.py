@@ -302,13 +302,15 @@ class HybridSearcher:
                           doc_prior, query_vector, terms, tokens, sentence=float(sentence.max()))
 
     def rank(self, found: Candidates, ranker: LinearModel | None = None) -> tuple[list[Hit], np.ndarray]:
-        """Hits ordered by the learned ranker (or ``ranker``; ties by position), and their log-odds in that
-        order."""
+        """Hits ordered by the learned ranker (or ``ranker``; ties by position), and their scores in that
+        order (log-odds between the candidates). A hit's ``score`` is its share of the softmax over all the
+        candidates: the ranker's probability that it is the right one, when one of them is."""
         if len(found.positions) == 0:
             return [], np.zeros(0)
         scores = (ranker or self.models.ranker).score(found.features)
         order = np.lexsort((found.positions, -np.round(scores, 9)))
-        probability = 1.0 / (1.0 + np.exp(-scores))
+        probability = np.exp(scores - scores.max())
+        probability /= probability.sum()
         hits = [Hit(chunk=self.chunks[int(found.positions[i])], score=round(float(probability[i]), 6),
                     dense=round(float(found.cosine[i]), 6), bm25=round(float(found.bm25[i]), 6),
                     dense_rank=found.ranks["dense"].get(int(found.positions[i])),
@@ -359,6 +361,7 @@ class HybridSearcher:
         return {
             "top_score": float(scores[0]),
             "margin": float(scores[0] - scores[1]) if len(scores) > 1 else 10.0,
+            "top_share": top.score,
             "semantic_z": z_score(semantic, self.calibration),
             "sentence_z": z_score(found.sentence, self.calibration),
             "coverage": lexical,

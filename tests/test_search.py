@@ -86,8 +86,13 @@ def test_the_ranker_orders_by_the_features_it_weighs(tokenizer):
 
 
 def test_scores_are_probabilities_and_carry_every_channels_rank(tokenizer):
-    result = make_searcher(tokenizer).search("带病提拔", k=4)
+    searcher = make_searcher(tokenizer)
+    result = searcher.search("带病提拔", k=4)
     assert all(0.0 <= h.score <= 1.0 for h in result.hits)
+    # a hit's score is its share of the ranker's softmax over every candidate of the question
+    every, _ = searcher.rank(searcher.candidates("带病提拔", searcher.embedder.encode_queries(["带病提拔"])[0]))
+    assert abs(sum(h.score for h in every) - 1.0) < 1e-4
+    assert result.evidence["top_share"] == result.hits[0].score
     top = result.hits[0]
     assert "带病提拔" in top.chunk.text
     assert top.dense_rank is not None and top.bm25_rank == 1 and top.bigram_rank == 1
