@@ -5,9 +5,9 @@
 Builds (once; embeddings are cached) two instances under ``--instances``: the shipped speech alone, and the
 speech plus every document of ../shared/docs — then runs each set that belongs to it and prints one table:
 R@1/R@3 and the tiers members see (right, useful, wrong, declined; out-of-scope declined, hard out-of-scope
-not answered). ``eval/heldout.jsonl`` is the set no weight was fitted on; read it beside the tuning set.
-``eval/fresh.jsonl`` was written later, over all 20 documents, by a writer who saw no code and no other set:
-it is the unseen check.
+not answered), and the answer decision's threshold-free AUC. ``eval/heldout.jsonl`` is the set no weight
+was fitted on; read it beside the tuning set. ``eval/fresh.jsonl`` was written later, over all 20
+documents, by a writer who saw no code and no other set: it is the unseen check.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from server import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = ("R@1", "R@3", "right", "useful", "wrong", "related", "declined", "everyday_declined",
-           "hard_not_answered")
+           "hard_not_answered", "answer_auc")
 
 
 def instance(folder: Path, documents: list[Path]):

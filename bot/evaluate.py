@@ -9,6 +9,10 @@ Besides R@k, the metrics count what a member experiences (the reply's ``tier``):
 - ``declined``: an answerable question declined outright;
 - out of scope: the share declined outright, and for ``"hard": true`` questions the share not answered
   as ``answer`` (a ``related`` reply to them is allowed), each split into everyday and hard.
+
+``answer_auc`` needs no threshold: how well the decision's confidence puts the questions whose first
+passage is right above all the others (out-of-scope ones included). The tiers move when a refit moves its
+thresholds by a few questions; this figure compares two decisions without that noise.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from bot.answer import RELATED_SHOWN, Answer, Answerer
 
@@ -102,7 +108,20 @@ def metrics(rows: list[EvalRow]) -> dict:
     result["abstention_rate"] = (
         round(sum(1 for r in out_of_scope if r.abstained) / len(out_of_scope), 4) if out_of_scope else None
     )
-    return result | member_view(rows)
+    return result | member_view(rows) | {"answer_auc": answer_auc(rows)}
+
+
+def answer_auc(rows: list[EvalRow]) -> float | None:
+    """The area under the ROC curve of the answer confidence for "the first passage is right" against every
+    other question: the chance that a right one is more confident than another (ties count half)."""
+    scored = [(r.confidence, r.answerable and r.rank == 1) for r in rows if r.confidence is not None]
+    right = np.array([y for _, y in scored], dtype=bool)
+    n_right, n_other = int(right.sum()), int((~right).sum())
+    if not n_right or not n_other:
+        return None
+    _, which, counts = np.unique([c for c, _ in scored], return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[which]  # 1-based, ties sharing their mean rank
+    return round(float((ranks[right].sum() - n_right * (n_right + 1) / 2) / (n_right * n_other)), 4)
 
 
 def member_view(rows: list[EvalRow]) -> dict:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from bot.evaluate import evaluate, load_questions
+from bot.evaluate import EvalRow, answer_auc, evaluate, load_questions
 from tests.conftest import SHARED
 
 
@@ -44,3 +44,14 @@ def test_questions_written_here_stay_answered(answerer):
     assert result["R@3"] >= 0.97, [r for r in rows if r.answerable and (r.rank or 9) > 3]
     assert result["declined"] <= 2 / 34, [r for r in rows if r.answerable and r.tier == "decline"]
     assert result["abstention_rate"] >= 0.69, [r for r in rows if not r.answerable and not r.abstained]
+
+
+def test_answer_auc_ranks_right_answers_above_the_rest_without_a_threshold():
+    def row(confidence, rank, answerable=True):
+        return EvalRow("q", "问", answerable, rank, False, confidence)
+
+    # right ones at 0.9 and 0.8; a wrong one at 0.85, an out-of-scope one at 0.7, one with no decision
+    rows = [row(0.9, 1), row(0.8, 1), row(0.85, 3), row(0.7, None, answerable=False), row(None, None)]
+    assert answer_auc(rows) == 0.75  # 3 of the 4 (right, other) pairs in order
+    assert answer_auc([row(0.5, 1), row(0.5, 2)]) == 0.5  # a tie counts half
+    assert answer_auc([row(0.9, 1)]) is None  # nothing to compare with
