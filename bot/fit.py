@@ -161,13 +161,13 @@ def fit_ranker(searcher: HybridSearcher, questions: list[Question], l2: float) -
     lists = [(x - mean) / scale for x in lists]
 
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-        total, grad = l2 * float(w @ w) * len(lists), 2.0 * l2 * w * len(lists)
+        total, grad = 0.0, np.zeros_like(w)
         for x, y in zip(lists, rights, strict=True):
             z = x @ w
             e = np.exp(z - z.max())
             total -= float(np.log(e[y].sum()) - np.log(e.sum()))
             grad -= (e[y] / e[y].sum()) @ x[y] - (e / e.sum()) @ x
-        return total / len(lists), grad / len(lists)
+        return total / len(lists) + l2 * float(w @ w), grad / len(lists) + 2.0 * l2 * w
 
     w = minimize(loss, np.zeros(stacked.shape[1]), jac=True, method="L-BFGS-B").x
     return LinearModel(PASSAGE_FEATURES, w.astype(np.float64), 0.0, mean, scale)
