@@ -98,11 +98,14 @@ def index_activate(version: str) -> None:
 @click.option("--lr", "learning_rate", default=2e-5, show_default=True)
 @click.option("--max-minutes", default=10.0, show_default=True, help="Stop training (and save) after this long.")
 @click.option("--freeze-embeddings/--train-embeddings", default=True, show_default=True)
+@click.option("--everyday/--no-everyday", default=True, show_default=True,
+              help="Keep the everyday questions of index/everyday.txt away from every passage while training.")
 def index_adapt(question_files: tuple[Path, ...], max_pairs: int, learning_rate: float, max_minutes: float,
-                freeze_embeddings: bool) -> None:
+                freeze_embeddings: bool, everyday: bool) -> None:
     """Fine-tune the bundled model on the library's own pairs (+ tuning questions); save it and its ONNX."""
     from index.adapt import AdaptError, AdaptSettings, adapt, load_question_files
     from index.bundled_model import BUNDLED_MODEL_NAME
+    from index.calibration import everyday_questions
     from index.embed import EmbedderError, resolve_model_path
 
     engine = get_engine()
@@ -118,7 +121,8 @@ def index_adapt(question_files: tuple[Path, ...], max_pairs: int, learning_rate:
     try:
         base = Path(resolve_model_path(BUNDLED_MODEL_NAME, models_dir))
         result = adapt(engine.corpus_documents(), load_question_files(question_files), base, models_dir,
-                       settings, target_chars=int(engine.config["CHUNK_TARGET_CHARS"]), progress=progress)
+                       settings, target_chars=int(engine.config["CHUNK_TARGET_CHARS"]), progress=progress,
+                       negatives=everyday_questions() if everyday else ())
     except (AdaptError, EmbedderError, IngestError) as exc:
         raise click.ClickException(str(exc)) from exc
     bar.close()

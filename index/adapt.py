@@ -1,8 +1,8 @@
 """Adapt the dense model to the library: contrastive fine-tuning on pairs the documents provide.
 
 Members paraphrase, and only the dense side can see paraphrase. ``adapt()`` fine-tunes the bundled
-multilingual-e5-small with in-batch negatives (sentence-transformers' MultipleNegativesRankingLoss, e5's
-``query: ``/``passage: `` prefixes) on pairs taken from the library itself:
+multilingual-e5-small with in-batch negatives (``contrastive_loss``, e5's ``query: ``/``passage: `` prefixes)
+on pairs taken from the library itself:
 
 - ``heading``: a section heading -> the body under it (the passage without its title/section line);
 - ``title``: a document title -> one of its passages (body only);
@@ -11,7 +11,9 @@ multilingual-e5-small with in-batch negatives (sentence-transformers' MultipleNe
 - ``question``: a tuning question with gold quotes -> the passage containing a quote.
 
 No two pairs of one passage (or one anchor text) share a batch, so an in-batch negative is never a
-positive in disguise. The result is saved as a sentence-transformers folder named by a hash of its
+positive in disguise. Everyday questions (``index/everyday.txt`` by default) join each batch as anchors no
+passage may prefer to its own: trained on the library's pairs alone, the model draws every question nearer
+the documents, chatter included. The result is saved as a sentence-transformers folder named by a hash of its
 weights (so the embedding cache and the index manifest, both keyed by the model's name, never mix two
 trainings) and exported to int8 ONNX like the default back end. Select it with FLASK_EMBED_MODEL=<folder>.
 """
@@ -72,6 +74,9 @@ class AdaptSettings:
     freeze_embeddings: bool = True  # the 250k-word table: 80 % of the weights, moves little in minutes, slows Adam
     train_layers: int | None = None  # train only the top n encoder layers (None: all); the rest is frozen
     max_minutes: float = 10.0  # training stops (and saves) when the wall-clock budget runs out
+    # out-of-scope questions per batch: each passage must prefer its own anchor to every one of them
+    negatives_per_batch: int = 16
+    negative_weight: float = 1.0
     seed: int = 0
     mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
 
@@ -242,17 +247,22 @@ def load_question_files(paths: Iterable[Path]) -> list[dict]:
 
 
 def train(base: Path, batch_list: list[list[Pair]], settings: AdaptSettings,
-          progress: Progress | None = None):  # -> SentenceTransformer (torch imported lazily)
-    """Fine-tune the sentence-transformers model at ``base``; returns (model, steps, losses, stopped_early)."""
+          progress: Progress | None = None, negatives: Sequence[str] = ()):  # -> SentenceTransformer
+    """Fine-tune the sentence-transformers model at ``base``; returns (model, steps, losses, stopped_early).
+
+    The loss is in-batch contrastive both ways: each anchor must pick its passage among the batch's
+    passages, and each passage its anchor among the batch's anchors and ``negatives_per_batch``
+    out-of-scope questions (``negatives``: everyday chatter the documents never answer). Without the
+    second half, training on the library's own pairs pulls every question nearer the documents, chatter
+    too, and the answer decision can no longer tell chatter from a question about the documents."""
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     torch.manual_seed(settings.seed)
+    rng = random.Random(settings.seed)
     model = SentenceTransformer(str(base), device="cpu")
     model.max_seq_length = settings.max_seq_length
     _freeze(model, settings)
-    loss_fn = MultipleNegativesRankingLoss(model, scale=settings.scale)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for n, p in model.named_parameters() if p.requires_grad and not _no_decay(n)]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and _no_decay(n)]
@@ -279,9 +289,10 @@ def train(base: Path, batch_list: list[list[Pair]], settings: AdaptSettings,
         if elapsed > budget:
             stopped_early = True
             break
-        features = [model.preprocess([query_prefix + p.query for p in batch]),
-                    model.preprocess([passage_prefix + p.passage for p in batch])]
-        loss = loss_fn(features, torch.zeros(0))
+        others = rng.sample(list(negatives), min(settings.negatives_per_batch, len(negatives)))
+        anchors = model(model.preprocess([query_prefix + t for t in [p.query for p in batch] + others]))
+        passages = model(model.preprocess([passage_prefix + p.passage for p in batch]))
+        loss = contrastive_loss(anchors["sentence_embedding"], passages["sentence_embedding"], settings)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -293,6 +304,20 @@ def train(base: Path, batch_list: list[list[Pair]], settings: AdaptSettings,
     model.eval()
     model.max_seq_length = 512
     return model, len(losses), losses, stopped_early
+
+
+def contrastive_loss(anchors, passages, settings: AdaptSettings):
+    """In-batch softmax loss: anchor i -> passage i among the passages, and passage i -> anchor i among all
+    anchors, the out-of-scope questions after the batch's anchors included. Vectors are unit length."""
+    import torch
+
+    n = passages.shape[0]
+    target = torch.arange(n)
+    forward = torch.nn.functional.cross_entropy(settings.scale * anchors[:n] @ passages.T, target)
+    if anchors.shape[0] == n or settings.negative_weight == 0:
+        return forward
+    backward = torch.nn.functional.cross_entropy(settings.scale * passages @ anchors.T, target)
+    return forward + settings.negative_weight * backward
 
 
 def _freeze(model, settings: AdaptSettings) -> None:
@@ -321,9 +346,11 @@ def _weights_digest(model) -> str:
 
 def adapt(documents: Sequence[Document], questions: Sequence[dict], base: Path, models_dir: Path,
           settings: AdaptSettings | None = None, *, target_chars: int | None = None,
-          export_onnx: bool = True, progress: Progress | None = None) -> AdaptResult:
-    """Build pairs from ``documents`` (+ ``questions`` with gold quotes), fine-tune ``base``, save it in
-    ``models_dir`` and (by default) export it to int8 ONNX beside it."""
+          export_onnx: bool = True, progress: Progress | None = None,
+          negatives: Sequence[str] = ()) -> AdaptResult:
+    """Build pairs from ``documents`` (+ ``questions`` with gold quotes), fine-tune ``base`` (keeping the
+    out-of-scope ``negatives`` away from every passage), save it in ``models_dir`` and (by default) export
+    it to int8 ONNX beside it."""
     settings = settings or AdaptSettings()
     if settings.batch_size < 2:
         raise AdaptError("batch_size must be at least 2: in-batch negatives need company")
@@ -339,7 +366,7 @@ def adapt(documents: Sequence[Document], questions: Sequence[dict], base: Path, 
 
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.monotonic()
-    model, steps, losses, stopped_early = train(base, batch_list, settings, progress)
+    model, steps, losses, stopped_early = train(base, batch_list, settings, progress, negatives)
     seconds = time.monotonic() - started
     used = [p for b in batch_list[:steps] for p in b]
     counts = {kind: sum(1 for p in used if p.kind == kind) for kind in PAIR_KINDS}
@@ -351,7 +378,8 @@ def adapt(documents: Sequence[Document], questions: Sequence[dict], base: Path, 
                 "base": str(base), "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "settings": asdict(settings), "pairs": counts, "steps": steps, "planned_steps": len(batch_list),
                 "seconds": round(seconds, 1), "stopped_early": stopped_early, "documents": len(documents),
-                "questions": len(answerable), "loss": {"first": losses[:5], "last": losses[-5:]},
+                "questions": len(answerable), "negatives": len(negatives),
+                "loss": {"first": losses[:5], "last": losses[-5:]},
             }, ensure_ascii=False, indent=1), encoding="utf-8")
     onnx_folder = None
     if export_onnx:

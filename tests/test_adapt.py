@@ -1,10 +1,20 @@
+import json
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from index.adapt import AdaptSettings, adapt, batches, compact, library_pairs, question_pairs, select_pairs
+from index.adapt import (
+    AdaptSettings,
+    adapt,
+    batches,
+    compact,
+    contrastive_loss,
+    library_pairs,
+    question_pairs,
+    select_pairs,
+)
 from index.bundled_model import BUNDLED_MODEL_NAME
 from index.chunk import chunk_document
 from index.embed import load_embedder, resolve_model_path
@@ -71,7 +81,8 @@ def test_adapt_saves_a_loadable_model_with_other_vectors(doc, models_dir, tmp_pa
     base = resolve_model_path(BUNDLED_MODEL_NAME, models_dir)
     settings = AdaptSettings(max_pairs=12, batch_size=3, max_seq_length=48, learning_rate=1e-4)
     result = adapt([doc], [], Path(base), tmp_path, settings, target_chars=60,
-                   export_onnx=False)
+                   export_onnx=False, negatives=["今天天气怎么样", "附近有什么好吃的"])
+    assert json.loads((result.folder / "adapt.json").read_text(encoding="utf-8"))["negatives"] == 2
     assert result.steps >= 4 and 10 <= sum(result.pairs.values()) <= 12  # 3 passages: batches of at most 3
     assert (result.folder / "adapt.json").exists() and result.folder.name.startswith("multilingual-e5-small-adapted-")
     adapted = load_embedder(str(result.folder), tmp_path)
@@ -82,3 +93,21 @@ def test_adapt_saves_a_loadable_model_with_other_vectors(doc, models_dir, tmp_pa
     assert np.allclose(np.linalg.norm(new, axis=1), 1, atol=1e-4)
     cosine = (new * old).sum(axis=1)
     assert np.all(cosine < 0.99999) and np.all(cosine > 0.9)
+
+
+def test_the_loss_keeps_out_of_scope_questions_away_from_every_passage():
+    torch = pytest.importorskip("torch")
+    settings = AdaptSettings(scale=20.0)
+    passages = torch.eye(3, 8)[:2]  # two passages, their anchors on them exactly
+    anchors = passages.clone()
+    far = torch.eye(3, 8)[2:]  # chatter unlike either passage
+    near = torch.nn.functional.normalize(passages[:1] + 0.1 * far, dim=1).requires_grad_(True)
+    alone = contrastive_loss(anchors, passages, settings)
+    with_far = contrastive_loss(torch.cat([anchors, far]), passages, settings)
+    with_near = contrastive_loss(torch.cat([anchors, near]), passages, settings)
+    assert with_near > with_far >= alone  # chatter near a passage costs; chatter far from all costs little
+    assert float(contrastive_loss(torch.cat([anchors, near]), passages, AdaptSettings(negative_weight=0))) == \
+        pytest.approx(float(alone))  # weight 0: the plain one-way in-batch loss
+    with_near.backward()  # a step down the gradient moves the chatter away from the passage
+    moved = torch.nn.functional.normalize(near.detach() - 0.1 * near.grad, dim=1)
+    assert float(moved @ passages[0]) < float(near.detach() @ passages[0])
