@@ -37,6 +37,8 @@ from index.store import LoadedIndex
 from index.tokenize import Tokenizer
 
 MAX_QUESTION_CHARS = 200  # longer messages are searched by their beginning
+# a sentence said again and again (请详细说明。请详细说明。…) is searched once: repeats only drown the question
+REPEATED_SENTENCE = re.compile(r"([^\s。！？!?；;][^。！？!?；;]{0,59}[。！？!?；;])(?:\s*\1)+")
 SECOND_QUOTE_RATIO = 0.85  # a second passage is quoted when its fused score is this close to the best
 MAX_QUOTES = 2
 MORE_LIMIT = 8  # 更多 goes no deeper than this many passages in all
@@ -184,7 +186,7 @@ class Answerer:
                                started, index)
 
         too_long = len(shown) > MAX_QUESTION_CHARS
-        query = shown[:MAX_QUESTION_CHARS]
+        query = search_text(question)
         result = index.searcher.search(query, k=max(k, MORE_LIMIT))
         decision = self.decide(result, index.searcher.models)
         documents = documents_by_id(index)
@@ -217,7 +219,7 @@ class Answerer:
         """The next passages for ``question`` after the ``shown`` ones already quoted (for 更多)."""
         started = time.perf_counter()
         index = self._index()
-        query = " ".join(question.split())[:MAX_QUESTION_CHARS]
+        query = search_text(question)
         result = index.searcher.search(query, k=MORE_LIMIT)
         decision = self.decide(result, index.searcher.models)
         rest = more_pool(result.hits)[shown:]
@@ -239,7 +241,7 @@ class Answerer:
     def confidence(self, question: str) -> float:
         """P(the first passage answers ``question``): how a follow-up's readings are compared."""
         index = self._index()
-        result = index.searcher.search(" ".join(question.split())[:MAX_QUESTION_CHARS], k=MORE_LIMIT)
+        result = index.searcher.search(search_text(question), k=MORE_LIMIT)
         return self.decide(result, index.searcher.models).confidence
 
     def tokenizer(self) -> Tokenizer:
@@ -415,6 +417,12 @@ def first_line(text: str, limit: int = FIRST_LINE_CHARS) -> str:
     if spans:
         line = line[:spans[0][1]]
     return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def search_text(question: str) -> str:
+    """What is searched for a member's message: white space runs made one space, a sentence repeated in a
+    row said once, and no more than ``MAX_QUESTION_CHARS`` of it."""
+    return REPEATED_SENTENCE.sub(r"\1", " ".join(question.split()))[:MAX_QUESTION_CHARS]
 
 
 def more_pool(hits: list[Hit]) -> list[Hit]:

@@ -9,7 +9,7 @@ form and combined with the previous question by rules:
   congress replaces the year or congress (or goes in front); X replaces a word it shares characters with
   (正式党员 for 预备党员); otherwise the readings with X in the place of one of the last content words,
   and "<topic>的X", are compared and the one retrieval is most confident about wins ("党员有哪些义务？"),
-  ties going to that order;
+  near-ties (``READING_MARGIN``) going to that order;
 - ``它/这个/该/此…``: the pronoun is replaced by the previous question's topic;
 - ``具体怎么做`` and its kin: "<topic>具体怎么做？";
 - ``还有呢``: the next passages of the previous question, as 更多.
@@ -30,6 +30,11 @@ from dataclasses import dataclass
 from index.tokenize import STOP_WORDS, Tokenizer
 
 FOLLOWUP_SECONDS = 600.0  # a follow-up leans on a question asked at most this long ago
+# Readings whose confidence is within this of the best are a tie, and the one listed first (the nearest word
+# replaced) wins: P(right) of one wording moves by up to a tenth between two builds of the same library
+# (党员有哪些义务？ 0.61 and 0.66, 党员权利的义务是什么？ 0.71 and 0.66), so smaller gaps say nothing.
+READING_MARGIN = 0.15
+QUESTION_MARK = "？"  # a follow-up made whole ends with it, and its readings are scored with it
 
 KIND_REWRITE, KIND_MORE = "rewrite", "more"
 
@@ -118,7 +123,7 @@ def resolve(text: str, previous: str | None, tokenizer: Tokenizer, confidence: C
         return None if kind == "bare" else FollowUp(kind if kind == KIND_MORE else KIND_REWRITE, "", words)
     previous = previous.strip()
     core = previous.rstrip(END_PUNCT)
-    mark = "？"
+    mark = QUESTION_MARK
     if kind == KIND_MORE:
         return FollowUp(KIND_MORE, previous)
     if kind == "how":
@@ -173,7 +178,9 @@ def combine(previous: str, words: str, tokenizer: Tokenizer, confidence: Callabl
     readings = [r for r in dict.fromkeys(readings) if r != previous]
     if len(readings) == 1:
         return readings[0]
-    return max((confidence(r), -i, r) for i, r in enumerate(readings))[2]
+    scored = [(confidence(r + QUESTION_MARK), r) for r in readings]
+    best = max(c for c, _ in scored)
+    return next(r for c, r in scored if c >= best - READING_MARGIN)
 
 
 def _replace_last(text: str, old: str, new: str) -> str:

@@ -3,7 +3,15 @@
 import pytest
 
 from bot import templates as t
-from bot.answer import KIND_EMPTY, KIND_GREETING, KIND_HELP, KIND_NOT_TEXT, MAX_QUESTION_CHARS, cut_to_bytes
+from bot.answer import (
+    KIND_EMPTY,
+    KIND_GREETING,
+    KIND_HELP,
+    KIND_NOT_TEXT,
+    MAX_QUESTION_CHARS,
+    cut_to_bytes,
+    search_text,
+)
 
 
 def test_answer_quotes_and_cites(answerer):
@@ -90,6 +98,13 @@ def test_very_long_input_is_searched_by_its_beginning(answerer):
     assert answer.tier in ("answer", "related")
     assert f"前 {MAX_QUESTION_CHARS} 个字" in answer.text
     assert t.utf8_len(answer.text) <= t.WECHAT_MAX_BYTES
+
+
+def test_a_sentence_repeated_in_a_row_is_searched_once():
+    assert search_text("海燕归巢计划是做什么的？" + "请详细说明。" * 3) == "海燕归巢计划是做什么的？请详细说明。"
+    assert search_text("党员有哪些权利？\n\n党员有哪些权利？") == "党员有哪些权利？"  # white space made one space first
+    assert search_text("一是加强。二是加强。") == "一是加强。二是加强。"
+    assert len(search_text("问" * 500)) == MAX_QUESTION_CHARS
 
 
 def test_reply_is_cut_at_a_sentence_to_fit_the_byte_limit(answerer):
