@@ -9,7 +9,7 @@ from pathlib import Path
 from flask import Flask
 
 from bot import admin, api, cli, console, engine, inputs, original, pipeline, store, wechat
-from index.bundled_model import BUNDLED_MODEL_NAME
+from index.bundled_model import ADAPTED_MODEL_NAME
 from index.chunk import DEFAULT_TARGET_CHARS
 
 PROJECT_ROOT = Path(__file__).resolve().parent
@@ -23,7 +23,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(Path(instance_path).resolve()) if instance_path else None,
                 instance_relative_config=True)
     app.config.from_mapping(
-        EMBED_MODEL=BUNDLED_MODEL_NAME,
+        EMBED_MODEL=ADAPTED_MODEL_NAME,  # e5-small with the shipped policy-document adapter
         EMBED_BACKEND="onnx",
         CORPUS_DIR=str(PROJECT_ROOT / "corpus"),
         CHUNK_TARGET_CHARS=DEFAULT_TARGET_CHARS,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from index.bm25 import BM25Index
-from index.bundled_model import BUNDLED_MODEL_NAME
+from index.bundled_model import ADAPTED_MODEL_NAME
 from index.chunk import Chunk
 from index.dense import DenseIndex
 from index.embed import load_embedder
@@ -44,7 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--cache", type=Path, default=ROOT / "instance" / "bench-cache")
-    parser.add_argument("--model", default=BUNDLED_MODEL_NAME)
+    parser.add_argument("--model", default=ADAPTED_MODEL_NAME)
     parser.add_argument("--backend", default="onnx", choices=("torch", "onnx"))
     args = parser.parse_args()
 

@@ -20,6 +20,7 @@ from bot.evaluate import QuestionSetError, evaluate, load_questions
 from bot.library import LibraryError
 from bot.pipeline import Message, Reply, get_pipeline
 from bot.store import get_store
+from index.adapt import CHATTER_FILE
 from index.embed import set_threads
 from index.ingest import IngestError
 from index.rank import DEFAULT_LEARNED
@@ -98,10 +99,13 @@ def index_activate(version: str) -> None:
 @click.option("--lr", "learning_rate", default=2e-5, show_default=True)
 @click.option("--max-minutes", default=10.0, show_default=True, help="Stop training (and save) after this long.")
 @click.option("--freeze-embeddings/--train-embeddings", default=True, show_default=True)
-@click.option("--everyday/--no-everyday", default=True, show_default=True,
-              help="Keep the everyday questions of index/everyday.txt away from every passage while training.")
+@click.option("--negatives", "negatives_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=CHATTER_FILE, show_default=True,
+              help="Chatter (one a line) to keep away from every passage while training; not index/everyday.txt, "
+                   "which calibrates the adapted model afterwards.")
+@click.option("--no-negatives", is_flag=True, help="Train on the pairs alone.")
 def index_adapt(question_files: tuple[Path, ...], max_pairs: int, learning_rate: float, max_minutes: float,
-                freeze_embeddings: bool, everyday: bool) -> None:
+                freeze_embeddings: bool, negatives_file: Path, no_negatives: bool) -> None:
     """Fine-tune the bundled model on the library's own pairs (+ tuning questions); save it and its ONNX."""
     from index.adapt import AdaptError, AdaptSettings, adapt, load_question_files
     from index.bundled_model import BUNDLED_MODEL_NAME
@@ -122,7 +126,7 @@ def index_adapt(question_files: tuple[Path, ...], max_pairs: int, learning_rate:
         base = Path(resolve_model_path(BUNDLED_MODEL_NAME, models_dir))
         result = adapt(engine.corpus_documents(), load_question_files(question_files), base, models_dir,
                        settings, target_chars=int(engine.config["CHUNK_TARGET_CHARS"]), progress=progress,
-                       negatives=everyday_questions() if everyday else ())
+                       negatives=() if no_negatives else everyday_questions(negatives_file))
     except (AdaptError, EmbedderError, IngestError) as exc:
         raise click.ClickException(str(exc)) from exc
     bar.close()
@@ -130,6 +134,27 @@ def index_adapt(question_files: tuple[Path, ...], max_pairs: int, learning_rate:
     click.echo(f"{result.steps} steps over {sum(result.pairs.values())} pairs {result.pairs} in {result.seconds:.0f} s "
                f"(loss {result.first_loss:.3f} -> {result.last_loss:.3f}{limit})")
     click.echo(f"saved {result.folder}\nuse it: FLASK_EMBED_MODEL={result.folder} flask --app server index build")
+
+
+@index_cli.command("export-adapter")
+@click.argument("adapted", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The adapter file to write (index/adapter.safetensors is the one the project ships).")
+@click.option("--rank", default=32, show_default=True, help="Rank of each matrix's change.")
+def index_export_adapter(adapted: Path, out: Path, rank: int) -> None:
+    """Write an adapted model's change from the bundled model as a small adapter file."""
+    from index.adapt import AdaptError, export_adapter
+    from index.bundled_model import BUNDLED_MODEL_NAME, file_sha256
+    from index.embed import EmbedderError, resolve_model_path
+
+    engine = get_engine()
+    try:
+        base = Path(resolve_model_path(BUNDLED_MODEL_NAME, engine.instance_path / "models"))
+        kept = export_adapter(base, adapted, out, rank)
+    except (AdaptError, EmbedderError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {out}: {kept['weights_changed']} weights changed, {kept['share_kept']:.1%} of the change kept "
+               f"at rank {rank}, {kept['bytes'] / 1e6:.1f} MB, sha256 {file_sha256(out)}")
 
 
 @click.command("ask")

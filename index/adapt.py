@@ -11,8 +11,8 @@ on pairs taken from the library itself:
 - ``question``: a tuning question with gold quotes -> the passage containing a quote.
 
 No two pairs of one passage (or one anchor text) share a batch, so an in-batch negative is never a
-positive in disguise. Everyday questions (``index/everyday.txt`` by default) join each batch as anchors no
-passage may prefer to its own: trained on the library's pairs alone, the model draws every question nearer
+positive in disguise. Chatter (``index/chatter.txt`` by default) joins each batch as anchors no passage may
+prefer to its own: trained on the library's pairs alone, the model draws every question nearer
 the documents, chatter included. The result is saved as a sentence-transformers folder named by a hash of its
 weights (so the embedding cache and the index manifest, both keyed by the model's name, never mix two
 trainings) and exported to int8 ONNX like the default back end. Select it with FLASK_EMBED_MODEL=<folder>.
@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from index.bundled_model import atomic_folder
 from index.chunk import HEADER_SECTION, Chunk, chunk_document, split_sentences
 from index.ingest import FOOTER_SECTION, Document
@@ -41,6 +43,9 @@ PAIR_KINDS = ("question", "sentence", "heading", "phrase", "title")
 # Shares of the library pairs (everything the questions leave of the budget), by kind.
 DEFAULT_MIX = {"sentence": 0.45, "heading": 0.2, "phrase": 0.2, "title": 0.15}
 ADAPT_FILE = "adapt.json"
+# Chatter the adaptation keeps away from the documents (``contrastive_loss``); kept apart from
+# index/everyday.txt, which calibrates the noise floor of whatever model serves.
+CHATTER_FILE = Path(__file__).resolve().parent / "chatter.txt"
 ENUMERATOR = re.compile(r"^(第[一二三四五六七八九十百零〇两\d]+[编部分章节条，,、：:]?|[一二三四五六七八九十]+、"
                         r"|[（(][一二三四五六七八九十\d]+[）)]|\d{1,2}[．.、])\s*")
 SENTENCE_CHARS = (12, 120)  # an inverse-cloze query: a real sentence, not a fragment or a paragraph
@@ -390,3 +395,35 @@ def adapt(documents: Sequence[Document], questions: Sequence[dict], base: Path, 
     return AdaptResult(folder=folder, onnx_folder=onnx_folder, pairs=counts, steps=steps, seconds=seconds,
                        first_loss=sum(losses[:5]) / max(1, len(losses[:5])),
                        last_loss=sum(losses[-5:]) / max(1, len(losses[-5:])), stopped_early=stopped_early)
+
+
+def export_adapter(base: Path, adapted: Path, out: Path, rank: int = 32) -> dict:
+    """Write the change from the model at ``base`` to the one at ``adapted`` as an adapter file
+    (``index.bundled_model.apply_adapter`` adds it back): each changed matrix as its best rank-``rank``
+    factors ``a @ b`` (fp16), every other changed weight as it is. Returns what it kept of the change."""
+    from safetensors.numpy import load_file, save_file
+
+    before = load_file(str(base / "model.safetensors"))
+    after = load_file(str(adapted / "model.safetensors"))
+    changes: dict[str, np.ndarray] = {}
+    kept, total = 0.0, 0.0
+    for name, weight in sorted(after.items()):
+        change = weight.astype(np.float32) - before[name].astype(np.float32)
+        if not change.any():
+            continue
+        norm = float(np.square(change).sum())
+        total += norm
+        if change.ndim == 2 and min(change.shape) > 2 * rank:
+            u, singular, vt = np.linalg.svd(change, full_matrices=False)
+            changes[f"{name}.a"] = (u[:, :rank] * singular[:rank]).astype(np.float16)
+            changes[f"{name}.b"] = vt[:rank].astype(np.float16)
+            kept += float(np.square(singular[:rank]).sum())
+        else:
+            changes[f"{name}.d"] = change.astype(np.float16)
+            kept += norm
+    if not changes:
+        raise AdaptError(f"{adapted} has the same weights as {base}: nothing to export")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(changes, str(out), metadata={"base": base.name, "adapted": adapted.name, "rank": str(rank)})
+    return {"weights_changed": len({k.rsplit(".", 1)[0] for k in changes}), "rank": rank,
+            "share_kept": round(kept / total, 4) if total else 1.0, "bytes": out.stat().st_size}

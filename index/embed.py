@@ -16,7 +16,16 @@ from typing import Protocol
 
 import numpy as np
 
-from index.bundled_model import BUNDLED_MODEL_NAME, BundledModelError, atomic_folder, convert
+from index.bundled_model import (
+    ADAPTED_MODEL_NAME,
+    ADAPTER_FILE,
+    ADAPTER_SHA256,
+    BUNDLED_MODEL_NAME,
+    BundledModelError,
+    apply_adapter,
+    atomic_folder,
+    convert,
+)
 
 
 class EmbedderError(RuntimeError):
@@ -105,12 +114,16 @@ def set_threads(count: int) -> None:
 
 
 def resolve_model_path(setting: str, models_dir: Path) -> str:
-    """The bundled name converts (once) into ``models_dir``; anything else is passed through."""
-    if setting == BUNDLED_MODEL_NAME:
-        try:
+    """The bundled names convert (once) into ``models_dir`` — the adapted one with the shipped adapter added;
+    anything else is passed through."""
+    try:
+        if setting == BUNDLED_MODEL_NAME:
             return str(convert(models_dir / setting.split(":", 1)[1]))
-        except BundledModelError as exc:
-            raise EmbedderError(str(exc)) from exc
+        if setting == ADAPTED_MODEL_NAME:
+            base = convert(models_dir / BUNDLED_MODEL_NAME.split(":", 1)[1])
+            return str(apply_adapter(base, ADAPTER_FILE, models_dir / setting.split(":", 1)[1], ADAPTER_SHA256))
+    except BundledModelError as exc:
+        raise EmbedderError(str(exc)) from exc
     return setting
 
 
@@ -128,7 +141,7 @@ def load_embedder(setting: str, models_dir: Path, backend: str = "torch") -> Emb
     if backend not in BACKENDS:
         raise EmbedderError(f"unknown EMBED_BACKEND {backend!r}; use one of {', '.join(BACKENDS)}")
     path = resolve_model_path(setting, models_dir)
-    if setting == BUNDLED_MODEL_NAME:
+    if setting in (BUNDLED_MODEL_NAME, ADAPTED_MODEL_NAME):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder never needs the hub
     path = os.path.realpath(path) if os.path.isdir(path) else path
     if backend == "onnx":

@@ -6,16 +6,25 @@ import numpy as np
 import pytest
 
 from index.adapt import (
+    AdaptError,
     AdaptSettings,
     adapt,
     batches,
     compact,
     contrastive_loss,
+    export_adapter,
     library_pairs,
     question_pairs,
     select_pairs,
 )
-from index.bundled_model import BUNDLED_MODEL_NAME
+from index.bundled_model import (
+    ADAPTER_FILE,
+    ADAPTER_SHA256,
+    BUNDLED_MODEL_NAME,
+    BundledModelError,
+    apply_adapter,
+    file_sha256,
+)
 from index.chunk import chunk_document
 from index.embed import load_embedder, resolve_model_path
 from index.ingest import clean
@@ -31,6 +40,7 @@ TEXT = """关于加强村级组织建设的意见
 （二）推行“村情通”平台
 依托“村情通”平台公开村务，方便群众监督。平台信息每月更新一次，群众可在手机上随时查看。
 """
+TEXTS = ["村党组织书记从哪里选", "平台信息多久更新"]
 
 
 @pytest.fixture(scope="module")
@@ -77,22 +87,65 @@ def test_no_batch_repeats_a_passage_or_an_anchor(doc, chunks):
         assert len({p.query for p in batch}) == len(batch)
 
 
-def test_adapt_saves_a_loadable_model_with_other_vectors(doc, models_dir, tmp_path):
+@pytest.fixture(scope="module")
+def adapted(doc, models_dir, tmp_path_factory):
     base = resolve_model_path(BUNDLED_MODEL_NAME, models_dir)
     settings = AdaptSettings(max_pairs=12, batch_size=3, max_seq_length=48, learning_rate=1e-4)
-    result = adapt([doc], [], Path(base), tmp_path, settings, target_chars=60,
-                   export_onnx=False, negatives=["今天天气怎么样", "附近有什么好吃的"])
+    return adapt([doc], [], Path(base), tmp_path_factory.mktemp("adapted"), settings, target_chars=60,
+                 export_onnx=False, negatives=["今天天气怎么样", "附近有什么好吃的"])
+
+
+def test_adapt_saves_a_loadable_model_with_other_vectors(adapted, models_dir):
+    result = adapted
     assert json.loads((result.folder / "adapt.json").read_text(encoding="utf-8"))["negatives"] == 2
     assert result.steps >= 4 and 10 <= sum(result.pairs.values()) <= 12  # 3 passages: batches of at most 3
     assert (result.folder / "adapt.json").exists() and result.folder.name.startswith("multilingual-e5-small-adapted-")
-    adapted = load_embedder(str(result.folder), tmp_path)
+    adapted_model = load_embedder(str(result.folder), result.folder.parent)
     original = load_embedder(BUNDLED_MODEL_NAME, models_dir)
-    assert adapted.name != original.name  # the cache key and the index manifest tell them apart
-    texts = ["村党组织书记从哪里选", "平台信息多久更新"]
-    new, old = adapted.encode_queries(texts), original.encode_queries(texts)
+    assert adapted_model.name != original.name  # the cache key and the index manifest tell them apart
+    new, old = adapted_model.encode_queries(TEXTS), original.encode_queries(TEXTS)
     assert np.allclose(np.linalg.norm(new, axis=1), 1, atol=1e-4)
     cosine = (new * old).sum(axis=1)
     assert np.all(cosine < 0.99999) and np.all(cosine > 0.9)
+
+
+def test_an_exported_adapter_rebuilds_the_adapted_model(adapted, models_dir, tmp_path):
+    base = Path(resolve_model_path(BUNDLED_MODEL_NAME, models_dir))
+    want = load_embedder(str(adapted.folder), tmp_path).encode_queries(TEXTS)
+    before = load_embedder(str(base), tmp_path).encode_queries(TEXTS)
+    whole = export_adapter(base, adapted.folder, tmp_path / "whole.safetensors", rank=200)  # no matrix factorised
+    assert whole["share_kept"] == 1.0
+    rebuilt = apply_adapter(base, tmp_path / "whole.safetensors", tmp_path / "whole",
+                            file_sha256(tmp_path / "whole.safetensors"))
+    stamp = (rebuilt / "model.safetensors").stat().st_mtime_ns
+    assert apply_adapter(base, tmp_path / "whole.safetensors", tmp_path / "whole") == rebuilt
+    assert (rebuilt / "model.safetensors").stat().st_mtime_ns == stamp  # added once
+    assert np.all((load_embedder(str(rebuilt), tmp_path).encode_queries(TEXTS) * want).sum(axis=1) > 0.99999)
+    low = export_adapter(base, adapted.folder, tmp_path / "low.safetensors", rank=16)
+    assert low["bytes"] < whole["bytes"] / 4 and 0 < low["share_kept"] < 1
+    new = load_embedder(str(apply_adapter(base, tmp_path / "low.safetensors", tmp_path / "low")), tmp_path)
+    missed, change = 1 - (new.encode_queries(TEXTS) * want).sum(axis=1), 1 - (before * want).sum(axis=1)
+    assert np.all(missed < change / 2)  # the low-rank change carries most of the training's effect
+    with pytest.raises(AdaptError, match="nothing to export"):
+        export_adapter(base, base, tmp_path / "none.safetensors")
+
+
+def test_a_wrong_or_foreign_adapter_is_refused(models_dir, tmp_path):
+    from safetensors.numpy import save_file
+
+    base = Path(resolve_model_path(BUNDLED_MODEL_NAME, models_dir))
+    save_file({"no.such.weight.d": np.zeros(3, dtype=np.float16)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(BundledModelError, match="does not have"):
+        apply_adapter(base, tmp_path / "foreign.safetensors", tmp_path / "x")
+    with pytest.raises(BundledModelError, match="not the one this version ships"):
+        apply_adapter(base, tmp_path / "foreign.safetensors", tmp_path / "x", sha256="0" * 64)
+    with pytest.raises(BundledModelError, match="cannot read"):
+        apply_adapter(base, tmp_path / "missing.safetensors", tmp_path / "x")
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".adapter-*"))
+
+
+def test_the_shipped_adapter_is_the_one_its_name_stands_for():
+    assert file_sha256(ADAPTER_FILE) == ADAPTER_SHA256  # a new adapter file needs a new ADAPTED_MODEL_NAME
 
 
 def test_the_loss_keeps_out_of_scope_questions_away_from_every_passage():
@@ -111,3 +164,12 @@ def test_the_loss_keeps_out_of_scope_questions_away_from_every_passage():
     with_near.backward()  # a step down the gradient moves the chatter away from the passage
     moved = torch.nn.functional.normalize(near.detach() - 0.1 * near.grad, dim=1)
     assert float(moved @ passages[0]) < float(near.detach() @ passages[0])
+
+
+def test_the_chatter_trained_against_is_not_the_chatter_that_calibrates():
+    from index.adapt import CHATTER_FILE
+    from index.calibration import everyday_questions
+
+    chatter, everyday = everyday_questions(CHATTER_FILE), everyday_questions()
+    assert len(chatter) >= 400 and len(set(chatter)) == len(chatter)
+    assert not set(chatter) & set(everyday)  # the noise floor is measured on questions training never saw
