@@ -212,7 +212,12 @@ def file_sha256(path: Path) -> str:
 def apply_adapter(base: Path, adapter: Path, target: Path, sha256: str | None = None) -> Path:
     """The model at ``base`` with the adapter's weight changes added, written at ``target`` (atomically)
     unless it is already there. The adapter holds, per changed weight ``w``, either ``w.a`` and ``w.b``
-    (the change is ``a @ b``) or ``w.d`` (the change itself); ``sha256``, when given, must match the file."""
+    (the change is ``a @ b``) or ``w.d`` (the change itself); ``sha256``, when given, must match the file.
+    A folder already made from the expected file is used as it is, without reading the adapter again."""
+    marker = target / ADAPTER_MARKER
+    made_from = json.loads(marker.read_text(encoding="utf-8")).get("sha256") if marker.exists() else None
+    if sha256 and made_from == sha256:
+        return target
     try:
         digest = file_sha256(adapter)
     except OSError as exc:
@@ -220,8 +225,7 @@ def apply_adapter(base: Path, adapter: Path, target: Path, sha256: str | None = 
     if sha256 and digest != sha256:
         raise BundledModelError(f"the model adapter {adapter} is not the one this version ships "
                                 f"(sha256 {digest[:12]}…, expected {sha256[:12]}…); restore it from the repository")
-    marker = target / ADAPTER_MARKER
-    if marker.exists() and json.loads(marker.read_text(encoding="utf-8")).get("sha256") == digest:
+    if made_from == digest:
         return target
     from safetensors.numpy import load_file, save_file
 
