@@ -9,9 +9,14 @@ from bot.answer import (
     KIND_HELP,
     KIND_NOT_TEXT,
     MAX_QUESTION_CHARS,
+    MORE_LIMIT,
+    MORE_MIN_RATIO,
     cut_to_bytes,
+    more_pool,
     search_text,
 )
+from index.chunk import Chunk
+from index.search import Hit
 
 
 def test_answer_quotes_and_cites(answerer):
@@ -170,3 +175,14 @@ def test_a_quote_from_a_repealed_document_says_so(answerer, monkeypatch):
     answer = answerer.answer("海燕归巢计划是做什么的？")
     assert "注：《在全市组织部长会议上的讲话摘要》（2018年2月6日）已废止，请以现行文件为准。" in answer.text
     assert answer.to_json()["passages"][0]["status"] == "已废止"
+
+
+def test_more_offers_the_passages_not_far_below_the_best():
+    def hit(score: float, n: int) -> Hit:
+        chunk = Chunk(f"c{n}", "d", "文件", (), f"第{n}段。", 0, 1)
+        return Hit(chunk, score, 0.5, 1.0, n + 1, n + 1, n)
+
+    hits = [hit(s, n) for n, s in enumerate([0.6, 0.4, MORE_MIN_RATIO * 0.6, 0.1, 0.05])]
+    assert [h.position for h in more_pool(hits)] == [0, 1, 2]  # down to the ratio of the best, not below
+    assert len(more_pool([hit(0.5, n) for n in range(MORE_LIMIT + 3)])) == MORE_LIMIT
+    assert more_pool([]) == []
