@@ -153,6 +153,7 @@ class HybridSearcher:
                 heads.setdefault(chunk.doc_id, chunk.text)
         number = {doc_id: i for i, doc_id in enumerate(documents)}
         self.document_ids = list(documents)
+        self.document_number = number
         self.chunk_document = np.array([number[c.doc_id] for c in chunks], dtype=np.int64)
         self.document_bm25 = BM25Index.build(list(documents.values())) if len(documents) > 1 else None
         self.title_documents: dict[str, np.ndarray] = {}  # a title word -> the documents whose title has it
@@ -227,7 +228,7 @@ class HybridSearcher:
     def ranking(self, found: Candidates, ranker: LinearModel | None = None) -> Ranking:
         """The candidates ranked (by ``ranker`` when given: fitting tries rankers) and the evidence for the
         answer decision."""
-        hits, scores = self.prefer_current(found, *self.rank(found, ranker))
+        hits, scores = self.prefer_current(found, *self.prefer_named(found, *self.rank(found, ranker)))
         semantic = float(found.cosine.max()) if len(found.cosine) else 0.0
         action = self.tokenizer.asked_action(found.text)
         lexical, named, action_found = self.evidence(found.terms, action, hits[:EVIDENCE_HITS])
@@ -331,6 +332,30 @@ class HybridSearcher:
                                  for d in range(len(self.document_ids))):
                 return m.group(0)
         return None
+
+    def prefer_named(self, found: Candidates, hits: list[Hit], scores: np.ndarray) -> tuple[list[Hit], np.ndarray]:
+        """A question that names one document of a series by its year or congress session (17年棚改, 二十大报告)
+        asks about that one: when the best passage comes from a sibling the question does not name, the
+        named sibling's best passage goes first. Documents outside the series are left to the ranker's
+        ``doc_named`` feature: a year is also a target inside other texts (2020年全面建成小康社会)."""
+        named = names_in(found.text) & self.all_document_names
+        if not hits or not named:
+            return hits, scores
+        top = hits[0].chunk.doc_id
+        if self.document_names[self.document_number[top]] & named:
+            return hits, scores
+        siblings = {doc for doc in self.series_of(top) if self.document_names[self.document_number[doc]] & named}
+        for i in range(1, len(hits)):
+            if hits[i].chunk.doc_id in siblings:
+                order = [i, *(j for j in range(len(hits)) if j != i)]
+                return [hits[j] for j in order], scores[order]
+        return hits, scores
+
+    def series_of(self, doc_id: str) -> set[str]:
+        """The documents of ``doc_id``'s series (``index.metadata.link_series``), none when it is in none."""
+        newest = self.newest.get(doc_id, doc_id)
+        older = {old for old, new in self.newest.items() if new == newest}
+        return older | {newest} if older else set()
 
     def prefer_current(self, found: Candidates, hits: list[Hit], scores: np.ndarray) -> tuple[list[Hit], np.ndarray]:
         """A question that names no year or congress session asks about the current document of a series:

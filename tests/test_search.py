@@ -171,6 +171,18 @@ def test_a_series_answers_from_its_newest_document_unless_a_year_is_named(tokeni
     assert searcher.search("扩大内需稳定外贸", k=1).hits[0].chunk.chunk_id == "economy#1"  # not near: kept
 
 
+def test_a_year_naming_one_document_of_a_series_puts_it_first(tokenizer):
+    """The ranker here prefers the document a question does not name; within a series the named one
+    still goes first, and outside one the ranker keeps its order."""
+    searcher = two_documents(tokenizer, ranker(bm25=4.0, doc_named=-1.0, doc_named_other=1.0))
+    assert searcher.search("2022年干部考核评价", k=1).hits[0].chunk.chunk_id == "economy#0"  # no series
+    searcher.newest = {"economy": "cadres"}
+    assert searcher.series_of("economy") == searcher.series_of("cadres") == {"economy", "cadres"}
+    assert searcher.search("2022年干部考核评价", k=1).hits[0].chunk.chunk_id == "cadres#2"
+    assert searcher.search("19年干部考核评价", k=1).hits[0].chunk.chunk_id == "economy#0"
+    assert searcher.search("2035年干部考核评价", k=2).hits[0].chunk.chunk_id == "cadres#2"  # names no document
+
+
 def test_a_report_the_library_lacks_is_found_missing(tokenizer):
     texts = [("r2019", "2019年政府工作报告", "今年经济社会发展的主要预期目标是：国内生产总值增长6%－6.5%。"),
              ("r2022", "2022年政府工作报告", "今年发展主要预期目标是：国内生产总值增长5.5%左右。"),
