@@ -2,8 +2,9 @@
 
 The chunks come from ../shared/bench/*.jsonl (regulations, news items, government work reports),
 cleaned and chunked like any uploaded document, documents in a fixed shuffled order so every size mixes
-the three corpora. Their vectors come from the real model (the ONNX back end) and are cached by content
-hash in instance/bench-cache, so only the first run embeds (about an hour for 100k chunks on 2 cores).
+the three corpora. Their vectors, and their sentences' vectors (``index.sentences``), come from the real
+model (the ONNX back end) and are cached by content hash in instance/bench-cache, so only the first run
+embeds (about an hour for 100k chunks on 2 cores, and about as long again for their sentences).
 1M chunks repeat the 100k ten times, text and vectors alike.
 
 Each size is served by the same HybridSearcher the bot uses, with the FAISS index type that
@@ -100,8 +101,8 @@ def embedder(threads: int = 2):
     return OnnxEmbedder(BUNDLED_MODEL_NAME + ONNX_SUFFIX, folder, threads=threads)
 
 
-def cached_vectors(chunks: list, model, progress: bool = True) -> np.ndarray:
-    """Vectors of the chunks' index text, embedding (and caching) only those not cached yet."""
+def cached_vectors(texts: list[str], model, progress: bool = True) -> np.ndarray:
+    """Vectors of ``texts``, embedding (and caching) only those not cached yet."""
     from index.embed_cache import EmbeddingCache
     from index.store import _embed
 
@@ -116,10 +117,22 @@ def cached_vectors(chunks: list, model, progress: bool = True) -> np.ndarray:
             print(f"embedded {done}/{total} ({rate:.0f}/s incl. cache hits)", file=sys.stderr, flush=True)
 
     try:
-        vectors, _ = _embed([c.context_text() for c in chunks], model, cache, report)
+        vectors, _ = _embed(texts, model, cache, report)
     finally:
         cache.close()
     return vectors
+
+
+def cached_sentences(base: list, model, copies: int = 1, progress: bool = True):
+    """The sentence vectors of ``base`` (from the cache), repeated ``copies`` times as the chunks are."""
+    from index.dense import DenseIndex
+    from index.sentences import SentenceIndex, sentence_texts
+
+    per_chunk = [sentence_texts(c) for c in base]
+    vectors = cached_vectors([t for texts in per_chunk for t in texts], model, progress)
+    counts = np.tile([len(texts) for texts in per_chunk], copies)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return SentenceIndex(DenseIndex.build(np.tile(vectors, (copies, 1)) if copies > 1 else vectors), offsets)
 
 
 def cached_tokens(chunks: list, tokenizer, path: Path | None = None) -> list[list[str]]:
@@ -177,7 +190,7 @@ def measure(size: int) -> dict:
     every = corpus_chunks(max(SIZES))
     base = every[:size]
     model = embedder(threads=1)
-    base_vectors = cached_vectors(base, model, progress=False)
+    base_vectors = cached_vectors([c.context_text() for c in base], model, progress=False)
     tokenizer = Tokenizer(find_coined_terms(c.text for c in every))
     base_tokens = cached_tokens(every, tokenizer)[:len(base)]
     copies = max(1, size // len(base))
@@ -188,7 +201,9 @@ def measure(size: int) -> dict:
     dense_s = time.perf_counter() - started
     bm25 = BM25Index.build(tokens)
     bigrams = cached_tokens(every, tokenizer, BIGRAMS_FILE)[:len(base)] * copies
-    searcher = HybridSearcher(chunks, tokens, bm25, dense, model, tokenizer, bigram_bm25=BM25Index.build(bigrams))
+    sentences = cached_sentences(base, model, copies, progress=False)
+    searcher = HybridSearcher(chunks, tokens, bm25, dense, model, tokenizer, bigram_bm25=BM25Index.build(bigrams),
+                              sentences=sentences)
     build_s = time.perf_counter() - started
     index = LoadedIndex(version=f"scale-{size}", path=ROOT, manifest={}, searcher=searcher, terms=[])
     answerer = Answerer(lambda: index)
@@ -297,7 +312,11 @@ def main() -> None:
         print(json.dumps(measure(args.size)))
         return
     chunks = corpus_chunks(max(SIZES))
-    cached_vectors(chunks, embedder(args.threads))
+    from index.sentences import sentence_texts
+
+    model = embedder(args.threads)
+    cached_vectors([c.context_text() for c in chunks], model)
+    cached_vectors([t for c in chunks for t in sentence_texts(c)], model)
     if not args.embed_only:
         print("\n".join(markdown(run_all())))
 
