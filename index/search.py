@@ -347,8 +347,7 @@ class HybridSearcher:
         siblings = {doc for doc in self.series_of(top) if self.document_names[self.document_number[doc]] & named}
         for i in range(1, len(hits)):
             if hits[i].chunk.doc_id in siblings:
-                order = [i, *(j for j in range(len(hits)) if j != i)]
-                return [hits[j] for j in order], scores[order]
+                return moved_first(hits, scores, i)
         return hits, scores
 
     def series_of(self, doc_id: str) -> set[str]:
@@ -369,8 +368,7 @@ class HybridSearcher:
             if scores[0] - scores[i] > SERIES_CURRENT_MARGIN:
                 break
             if hits[i].chunk.doc_id == newest:
-                order = [i, *(j for j in range(len(hits)) if j != i)]
-                return [hits[j] for j in order], scores[order]
+                return moved_first(hits, scores, i)
         return hits, scores
 
     def decision_evidence(self, found: Candidates, scores: np.ndarray, hits: list[Hit], semantic: float,
@@ -540,6 +538,12 @@ def share_of_best(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     best = float(values.max()) if len(values) else 0.0
     return values / best if best > 0 else np.zeros_like(values)
+
+
+def moved_first(hits: list[Hit], scores: np.ndarray, i: int) -> tuple[list[Hit], np.ndarray]:
+    """The ranking with its ``i``-th hit (and score) put first, the others in their order."""
+    order = [i, *(j for j in range(len(hits)) if j != i)]
+    return [hits[j] for j in order], scores[order]
 
 
 def names_in(text: str) -> set[str]:
