@@ -60,10 +60,41 @@ SESSION = re.compile(r"第([一二三四五六七八九十]{1,3}|\d{1,2})次(?:�
 WHITESPACE = re.compile(r"\s+")
 # A question that asks for a figure (多少钱, 几年, 多久; not 哪几个, a list), and a figure in a passage: an
 # Arabic number, or a Chinese one with a unit. A passage that states no figure cannot answer it, however
-# close its subject.
+# close its subject. Numbers that only place or date the text are not figures: an article or list number
+# (第八十二条, （三）, 一是, 85．) and a year or date (2022年10月16日).
 FIGURE_ASKED = re.compile(r"多少|(?<!哪)几[个年天次岁级项种条倍月届名人成]|多久|多长|多大|百分之几")
 FIGURE = re.compile(r"[0-9０-９]+"
-                    r"|[一二三四五六七八九十百千万亿两半]+(?:个|年|天|岁|次|级|项|种|条|倍|月|元|万|亿|%|分之|成|届|名|人)")
+                    r"|[一二三四五六七八九十百千万亿两半]+(?:个|年|天|岁|次|级|项|种|条|倍|月|元|万|亿|%|分之|成|届|名|人|数)")
+NOT_A_FIGURE = re.compile(r"第[〇零一二三四五六七八九十百千0-9０-９]+[条章节款项编部次届批]"
+                          r"|[（(][一二三四五六七八九十0-9]+[）)]|[一二三四五六七八九十]+是|[0-9]+[．.、](?![0-9])"
+                          r"|[0-9]{4}年(?:[0-9]{1,2}月)?(?:[0-9]{1,2}日)?|[0-9]{4}[-/.][0-9]{1,2}(?:[-/.][0-9]{1,2})?")
+# A figure of a kind, when the question asks for one: an amount of money in 元, an age in 岁, a length of
+# time, a number of people. A passage stating only figures of another kind (3700多万学生 for 补助多少钱)
+# does not answer it.
+_NUMBER = r"(?:[0-9０-９]+(?:\.[0-9]+)?|[一二三四五六七八九十百千万亿两半]+)\s*(?:多|余)?"
+FIGURE_KINDS = (
+    (re.compile(r"多少钱|多少元|多少万|[补贴助]多少|多少[补贴助]|费[是有]?多少|[奖罚]多少|金额"),
+     re.compile(_NUMBER + r"(?:万|亿)?元")),
+    (re.compile(r"多少岁|几岁|多大年[纪龄]|年龄"), re.compile(_NUMBER + r"周?岁")),
+    (re.compile(r"多久|多长时间|几天|多少天|几年|多少年|几个月|多少个月|几个?工作日|多少个?工作日|几周|多少小时|几个?小时|学时"),
+     re.compile(_NUMBER + r"个?(?:天|日|年|月|周|小时|学时|工作日)")),
+    (re.compile(r"多少人|几个人|几人|多少名|几名|多少位"), re.compile(_NUMBER + r"(?:人|名|位)")),
+)
+
+
+def asks_figure(question: str) -> bool:
+    return bool(FIGURE_ASKED.search(question)) or any(asked.search(question) for asked, _ in FIGURE_KINDS)
+
+
+def figure_missing(question: str, passage: str) -> bool:
+    """True when the question asks for a figure and the passage states none of the kind it asks for."""
+    if not asks_figure(question):
+        return False
+    text = NOT_A_FIGURE.sub(" ", passage)
+    for asked, stated in FIGURE_KINDS:
+        if asked.search(question):
+            return not stated.search(text)
+    return not FIGURE.search(text)
 
 
 @dataclass
@@ -392,7 +423,7 @@ class HybridSearcher:
             "bigram_coverage": float(row[column["bigram_coverage"]]),
             "named": named,
             "action_missing": 1.0 if action_found is False else 0.0,
-            "figure_missing": 1.0 if FIGURE_ASKED.search(found.text) and not FIGURE.search(top.chunk.text) else 0.0,
+            "figure_missing": 1.0 if figure_missing(found.text, top.chunk.text) else 0.0,
             "top_rank_agreement": 1.0 if top.dense_rank == 1 or top.bm25_rank == 1 else 0.0,
             "everyday_gap": everyday_gap,
             "everyday_gap_z": everyday_gap / float(self.calibration["semantic_std"]) if self.calibration else 0.0,

@@ -11,7 +11,7 @@ from index.calibration import everyday_questions
 from index.chunk import Chunk
 from index.dense import DenseIndex
 from index.rank import PASSAGE_FEATURES, LearnedModels, LinearModel
-from index.search import HybridSearcher, names_in, top_positions
+from index.search import HybridSearcher, figure_missing, names_in, top_positions
 from index.synonyms import Synonyms
 from index.tokenize import Tokenizer
 from tests.conftest import HashEmbedder
@@ -270,3 +270,19 @@ def test_a_figure_in_the_first_passage_answers_a_figure_question(tokenizer):
     assert searcher.search("海燕归巢计划每年引进多少人").evidence["figure_missing"] == 0.0
     searcher = make_searcher(tokenizer, texts=["海燕归巢计划实施三年，引进人才。", "推动干部能上能下。"])
     assert searcher.search("海燕归巢计划实施了几年").evidence["figure_missing"] == 0.0
+
+
+@pytest.mark.parametrize("question, passage, missing", [
+    ("公务员一年能休几天年假", "第八十二条公务员按照国家规定享受休假。", True),  # an article number is no figure
+    ("干部每年培训要多少学时", "（2023年10月15日）中共中央印发条例。", True),  # nor a date
+    ("村干部补贴每月多少钱", "一是提高补贴标准，二是惠及3700多万人。", True),  # a figure, but not of money
+    ("村干部补贴每月多少钱", "村干部基本报酬每月不低于3000元。", False),
+    ("公务员多少岁退休", "男年满六十周岁退休。", False),
+    ("预备期要多久", "预备党员的预备期为一年。", False),
+    ("二十大有多少名代表", "大会代表2296名。", False),
+    ("选举要多少票才能当选", "获得过半数选票，始得当选。", False),  # a share of the votes is a figure
+    ("GDP增长目标是多少", "国内生产总值增长5.5%左右。", False),  # a figure of no fixed kind: any figure
+    ("海燕归巢计划是做什么的", "第一条为了引进人才。", False),  # no figure asked
+])
+def test_a_figure_of_the_kind_asked_is_looked_for_beyond_numbering_and_dates(question, passage, missing):
+    assert figure_missing(question, passage) is missing
