@@ -52,7 +52,10 @@ RANKER_L2 = (10.0, 3.0, 1.0, 0.3)  # the ranker's L2 penalty per unit of mean lo
 # The penalty's out-of-fold R@1 is averaged over this many deals of the documents into folds: with a dozen
 # documents, one deal's figure moves by a few questions and picked the penalty by chance.
 RANKER_DEALS = 3
-DECISION_C = 0.3
+# The decision models' inverse L2 strength, chosen by the value members get out of fold (``OUTCOME_VALUE``):
+# a weak penalty lets rare but telling evidence (a figure asked and none stated) weigh; a strong one keeps
+# the models from fitting a few questions' quirks.
+DECISION_CS = (0.1, 0.3, 1.0, 3.0)
 ALONE_MIN_QUESTIONS = 15  # a document with this many tuning questions is also fitted on alone
 GRID = [round(x, 3) for x in np.arange(0.05, 0.96, 0.025)]
 BOOTSTRAPS = 200
@@ -217,8 +220,6 @@ def everyday_evidence(searcher: HybridSearcher, ranker: LinearModel) -> np.ndarr
 
 def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
         log: Callable[[str], None] = print) -> LearnedModels:
-    from sklearn.linear_model import LogisticRegression
-
     gathered = gather(searcher, questions)
     if sum(q.answerable for q in gathered) < 20:
         raise FitError("need at least 20 answerable questions to fit on")
@@ -243,6 +244,7 @@ def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
     # 2. out-of-fold decision evidence
     x = np.zeros((len(gathered), len(DECISION_FEATURES)))
     ranks: list[int | None] = [None] * len(gathered)
+    row_folds = list(folds)  # each row's fold, for choosing the decision's penalty out of fold
     for f in range(FOLDS):
         ranker = fit_ranker(searcher, [q for q, k in zip(gathered, folds, strict=True) if k != f], best_l2)
         for i, (q, k) in enumerate(zip(gathered, folds, strict=True)):
@@ -253,11 +255,13 @@ def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
     chatter = everyday_evidence(searcher, fit_ranker(searcher, gathered, best_l2))
     x = np.vstack([x, chatter])
     ranks += [None] * len(chatter)
+    row_folds += [i % FOLDS for i in range(len(chatter))]
     answerable_list = [q.answerable for q in gathered] + [False] * len(chatter)
     hard_list = [bool(qd.get("hard")) for qd in questions] + [False] * len(chatter)
     # a library of one document (the shipped default) reads the same evidence differently: each well-asked
     # document alone, with its own questions and the everyday ones
-    everyday = [q for q, qd in zip(gathered, questions, strict=True) if not q.answerable and not qd.get("hard")]
+    everyday = [(q, k) for q, qd, k in zip(gathered, questions, folds, strict=True)
+                if not q.answerable and not qd.get("hard")]
     for doc_id in sorted({q.group for q in gathered if q.answerable} & set(searcher.document_ids)):
         own = [(q, k) for q, k in zip(gathered, folds, strict=True) if q.answerable and q.group == doc_id]
         if len(own) < ALONE_MIN_QUESTIONS:
@@ -265,28 +269,35 @@ def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
         single = alone(searcher, doc_id)
         ranker = fit_ranker(searcher, [q for q, k in zip(gathered, folds, strict=True) if k != own[0][1]], best_l2)
         asked = gather(single, [{"id": q.id, "q": q.text, "gold": q.gold, "doc": q.group}
-                                for q in [q for q, _ in own] + everyday])
-        for question in asked:
+                                for q, _ in own + everyday])
+        for question, (_, k) in zip(asked, own + everyday, strict=True):
             row, rank = evidence(single, question, ranker)
             x = np.vstack([x, row])
             ranks.append(rank)
             answerable_list.append(question.answerable)
             hard_list.append(False)
+            row_folds.append(k)
         log(f"alone: {doc_id} with {len(own)} questions")
     answerable, hard = np.array(answerable_list), np.array(hard_list)
     y_answer = np.array([r == 1 for r in ranks])
     y_scope = answerable | hard
-    models = {}
-    for name, features, y in (("answer", ANSWER_FEATURES, y_answer), ("scope", SCOPE_FEATURES, y_scope)):
-        columns = [DECISION_FEATURES.index(f) for f in features]
-        mean, scale = x[:, columns].mean(axis=0), x[:, columns].std(axis=0)
-        scale[scale < 1e-9] = 1.0
-        lr = LogisticRegression(C=DECISION_C, max_iter=2000).fit((x[:, columns] - mean) / scale, y)
-        models[name] = LinearModel(features, lr.coef_[0].astype(np.float64), float(lr.intercept_[0]), mean, scale)
+    targets = {"answer": y_answer, "scope": y_scope}
+
+    # 3. the decision's penalty, by what members get from probabilities fitted without their fold
+    best_c, best_value = DECISION_CS[0], -np.inf
+    for c in DECISION_CS:
+        p_answer, p_related = out_of_fold_probabilities(x, targets, np.array(row_folds), c)
+        value = tiers_value(choose_tiers(p_answer, p_related, answerable, hard, ranks), p_answer, p_related,
+                            answerable, hard, ranks)
+        log(f"decision C={c}: out-of-fold value {value:.1f}")
+        if value > best_value:
+            best_c, best_value = c, value
+    models = {name: fit_decision(x, targets[name], features, best_c)
+              for name, features in (("answer", ANSWER_FEATURES), ("scope", SCOPE_FEATURES))}
     p_answer = models["answer"].probability(x[:, [DECISION_FEATURES.index(f) for f in ANSWER_FEATURES]])
     p_related = models["scope"].probability(x[:, [DECISION_FEATURES.index(f) for f in SCOPE_FEATURES]])
 
-    # 3. thresholds by what members get
+    # 4. thresholds by what members get
     t_answer, t_related = choose_tiers(p_answer, p_related, answerable, hard, ranks)
     tiers = Tiers(answer=t_answer, related=t_related)
     figures = tier_figures(tiers, p_answer, p_related, answerable, hard, ranks)
@@ -297,11 +308,41 @@ def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
         "fitted_on": source, "fitted": dt.date.today().isoformat(),
         "questions": len(gathered), "answerable": int(answerable.sum()),
         "documents": len({q.group for q in gathered if q.answerable}), "folds": FOLDS,
-        "ranker_l2": best_l2, "out_of_fold": {"R@1": round(best_r1, 4)} | figures,
+        "ranker_l2": best_l2, "decision_c": best_c, "out_of_fold": {"R@1": round(best_r1, 4)} | figures,
         "outcome_value": OUTCOME_VALUE,
     }
     return LearnedModels(ranker=final_ranker, answer=models["answer"], scope=models["scope"], tiers=tiers,
                          info=info)
+
+
+def fit_decision(x: np.ndarray, y: np.ndarray, features: tuple[str, ...], c: float) -> LinearModel:
+    """A logistic model of ``y`` over ``features`` (columns of ``x``, standardised)."""
+    from sklearn.linear_model import LogisticRegression
+
+    columns = [DECISION_FEATURES.index(f) for f in features]
+    mean, scale = x[:, columns].mean(axis=0), x[:, columns].std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    lr = LogisticRegression(C=c, max_iter=2000).fit((x[:, columns] - mean) / scale, y)
+    return LinearModel(features, lr.coef_[0].astype(np.float64), float(lr.intercept_[0]), mean, scale)
+
+
+def out_of_fold_probabilities(x: np.ndarray, targets: dict[str, np.ndarray], folds: np.ndarray,
+                              c: float) -> tuple[np.ndarray, np.ndarray]:
+    """P(answer) and P(in scope) for each row from models fitted on the other folds."""
+    p_answer, p_related = np.zeros(len(x)), np.zeros(len(x))
+    for fold in np.unique(folds):
+        inside, outside = folds == fold, folds != fold
+        for name, features, out in (("answer", ANSWER_FEATURES, p_answer), ("scope", SCOPE_FEATURES, p_related)):
+            model = fit_decision(x[outside], targets[name][outside], features, c)
+            out[inside] = model.probability(x[inside][:, [DECISION_FEATURES.index(f) for f in features]])
+    return p_answer, p_related
+
+
+def tiers_value(tiers: tuple[float, float], p_answer: np.ndarray, p_related: np.ndarray, answerable: np.ndarray,
+                hard: np.ndarray, ranks: list[int | None]) -> float:
+    """The members' total ``OUTCOME_VALUE`` at the (answer, related) thresholds ``tiers``."""
+    return float(sum(outcome_value(*tiers, a, r, ans, h, rank)
+                     for a, r, ans, h, rank in zip(p_answer, p_related, answerable, hard, ranks, strict=True)))
 
 
 def choose_tiers(p_answer: np.ndarray, p_related: np.ndarray, answerable: np.ndarray, hard: np.ndarray,

@@ -77,6 +77,17 @@ def logged(engine, question: str) -> int:
         return conn.execute(text("SELECT count(*) FROM query_log WHERE question = :q"), {"q": question}).scalar_one()
 
 
+def logged_errors(c: Cluster) -> str:
+    """The nodes' logged errors with their tracebacks: what a failed assertion shows, to find the cause."""
+    lines = []
+    for log in sorted(c.logs.glob("node*.log")):
+        text = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        for i, line in enumerate(text):
+            if "ERROR" in line or "Traceback" in line:
+                lines += [f"{log.name}: {x}" for x in text[i:i + 30]]
+    return "\n".join(lines[-200:])
+
+
 def test_each_node_names_itself_and_serves_one_version(cluster):
     c, _ = cluster
     health = [get_json(c.node_url(name, "/healthz")) for name in c.node_names()]
@@ -151,7 +162,7 @@ def test_killing_a_node_under_load_loses_no_request_and_logs_nothing_twice(clust
     assert killed.is_set()
     texts = [content(r) for r in replies]
     assert all(texts)  # every request answered with a text reply
-    assert not [t for t in texts if "出了点问题" in t]
+    assert not [t for t in texts if "出了点问题" in t], logged_errors(c)
     waiting = [t for t in texts if "稍等几秒" in t]  # "still looking, send 更多": answered, but not with the answer
     assert len(waiting) <= len(plan) // 20, waiting[:2]
     counts = {q: logged(engine, q) for q in questions}

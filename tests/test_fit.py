@@ -7,18 +7,23 @@ import numpy as np
 
 from bot.evaluate import load_questions
 from bot.fit import (
+    DECISION_CS,
     HARD_ANSWERED_MAX,
+    OUTCOME_VALUE,
     FitError,
     Question,
     choose_tiers,
     first_right,
     fit,
+    fit_decision,
     fit_ranker,
     fold_of,
     gather,
     initial_models,
+    out_of_fold_probabilities,
+    tiers_value,
 )
-from index.rank import ANSWER_FEATURES, PASSAGE_FEATURES, SCOPE_FEATURES, LearnedModels
+from index.rank import ANSWER_FEATURES, DECISION_FEATURES, PASSAGE_FEATURES, SCOPE_FEATURES, LearnedModels
 from index.search import Candidates
 from tests.conftest import ROOT
 
@@ -36,6 +41,8 @@ def test_fit_writes_models_that_load_and_rank(app, tmp_path):
     assert 0 < models.tiers.answer < 1 and 0 < models.tiers.related < 1
     assert models.info["answerable"] == 34 and models.info["fitted_on"] == "written"
     assert any(line.startswith("tiers:") for line in lines)
+    assert models.info["decision_c"] in DECISION_CS  # chosen by what members get out of fold, and logged
+    assert sum(line.startswith("decision C=") for line in lines) == len(DECISION_CS)
     path = tmp_path / "learned.json"
     models.save(path)
     again = LearnedModels.load(path)
@@ -110,3 +117,35 @@ def test_thresholds_never_answer_more_hard_out_of_scope_than_the_bar():
     answered_hard = ((p_answer >= t_answer) & (p_related >= t_related) & hard).sum()
     assert answered_hard / n_hard <= HARD_ANSWERED_MAX
     assert t_answer <= 0.97 and t_related <= 0.9  # the answerable ones are still answered
+
+
+def decision_rows(n: int, seed: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, len(DECISION_FEATURES)))
+
+
+def test_out_of_fold_probabilities_come_from_models_that_never_saw_the_row():
+    # the answer follows top_score in four folds and its opposite in the fifth: the fifth's probabilities
+    # come from the other four's rule alone (confidently wrong), not from a fit that saw the fifth too
+    x = decision_rows(500)
+    folds = np.arange(500) % 5
+    top = x[:, DECISION_FEATURES.index("top_score")]
+    y = np.where(folds == 4, top < 0, top > 0)
+    targets = {"answer": y, "scope": np.ones(500, dtype=bool) ^ (np.arange(500) % 7 == 0)}
+    p_answer, _ = out_of_fold_probabilities(x, targets, folds, c=1.0)
+    odd = folds == 4
+    assert ((p_answer[odd] >= 0.5) == y[odd]).mean() < 0.2  # it learned the other folds' rule
+    assert ((p_answer[~odd] >= 0.5) == y[~odd]).mean() > 0.8
+    whole = fit_decision(x, y, ANSWER_FEATURES, 1.0).probability(x[:, [DECISION_FEATURES.index(f)
+                                                                         for f in ANSWER_FEATURES]])
+    assert np.abs(p_answer[odd] - 0.5).mean() > np.abs(whole[odd] - 0.5).mean()
+
+
+def test_tiers_value_counts_what_each_member_gets():
+    # one right answer, one wrong answer, one useful related reply, one everyday question declined
+    p_answer = np.array([0.9, 0.9, 0.5, 0.9])
+    p_related = np.array([0.9, 0.9, 0.9, 0.1])
+    answerable = np.array([True, True, True, False])
+    hard = np.zeros(4, dtype=bool)
+    value = tiers_value((0.8, 0.5), p_answer, p_related, answerable, hard, [1, 5, 2, None])
+    assert value == OUTCOME_VALUE["right"] + OUTCOME_VALUE["wrong"] + OUTCOME_VALUE["related_useful"] \
+        + OUTCOME_VALUE["declined_everyday"]
