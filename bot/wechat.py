@@ -294,7 +294,13 @@ class Webhook:
         except Exception:
             self.internal_errors += 1
             log.exception("internal error answering MsgId=%s from=%s", inbound.msg_id, key)
-            reply = self._xml(message, t.INTERNAL_ERROR)
+            # the claim is forgotten, not finished with the apology: WeChat's retry of this message (or a
+            # member sending it again) is answered afresh, so a passing fault costs one reply, not all of them
+            try:
+                self.store.release(key)
+            except Exception:
+                log.exception("could not release the claim on %s", key)
+            return self._xml(message, t.INTERNAL_ERROR)
         try:
             self.store.finish(key, reply)
             self._maybe_purge()

@@ -284,6 +284,25 @@ def test_internal_error_still_gets_a_polite_reply(wechat, wechat_app, caplog):
     assert "MsgId=99887766" in caplog.text and "index exploded" in caplog.text
 
 
+def test_a_retry_after_an_internal_error_is_answered_afresh(wechat, wechat_app):
+    # the fault passes before WeChat retries the message: the retry gets the answer, not the stored apology
+    answerer = wechat_app.extensions["engine"].answerer
+    original, calls = answerer.answer, []
+
+    def fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a passing fault")
+        return original(*args, **kwargs)
+
+    answerer.answer = fails_once
+    assert wechat.send_text(QUESTION, user="o_retry", msg_id=99887767).content == t.INTERNAL_ERROR
+    retry = wechat.send_text(QUESTION, user="o_retry", msg_id=99887767).content
+    assert retry != t.INTERNAL_ERROR and "海燕归巢" in retry and len(calls) == 2
+    assert wechat.send_text(QUESTION, user="o_retry", msg_id=99887767).content == retry  # now stored: once
+    assert len(calls) == 2
+
+
 def test_slow_answer_replies_in_time_and_keeps_the_answer_for_more(built_instance, tmp_path):
     app = make_app(built_instance, tmp_path, WECHAT_TOKEN=TOKEN, WECHAT_REPLY_BUDGET_SECONDS=0.2)
     answerer = app.extensions["engine"].answerer
