@@ -122,7 +122,8 @@ def gather(searcher: HybridSearcher, questions: list[dict]) -> list[Question]:
     out: list[Question] = []
     for q in questions:
         text = searcher.rewrite(q["q"]).text
-        found = searcher.candidates(text, searcher.embedder.encode_queries([text])[0])
+        found = searcher.candidates(text, searcher.embedder.encode_queries([text])[0],
+                                    asked=searcher.tokenizer.normalize(q["q"]))
         gold = list(q.get("gold") or [])
         out.append(Question(id=str(q["id"]), text=q["q"], gold=gold,
                             group=str(q.get("doc") or f"out-of-scope-{len(out) % FOLDS}"), candidates=found))

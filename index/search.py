@@ -68,14 +68,16 @@ FIGURE = re.compile(r"[0-9０-９]+"
 NOT_A_FIGURE = re.compile(r"第[〇零一二三四五六七八九十百千0-9０-９]+[条章节款项编部次届批]"
                           r"|[（(][一二三四五六七八九十0-9]+[）)]|[一二三四五六七八九十]+是|[0-9]+[．.、](?![0-9])"
                           r"|[0-9]{4}年(?:[0-9]{1,2}月)?(?:[0-9]{1,2}日)?|[0-9]{4}[-/.][0-9]{1,2}(?:[-/.][0-9]{1,2})?")
-# A figure of a kind, when the question asks for one: an amount of money in 元, an age in 岁, a length of
-# time, a number of people. A passage stating only figures of another kind (3700多万学生 for 补助多少钱)
-# does not answer it.
+# A figure of a kind, when the question asks for one: an amount of money in 元, an age in 岁, a share (%,
+# 成, 百分之…), a length of time, a number of people. A passage stating only figures of another kind
+# (3700多万学生 for 补助多少钱) does not answer it.
 _NUMBER = r"(?:[0-9０-９]+(?:\.[0-9]+)?|[一二三四五六七八九十百千万亿两半]+)\s*(?:多|余)?"
 FIGURE_KINDS = (
     (re.compile(r"多少钱|多少元|多少万|[补贴助]多少|多少[补贴助]|费[是有]?多少|[奖罚]多少|金额"),
      re.compile(_NUMBER + r"(?:万|亿)?元")),
-    (re.compile(r"多少岁|几岁|多大年[纪龄]|年龄"), re.compile(_NUMBER + r"周?岁")),
+    (re.compile(r"多少岁|几岁|多大岁数|岁数|多大年[纪龄]|年龄"), re.compile(_NUMBER + r"周?岁")),
+    (re.compile(r"利率|比例|比重|占比|百分之几|百分比|几成"),
+     re.compile(_NUMBER + r"(?:%|％|个百分点|成)|百分之[一二三四五六七八九十百零点0-9]+")),
     (re.compile(r"多久|多长时间|几天|多少天|几年|多少年|几个月|多少个月|几个?工作日|多少个?工作日|几周|多少小时|几个?小时|学时"),
      re.compile(_NUMBER + r"个?(?:天|日|年|月|周|小时|学时|工作日)")),
     (re.compile(r"多少人|几个人|几人|多少名|几名|多少位"), re.compile(_NUMBER + r"(?:人|名|位)")),
@@ -156,6 +158,8 @@ class Candidates:
     terms: list[str]
     tokens: list[str]
     sentence: float = 0.0  # the best cosine of one sentence (or whole passage, if closer) among them
+    asked: str = ""  # the question normalised but not rewritten: the rewrite turns 多少岁 into 年满, a figure
+    # asked into the documents' word for it
 
 
 class HybridSearcher:
@@ -229,7 +233,8 @@ class HybridSearcher:
         query_vector = self.query_vector(text)
         t2 = time.perf_counter()
         timings["embed"] = (t2 - t1) * 1000
-        found = self.candidates(text, query_vector, fetch=max(k, CHANNEL_FETCH))
+        found = self.candidates(text, query_vector, fetch=max(k, CHANNEL_FETCH),
+                                asked=self.tokenizer.normalize(query))
         t3 = time.perf_counter()
         timings["search"] = (t3 - t2) * 1000
         r = self.ranking(found)
@@ -266,9 +271,11 @@ class HybridSearcher:
         evidence = self.decision_evidence(found, scores, hits, semantic, lexical, named, action_found)
         return Ranking(hits, semantic, lexical, named, action, action_found, evidence)
 
-    def candidates(self, text: str, query_vector: np.ndarray, fetch: int = CHANNEL_FETCH) -> Candidates:
+    def candidates(self, text: str, query_vector: np.ndarray, fetch: int = CHANNEL_FETCH,
+                   asked: str = "") -> Candidates:
         """The union of each channel's best passages for the question ``text`` — already normalised
-        (``Tokenizer.normalize``) and rewritten — with their features."""
+        (``Tokenizer.normalize``) and rewritten — with their features. ``asked`` is the question before the
+        rewrite (``text`` when not given)."""
         tokens = self.tokenizer.tokens(text, normalized=True)
         terms = self.tokenizer.terms(text, normalized=True)
         grams = self.tokenizer.bigrams(text, normalized=True)
@@ -284,7 +291,7 @@ class HybridSearcher:
         features = np.zeros((n, len(PASSAGE_FEATURES)), dtype=np.float64)
         if n == 0:
             return Candidates(text, positions, features, np.zeros(0), np.zeros(0), {}, np.zeros(0), query_vector,
-                              terms, tokens)
+                              terms, tokens, asked=asked or text)
         cosine = self.dense.vectors(positions.tolist()) @ query_vector
         cosine = cosine.astype(np.float64)
         sentence = self.sentences.best_cosine(positions, query_vector, cosine)
@@ -331,7 +338,7 @@ class HybridSearcher:
                 put("doc_named", hits[documents].astype(np.float64))
                 put("doc_named_other", (~hits[documents]).astype(np.float64))
         return Candidates(text, positions, features, cosine, bm25_all[positions].astype(np.float64), ranks,
-                          doc_prior, query_vector, terms, tokens, sentence=float(sentence.max()))
+                          doc_prior, query_vector, terms, tokens, sentence=float(sentence.max()), asked=asked or text)
 
     def rank(self, found: Candidates, ranker: LinearModel | None = None) -> tuple[list[Hit], np.ndarray]:
         """Hits ordered by the learned ranker (or ``ranker``; ties by position), and their scores in that
@@ -423,7 +430,7 @@ class HybridSearcher:
             "bigram_coverage": float(row[column["bigram_coverage"]]),
             "named": named,
             "action_missing": 1.0 if action_found is False else 0.0,
-            "figure_missing": 1.0 if figure_missing(found.text, top.chunk.text) else 0.0,
+            "figure_missing": 1.0 if figure_missing(found.asked or found.text, top.chunk.text) else 0.0,
             "top_rank_agreement": 1.0 if top.dense_rank == 1 or top.bm25_rank == 1 else 0.0,
             "everyday_gap": everyday_gap,
             "everyday_gap_z": everyday_gap / float(self.calibration["semantic_std"]) if self.calibration else 0.0,

@@ -272,12 +272,22 @@ def test_a_figure_in_the_first_passage_answers_a_figure_question(tokenizer):
     assert searcher.search("海燕归巢计划实施了几年").evidence["figure_missing"] == 0.0
 
 
+def test_a_figure_asked_in_members_words_is_still_asked_after_the_rewrite(tokenizer):
+    # the synonym rewrite turns the member's 多大岁数 into the documents' 年满: still a figure asked
+    searcher = make_searcher(tokenizer, texts=["村民委员会由村民直接选举产生。", "推动干部能上能下。"],
+                             synonyms=Synonyms([("年满", ["多大岁数"])]))
+    result = searcher.search("多大岁数才能选村民委员会")
+    assert result.rewritten == "年满才能选村民委员会" and result.evidence["figure_missing"] == 1.0
+
 @pytest.mark.parametrize("question, passage, missing", [
     ("公务员一年能休几天年假", "第八十二条公务员按照国家规定享受休假。", True),  # an article number is no figure
     ("干部每年培训要多少学时", "（2023年10月15日）中共中央印发条例。", True),  # nor a date
     ("村干部补贴每月多少钱", "一是提高补贴标准，二是惠及3700多万人。", True),  # a figure, but not of money
     ("村干部补贴每月多少钱", "村干部基本报酬每月不低于3000元。", False),
     ("公务员多少岁退休", "男年满六十周岁退休。", False),
+    ("多大岁数才能投票", "村民直接选举产生村民委员会。", True),
+    ("受理比例要到多少", "综合窗口受理比例达到90%。", False),
+    ("助学贷款利率是多少", "助学贷款惠及500万学生。", True),  # a figure, but not a share
     ("预备期要多久", "预备党员的预备期为一年。", False),
     ("二十大有多少名代表", "大会代表2296名。", False),
     ("选举要多少票才能当选", "获得过半数选票，始得当选。", False),  # a share of the votes is a figure
