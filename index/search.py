@@ -85,6 +85,7 @@ FIGURE_KINDS = (
 
 
 def asks_figure(question: str) -> bool:
+    """True when the question asks for a figure of any kind."""
     return bool(FIGURE_ASKED.search(question)) or any(asked.search(question) for asked, _ in FIGURE_KINDS)
 
 
@@ -158,8 +159,7 @@ class Candidates:
     terms: list[str]
     tokens: list[str]
     sentence: float = 0.0  # the best cosine of one sentence (or whole passage, if closer) among them
-    asked: str = ""  # the question normalised but not rewritten: the rewrite turns 多少岁 into 年满, a figure
-    # asked into the documents' word for it
+    asked: str = ""  # the question before the synonym rewrite (which turns 多少岁 into 年满): the figure it asks
 
 
 class HybridSearcher:
