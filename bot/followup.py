@@ -7,9 +7,10 @@ form and combined with the previous question by rules:
   one short dictionary word such as 义务; a compound topic such as 乡村振兴 or a coined name is a new
   question): X takes the place of the word of the previous question it stands beside — a year or a
   congress replaces the year or congress (or goes in front); X replaces a word it shares characters with
-  (正式党员 for 预备党员); otherwise the readings with X in the place of one of the last content words,
-  and "<topic>的X", are compared and the one retrieval is most confident about wins ("党员有哪些义务？"),
-  near-ties (``READING_MARGIN``) going to that order;
+  (正式党员 for 预备党员); otherwise the readings with X in the place of one of the last content
+  words, and "<topic>的X" (unless the question asked for a word of X's kind: 哪些权利), are compared and
+  the one retrieval is most confident about wins ("党员有哪些义务？"), near-ties (``READING_MARGIN``) going
+  to that order;
 - ``它/这个/该/此…``: the pronoun is replaced by the previous question's topic;
 - ``具体怎么做`` and its kin: "<topic>具体怎么做？";
 - ``还有呢``: the next passages of the previous question, as 更多.
@@ -35,6 +36,8 @@ FOLLOWUP_SECONDS = 600.0  # a follow-up leans on a question asked at most this l
 # (党员有哪些义务？ 0.61 and 0.66, 党员权利的义务是什么？ 0.71 and 0.66), so smaller gaps say nothing.
 READING_MARGIN = 0.15
 QUESTION_MARK = "？"  # a follow-up made whole ends with it, and its readings are scored with it
+# what comes before the word a question asks for (有哪些权利, 的原则是什么), not before its topic
+ASKED_BEFORE = re.compile(r"(?:哪些|哪几种|哪几项|哪几个|哪几|哪种|哪类|什么|几项|几种|的)$")
 
 KIND_REWRITE, KIND_MORE = "rewrite", "more"
 
@@ -173,14 +176,24 @@ def combine(previous: str, words: str, tokenizer: Tokenizer, confidence: Callabl
     if shared and "的" not in words:  # 正式党员 beside 预备党员: in place of the word it shares characters with
         return _replace_last(previous, max(shared, key=lambda w: len(set(w) & set(words))), words)
     readings = [_replace_last(previous, w, words) for w in reversed(candidates[-3:])]
-    tail = QUESTION_TAIL.search(previous)
-    readings.append(f"{topic(previous)}的{words}{tail.group(2) if tail else '是什么'}")
+    # "<topic>的X" asks for X of the whole previous topic; when the previous question asked for a word of X's
+    # kind (哪些权利, 的原则 before 义务, 程序), X stands in for it, and a reading keeping both is no reading
+    if not (candidates and parallel_word(words, tokenizer) and asked_for(previous, candidates[-1])):
+        tail = QUESTION_TAIL.search(previous)
+        readings.append(f"{topic(previous)}的{words}{tail.group(2) if tail else '是什么'}")
     readings = [r for r in dict.fromkeys(readings) if r != previous]
     if len(readings) == 1:
         return readings[0]
     scored = [(confidence(r + QUESTION_MARK), r) for r in readings]
     best = max(c for c, _ in scored)
     return next(r for c, r in scored if c >= best - READING_MARGIN)
+
+
+def asked_for(question: str, word: str) -> bool:
+    """``word`` is what ``question`` asks for: it follows a question word or 的 (有哪些权利, 的原则是什么),
+    rather than being its topic (海燕归巢计划是什么)."""
+    at = question.rfind(word)
+    return at > 0 and ASKED_BEFORE.search(question[:at]) is not None
 
 
 def _replace_last(text: str, old: str, new: str) -> str:

@@ -59,6 +59,21 @@ def test_the_reading_retrieval_trusts_most_wins(tokenizer):
     assert found.question == "义务有哪些权利？"
 
 
+def test_a_word_of_the_same_kind_takes_the_place_of_the_last_one(tokenizer):
+    # 义务 after 党员有哪些权利: even when retrieval is surer of "党员权利的义务是什么" (its passage names both),
+    # the member asks about duties instead of rights, not about the duties of rights
+    likes = {"党员权利的义务是什么？": 0.9, "党员有哪些义务？": 0.6}
+    found = resolve("那义务呢？", RIGHTS, tokenizer, lambda q: likes.get(q, 0.1))
+    assert found.question == "党员有哪些义务？"
+    likes = {"干部选拔任用的原则的程序是什么？": 0.9}
+    found = resolve("那程序呢？", "干部选拔任用的原则是什么？", tokenizer, lambda q: likes.get(q, 0.1))
+    assert found.question == "干部选拔任用的程序是什么？"
+    # a topic asked about as a whole keeps its "<topic>的X" reading
+    likes = {"海燕归巢计划的条件是什么？": 0.9}
+    found = resolve("那条件呢？", "海燕归巢计划是什么？", tokenizer, lambda q: likes.get(q, 0.1))
+    assert found.question == "海燕归巢计划的条件是什么？"
+
+
 def test_without_a_previous_question(tokenizer):
     assert resolve("那义务呢？", None, tokenizer, flat).question == ""  # asks for the whole question
     assert resolve("还有呢", None, tokenizer, flat).kind == KIND_MORE
