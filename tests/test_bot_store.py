@@ -139,6 +139,32 @@ def test_one_concurrent_claimer_wins(bot_store, other_node):
     assert len(wins) == 1
 
 
+def test_a_members_answers_remembered_at_once_on_two_nodes_all_succeed(bot_store, other_node):
+    # two of one member's messages answered together: each remembers its answer for 有用/没用 feedback
+    from bot.curation.store import CurationStore
+
+    stores = [CurationStore(bot_store.engine), CurationStore(other_node.engine)]
+    failures, barrier = [], threading.Barrier(8)
+
+    def remember(store, i):
+        barrier.wait()
+        try:
+            for j in range(5):
+                store.set_pending("member-hash", {"answer": i * 10 + j})
+        except Exception as exc:  # noqa: BLE001 - the test collects what failed
+            failures.append(exc)
+
+    threads = [threading.Thread(target=remember, args=(stores[i % 2], i)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert stores[1].pending("member-hash", max_age=60)["answer"] in {i * 10 + 4 for i in range(8)}
+    stores[0].set_pending("member-hash", None)
+    assert stores[1].pending("member-hash", max_age=60) is None
+
+
 def test_a_message_is_logged_once_whichever_node_logs_it(bot_store, other_node):
     assert log(bot_store, "msg:o:6")
     assert not log(other_node, "msg:o:6")

@@ -29,7 +29,7 @@ from sqlalchemy import (
     update,
 )
 
-from bot.db import metadata
+from bot.db import insert_for, metadata
 
 faq_table = Table(
     "curation_faq", metadata,
@@ -277,12 +277,15 @@ class CurationStore:
     # ----------------------------------------------------------- feedback
 
     def set_pending(self, user_hash: str, data: dict | None) -> None:
-        """Remember the member's last answer (None: the last reply was not an answer)."""
+        """Remember the member's last answer (None: the last reply was not an answer). One upsert: two of a
+        member's messages answered at once on PostgreSQL would both delete, then both insert."""
         with self.engine.begin() as db:
-            db.execute(delete(pending_table).where(pending_table.c.user_hash == user_hash))
-            if data is not None:
-                db.execute(insert(pending_table).values(user_hash=user_hash, at=time.time(),
-                                                        data=json.dumps(data, ensure_ascii=False)))
+            if data is None:
+                db.execute(delete(pending_table).where(pending_table.c.user_hash == user_hash))
+                return
+            values = {"at": time.time(), "data": json.dumps(data, ensure_ascii=False)}
+            db.execute(insert_for(db, pending_table).values(user_hash=user_hash, **values)
+                       .on_conflict_do_update(index_elements=["user_hash"], set_=values))
 
     def pending(self, user_hash: str, max_age: float) -> dict | None:
         with self.engine.connect() as db:
