@@ -121,9 +121,9 @@ def gather(searcher: HybridSearcher, questions: list[dict]) -> list[Question]:
     """Each question's candidates, searched as the bot searches (rewritten, embedded once)."""
     out: list[Question] = []
     for q in questions:
-        text = searcher.rewrite(q["q"]).text
-        found = searcher.candidates(text, searcher.embedder.encode_queries([text])[0],
-                                    asked=searcher.tokenizer.normalize(q["q"]))
+        rewrite = searcher.rewrite(q["q"])
+        text = rewrite.text
+        found = searcher.candidates(text, searcher.embedder.encode_queries([text])[0], asked=rewrite.asked)
         gold = list(q.get("gold") or [])
         out.append(Question(id=str(q["id"]), text=q["q"], gold=gold,
                             group=str(q.get("doc") or f"out-of-scope-{len(out) % FOLDS}"), candidates=found))
@@ -295,8 +295,8 @@ def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
             best_c, best_value = c, value
     models = {name: fit_decision(x, targets[name], features, best_c)
               for name, features in (("answer", ANSWER_FEATURES), ("scope", SCOPE_FEATURES))}
-    p_answer = models["answer"].probability(x[:, [DECISION_FEATURES.index(f) for f in ANSWER_FEATURES]])
-    p_related = models["scope"].probability(x[:, [DECISION_FEATURES.index(f) for f in SCOPE_FEATURES]])
+    p_answer = models["answer"].probability(x[:, decision_columns(ANSWER_FEATURES)])
+    p_related = models["scope"].probability(x[:, decision_columns(SCOPE_FEATURES)])
 
     # 4. thresholds by what members get
     t_answer, t_related = choose_tiers(p_answer, p_related, answerable, hard, ranks)
@@ -316,11 +316,16 @@ def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
                          info=info)
 
 
+def decision_columns(features: tuple[str, ...]) -> list[int]:
+    """The columns of ``features`` in a row of ``DECISION_FEATURES``."""
+    return [DECISION_FEATURES.index(f) for f in features]
+
+
 def fit_decision(x: np.ndarray, y: np.ndarray, features: tuple[str, ...], c: float) -> LinearModel:
     """A logistic model of ``y`` over ``features`` (columns of ``x``, standardised)."""
     from sklearn.linear_model import LogisticRegression
 
-    columns = [DECISION_FEATURES.index(f) for f in features]
+    columns = decision_columns(features)
     mean, scale = x[:, columns].mean(axis=0), x[:, columns].std(axis=0)
     scale[scale < 1e-9] = 1.0
     lr = LogisticRegression(C=c, max_iter=2000).fit((x[:, columns] - mean) / scale, y)
@@ -335,7 +340,7 @@ def out_of_fold_probabilities(x: np.ndarray, targets: dict[str, np.ndarray], fol
         inside, outside = folds == fold, folds != fold
         for name, features, out in (("answer", ANSWER_FEATURES, p_answer), ("scope", SCOPE_FEATURES, p_related)):
             model = fit_decision(x[outside], targets[name][outside], features, c)
-            out[inside] = model.probability(x[inside][:, [DECISION_FEATURES.index(f) for f in features]])
+            out[inside] = model.probability(x[inside][:, decision_columns(features)])
     return p_answer, p_related
 
 

@@ -233,8 +233,7 @@ class HybridSearcher:
         query_vector = self.query_vector(text)
         t2 = time.perf_counter()
         timings["embed"] = (t2 - t1) * 1000
-        found = self.candidates(text, query_vector, fetch=max(k, CHANNEL_FETCH),
-                                asked=self.tokenizer.normalize(query))
+        found = self.candidates(text, query_vector, fetch=max(k, CHANNEL_FETCH), asked=rewrite.asked)
         t3 = time.perf_counter()
         timings["search"] = (t3 - t2) * 1000
         r = self.ranking(found)

@@ -32,6 +32,7 @@ class SynonymError(ValueError):
 class Rewrite:
     text: str  # the question with members' words replaced
     replaced: tuple[tuple[str, str], ...]  # (member's word, documents' word), in the order found
+    asked: str = ""  # the question as given, before any word was replaced
 
 
 class Synonyms:
@@ -69,7 +70,7 @@ class Synonyms:
         A word the documents use themselves (``known``: 提拔 in 带病提拔, 一把手 in a speech) is not only a
         member's word: it is left as it is, so the passages that use it still match it exactly."""
         if self._pattern is None:
-            return Rewrite(text, ())
+            return Rewrite(text, (), text)
         replaced: list[tuple[str, str]] = []
 
         def swap(m: re.Match[str]) -> str:
@@ -80,7 +81,7 @@ class Synonyms:
             replaced.append((word, canonical))
             return canonical
 
-        return Rewrite(self._pattern.sub(swap, text), tuple(replaced))
+        return Rewrite(self._pattern.sub(swap, text), tuple(replaced), text)
 
 
 def parse(text: str, source: str = "synonyms") -> list[tuple[str, list[str]]]:
