@@ -16,7 +16,7 @@ from flask.cli import AppGroup, with_appcontext
 from tqdm import tqdm
 
 from bot.engine import get_engine
-from bot.evaluate import QuestionSetError, evaluate, load_questions
+from bot.evaluate import QuestionSetError, evaluate, load_question_sets, load_questions
 from bot.library import LibraryError
 from bot.pipeline import Message, Reply, get_pipeline
 from bot.store import get_store
@@ -231,19 +231,19 @@ def eval_command(path: Path, k: int, as_json: bool) -> None:
 
 @click.command("fit")
 @with_appcontext
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_LEARNED, show_default=True,
               help="Where to write the fitted models (JSON).")
-def fit_command(path: Path, out: Path) -> None:
-    """Fit the passage ranker and the answer decision on a tuning question set (needs its documents indexed)."""
+def fit_command(paths: tuple[Path, ...], out: Path) -> None:
+    """Fit the passage ranker and the answer decision on tuning question sets (needs their documents indexed)."""
     from bot.fit import FitError, fit, initial_models
 
     engine = get_engine()
     try:
-        questions = load_questions(path)
+        questions = load_question_sets(paths)
         # the serving index, loaded with hand-set models: the current ones may not fit the code's features
         index = engine.store.load(engine.embedder(), synonyms=engine.synonyms(), models=initial_models())
-        models = fit(index.searcher, questions, source=str(path), log=click.echo)
+        models = fit(index.searcher, questions, source=" ".join(str(p) for p in paths), log=click.echo)
     except (QuestionSetError, FitError, IndexStoreError) as exc:
         raise click.ClickException(str(exc)) from exc
     models.save(out)

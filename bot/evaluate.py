@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,20 @@ def load_questions(path: Path) -> list[dict]:
             gold = row.get("gold", [])
             if not isinstance(gold, list) or not all(isinstance(g, str) for g in gold):
                 raise QuestionSetError(f"{path}:{number}: gold must be a list of quotes")
+            questions.append(row)
+    return questions
+
+
+def load_question_sets(paths: Iterable[Path]) -> list[dict]:
+    """The questions of several sets as one list; an id an earlier set already used is prefixed with its
+    file's name (``tune-more:17``), so every question keeps its own."""
+    questions: list[dict] = []
+    seen: set[str] = set()
+    for path in paths:
+        for row in load_questions(path):
+            if str(row["id"]) in seen:
+                row["id"] = f"{path.stem}:{row['id']}"
+            seen.add(str(row["id"]))
             questions.append(row)
     return questions
 

@@ -49,3 +49,13 @@ def test_eval_with_an_unreadable_line_names_it(runner, tmp_path):
     deep.write_text('{"id": "a", "q": "村情通是什么？", "gold": []}\n' + "[" * 100_000 + "\n", encoding="utf-8")
     result = runner.invoke(args=["eval", str(deep)])
     assert result.exit_code != 0 and "deep.jsonl:2:" in result.output
+
+
+def test_fit_reads_several_sets_and_names_a_broken_line(runner, tmp_path):
+    good = tmp_path / "tune.jsonl"
+    good.write_text('{"id": "1", "q": "村情通是什么？", "gold": ["村情通"]}\n', encoding="utf-8")
+    broken = tmp_path / "tune-more.jsonl"
+    broken.write_text('{"id": "1", "q": "凡提四必是什么？", "gold": ["凡提四必"]}\n{"q": \n', encoding="utf-8")
+    out = tmp_path / "learned.json"
+    result = runner.invoke(args=["fit", str(good), str(broken), "--out", str(out)])
+    assert result.exit_code != 0 and "tune-more.jsonl:2:" in result.output and not out.exists()

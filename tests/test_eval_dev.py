@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from bot.evaluate import EvalRow, answer_auc, evaluate, load_questions
+from bot.evaluate import EvalRow, answer_auc, evaluate, load_question_sets, load_questions
 from tests.conftest import SHARED
 
 
@@ -55,3 +55,13 @@ def test_answer_auc_ranks_right_answers_above_the_rest_without_a_threshold():
     assert answer_auc(rows) == 0.75  # 3 of the 4 (right, other) pairs in order
     assert answer_auc([row(0.5, 1), row(0.5, 2)]) == 0.5  # a tie counts half
     assert answer_auc([row(0.9, 1)]) is None  # nothing to compare with
+
+
+def test_several_sets_load_as_one_and_each_question_keeps_its_own_id(tmp_path):
+    first, second = tmp_path / "tune.jsonl", tmp_path / "tune-more.jsonl"
+    first.write_text('{"id": "1", "q": "村情通是什么？", "gold": ["村情通"]}\n', encoding="utf-8")
+    second.write_text('{"id": "1", "q": "今天天气怎么样", "gold": []}\n{"id": "2", "q": "凡提四必是什么？", "gold": ["凡提四必"]}\n',
+                      encoding="utf-8")
+    questions = load_question_sets([first, second])
+    assert [q["q"] for q in questions] == ["村情通是什么？", "今天天气怎么样", "凡提四必是什么？"]
+    assert [q["id"] for q in questions] == ["1", "tune-more:1", "2"]
