@@ -8,7 +8,8 @@ R@1/R@3 and the tiers members see (right, useful, wrong, declined; out-of-scope 
 not answered), and the answer decision's threshold-free AUC. ``eval/heldout.jsonl`` is the set no weight
 was fitted on; read it beside the tuning set. ``eval/fresh.jsonl`` was written later, over all 20
 documents, by a writer who saw no code and no other set: it is the unseen check. ``eval/tune-more.jsonl`` is
-new writers' questions over the tuning documents, not fitted on either.
+new writers' questions over the tuning documents, not fitted on either; ``eval/errands.jsonl`` 200 personal
+errands (everyday questions that sound official), all to be declined.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def main() -> None:
                               ROOT / "tests" / "fixtures" / "written-first-doc.jsonl"]),
         ("all 20 documents", sorted((args.shared / "docs").glob("*.txt")),
          [ROOT / "eval" / "tune.jsonl", ROOT / "eval" / "tune-more.jsonl", ROOT / "eval" / "heldout.jsonl",
-          ROOT / "eval" / "fresh.jsonl",
+          ROOT / "eval" / "fresh.jsonl", ROOT / "eval" / "errands.jsonl",
           args.shared / "eval" / "dev.jsonl", args.shared / "eval" / "docs-dev.jsonl"]),
     ]
     print("| index | set | questions | " + " | ".join(COLUMNS) + " |")
