@@ -4,9 +4,9 @@ SQLite in the instance folder is the embedded default; ``DATABASE_URL`` (``postg
 selects a shared PostgreSQL server for several nodes. Tables of every feature (the bot store, curation)
 are declared on ``metadata`` so one migration history (``bot/migrations``, alembic) covers them all.
 
-The only dialect differences live here and in ``bot.store``: upserts (``insert_for``) and locking
-(``FOR UPDATE SKIP LOCKED`` and advisory locks on PostgreSQL; SQLite serialises writers with
-``BEGIN IMMEDIATE``).
+The only dialect differences live here and in ``bot.store``: locking (``FOR UPDATE SKIP LOCKED`` and
+advisory locks on PostgreSQL; SQLite serialises writers with ``BEGIN IMMEDIATE``). Upserts (``upsert``) are
+one SQL text both accept.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from __future__ import annotations
 import logging
 import threading
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 from sqlalchemy import (
     Column,
     Connection,
+    CursorResult,
     Double,
     Engine,
     Index,
@@ -31,7 +33,6 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 log = logging.getLogger(__name__)
 metadata = MetaData()
@@ -153,9 +154,21 @@ def is_postgres(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def insert_for(bind: Engine | Connection, table: Table):  # type: ignore[no-untyped-def]
-    """An INSERT with ``on_conflict_do_nothing`` / ``on_conflict_do_update`` for the bind's dialect."""
-    return (postgresql.insert if is_postgres(bind) else sqlite.insert)(table)
+def upsert(conn: Connection, table: Table, values: dict, key: str, update: Iterable[str] = (),
+           returning: str | None = None) -> CursorResult:
+    """INSERT ``values`` into ``table``; on a conflict on ``key``, set the ``update`` columns to the new
+    values (none given: leave the row as it is). The same SQL runs on SQLite and PostgreSQL. It is written as
+    text because SQLAlchemy compiles its dialects' upserts afresh at every call (they have no cache key), and
+    a WeChat message makes several (its claim, the worker's heartbeat, the member's state)."""
+    quote = conn.dialect.identifier_preparer.quote
+    columns, changed = list(values), list(update)
+    sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+           f"VALUES ({', '.join(':' + c for c in columns)}) ON CONFLICT ({quote(key)}) ")
+    sql += ("DO UPDATE SET " + ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in changed)) if changed \
+        else "DO NOTHING"
+    if returning:
+        sql += f" RETURNING {quote(returning)}"
+    return conn.execute(text(sql), values)
 
 
 def advisory_lock(conn: Connection, name: str) -> None:

@@ -182,11 +182,12 @@ class ReplyPipeline:
         return Reply(answer.text, SOURCE_SEARCH, answer=answer, question=question, log_id=log_id)
 
     def remember(self, message: Message, question: str, answer: Answer) -> int | None:
-        """Keep the member's last question (for 更多) and log the question; the log row's id."""
+        """Keep the member's last question (for 更多) and log the question, in one write; the log row's id."""
         if not message.logged:
             return None
+        state = None
         if message.user is not None and answer.kind in ("answer", "related", "abstain"):
-            self.store.set_state(message.user, {"question": question, "shown": answer.quoted, "asked": time.time()})
+            state = {"question": question, "shown": answer.quoted, "asked": time.time()}
         return self.store.log_query(
             channel=message.channel, user=message.user or "", question=question, kind=answer.kind,
             abstained=answer.abstained,
@@ -194,6 +195,7 @@ class ReplyPipeline:
             top_section=answer.passages[0].section if answer.passages else None,
             confidence=answer.decision.confidence if answer.decision else None,
             latency_ms=answer.elapsed_ms, index_version=answer.index_version, tier=answer.tier, msg_key=message.key,
+            state=state,
         )
 
     def _keep_late_answer(self, message: Message, question: str, future: Future[Answer]) -> None:

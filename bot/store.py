@@ -33,11 +33,11 @@ from bot.db import (
     advisory_lock,
     audit,
     batches,
-    insert_for,
     query_log,
     rate_events,
     replies,
     settings,
+    upsert,
     user_state,
     workers,
 )
@@ -123,14 +123,12 @@ class BotStore:
         """The stored value of ``name``; ``value`` is stored first when there is none (when several workers
         start at once, the first to store wins and all get its value)."""
         with self.engine.begin() as conn:
-            conn.execute(insert_for(conn, settings).values(name=name, value=value)
-                         .on_conflict_do_nothing(index_elements=["name"]))
+            upsert(conn, settings, {"name": name, "value": value}, "name")
             return conn.execute(select(settings.c.value).where(settings.c.name == name)).scalar_one()
 
     def set_setting(self, name: str, value: str) -> None:
         with self.engine.begin() as conn:
-            stmt = insert_for(conn, settings).values(name=name, value=value)
-            conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"value": value}))
+            upsert(conn, settings, {"name": name, "value": value}, "name", update=["value"])
 
     # --------------------------------------------------------------- batches
 
@@ -179,10 +177,11 @@ class BotStore:
             self._held = max(0, self._held + change)
 
     def beat(self, worker: str) -> None:
-        now = time.time()
         with self.engine.begin() as conn:
-            stmt = insert_for(conn, workers).values(id=worker, node=self.node, seen=now)
-            conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_={"seen": now}))
+            self._beat(conn, worker, time.time())
+
+    def _beat(self, conn, worker: str, now: float) -> None:  # type: ignore[no-untyped-def]
+        upsert(conn, workers, {"id": worker, "node": self.node, "seen": now}, "id", update=["seen"])
 
 
     # ---------------------------------------------------------------- dedupe
@@ -193,11 +192,11 @@ class BotStore:
         mine = owner is None or owner == self._worker_id
         owner = owner or self.worker_id()
         now = time.time()
-        self.beat(owner)  # the owner of a fresh claim is alive now
         with self.engine.begin() as conn:
-            stmt = insert_for(conn, replies).values(key=key, state="pending", created=now, owner=owner)
-            inserted = stmt.on_conflict_do_nothing(index_elements=["key"]).returning(replies.c.key)
-            claimed = conn.execute(inserted).first() is not None  # (rowcount is not reliable across drivers)
+            self._beat(conn, owner, now)  # the owner of a fresh claim is alive now
+            inserted = upsert(conn, replies, {"key": key, "state": "pending", "created": now, "owner": owner}, "key",
+                              returning="key")
+            claimed = inserted.first() is not None  # (rowcount is not reliable across drivers)
             if not claimed:
                 row = conn.execute(select(replies.c.state, replies.c.owner, replies.c.created)
                                    .where(replies.c.key == key).with_for_update()).first()
@@ -284,10 +283,13 @@ class BotStore:
         return json.loads(row.data)
 
     def set_state(self, user: str, data: dict) -> None:
-        now, value = time.time(), json.dumps(data, ensure_ascii=False)
         with self.engine.begin() as conn:
-            stmt = insert_for(conn, user_state).values(user=user, data=value, updated=now)
-            conn.execute(stmt.on_conflict_do_update(index_elements=["user"], set_={"data": value, "updated": now}))
+            self._set_state(conn, user, data)
+
+    def _set_state(self, conn, user: str, data: dict) -> None:  # type: ignore[no-untyped-def]
+        value = json.dumps(data, ensure_ascii=False)
+        upsert(conn, user_state, {"user": user, "data": value, "updated": time.time()}, "user",
+               update=["data", "updated"])
 
     # ------------------------------------------------------------ rate limit
 
@@ -312,16 +314,21 @@ class BotStore:
     def log_query(self, *, channel: str, user: str, question: str, kind: str, abstained: bool,
                   top_doc: str | None, top_section: str | None, confidence: float | None,
                   latency_ms: float, index_version: str | None, tier: str | None = None,
-                  msg_key: str | None = None) -> int | None:
+                  msg_key: str | None = None, state: dict | None = None) -> int | None:
         """Log a question; its row id, or None when its message (``msg_key``) is logged already (answered
-        twice)."""
+        twice). ``state``, when given, becomes ``user``'s state (``set_state``) in the same transaction: one
+        write for the two that every answered message makes."""
         values = dict(at=time.time(), channel=channel, user_hash=self.hash_user(user), question=question, kind=kind,
                       abstained=int(abstained), top_doc=top_doc, top_section=top_section, confidence=confidence,
                       latency_ms=latency_ms, index_version=index_version, tier=tier, node=self.node, msg_key=msg_key)
         try:
             with self.engine.begin() as conn:
+                if state is not None:
+                    self._set_state(conn, user, state)
                 result = conn.execute(query_log.insert().values(**values))
         except IntegrityError:
+            if state is not None:
+                self.set_state(user, state)
             return None
         key = result.inserted_primary_key
         return int(key[0]) if key else None

@@ -265,3 +265,29 @@ def test_two_nodes_asked_to_reindex_at_once_start_one_job(bot_store, other_node,
     assert len({job for job, _ in results}) == 1  # every caller got the one job
     assert [new for _, new in results].count(True) == 1
     assert len(spawned) == 1 and spawned[0][0] == results[0][0]
+
+
+def test_an_upsert_inserts_updates_only_the_named_columns_and_returns_only_what_it_inserted(bot_store):
+    with bot_store.engine.begin() as conn:  # "user" and "key" are reserved words on PostgreSQL: quoted
+        db.upsert(conn, db.user_state, {"user": "o_1", "data": "{}", "updated": 1.0}, "user", update=["data"])
+        db.upsert(conn, db.user_state, {"user": "o_1", "data": '{"a": 1}', "updated": 2.0}, "user", update=["data"])
+        row = conn.execute(text("SELECT data, updated FROM user_state")).one()
+        assert (row.data, row.updated) == ('{"a": 1}', 1.0)
+        first = db.upsert(conn, db.replies, {"key": "k", "state": "pending", "created": 1.0, "owner": "w"}, "key",
+                          returning="key").all()
+        again = db.upsert(conn, db.replies, {"key": "k", "state": "done", "created": 2.0, "owner": "v"}, "key",
+                          returning="key").all()
+        assert [r[0] for r in first] == ["k"] and again == []
+        assert conn.execute(text("SELECT state, owner FROM replies")).one() == ("pending", "w")
+
+
+def test_a_logged_question_sets_the_members_state_even_when_its_message_was_logged_before(bot_store):
+    first = bot_store.log_query(channel="wechat", user="o_user", question="问一", kind="answer", abstained=False,
+                                top_doc=None, top_section=None, confidence=0.9, latency_ms=5.0, index_version="v1",
+                                msg_key="m1", state={"question": "问一", "shown": 1})
+    again = bot_store.log_query(channel="wechat", user="o_user", question="问二", kind="answer", abstained=False,
+                                top_doc=None, top_section=None, confidence=0.9, latency_ms=5.0, index_version="v1",
+                                msg_key="m1", state={"question": "问二", "shown": 2})
+    assert first is not None and again is None  # the message is logged once
+    assert bot_store.get_state("o_user", max_age=60) == {"question": "问二", "shown": 2}
+    assert [e.question for e in bot_store.recent_queries()] == ["问一"]

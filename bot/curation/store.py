@@ -29,7 +29,7 @@ from sqlalchemy import (
     update,
 )
 
-from bot.db import insert_for, metadata
+from bot.db import metadata, upsert
 
 faq_table = Table(
     "curation_faq", metadata,
@@ -283,9 +283,8 @@ class CurationStore:
             if data is None:
                 db.execute(delete(pending_table).where(pending_table.c.user_hash == user_hash))
                 return
-            values = {"at": time.time(), "data": json.dumps(data, ensure_ascii=False)}
-            db.execute(insert_for(db, pending_table).values(user_hash=user_hash, **values)
-                       .on_conflict_do_update(index_elements=["user_hash"], set_=values))
+            values = {"user_hash": user_hash, "at": time.time(), "data": json.dumps(data, ensure_ascii=False)}
+            upsert(db, pending_table, values, "user_hash", update=["at", "data"])
 
     def pending(self, user_hash: str, max_age: float) -> dict | None:
         with self.engine.connect() as db:
