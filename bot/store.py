@@ -25,7 +25,7 @@ import weakref
 from dataclasses import dataclass
 
 from flask import Flask, current_app
-from sqlalchemy import Engine, and_, delete, func, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot import db
@@ -180,7 +180,7 @@ class BotStore:
         with self.engine.begin() as conn:
             self._beat(conn, worker, time.time())
 
-    def _beat(self, conn, worker: str, now: float) -> None:  # type: ignore[no-untyped-def]
+    def _beat(self, conn: Connection, worker: str, now: float) -> None:
         upsert(conn, workers, {"id": worker, "node": self.node, "seen": now}, "id", update=["seen"])
 
 
@@ -207,7 +207,7 @@ class BotStore:
             self._hold(+1)
         return True
 
-    def _expired(self, conn, owner: str | None, created: float, now: float) -> bool:  # type: ignore[no-untyped-def]
+    def _expired(self, conn: Connection, owner: str | None, created: float, now: float) -> bool:
         if now - created > CLAIM_LEASE_SECONDS:
             return True
         if owner is None:
@@ -286,7 +286,7 @@ class BotStore:
         with self.engine.begin() as conn:
             self._set_state(conn, user, data)
 
-    def _set_state(self, conn, user: str, data: dict) -> None:  # type: ignore[no-untyped-def]
+    def _set_state(self, conn: Connection, user: str, data: dict) -> None:
         value = json.dumps(data, ensure_ascii=False)
         upsert(conn, user_state, {"user": user, "data": value, "updated": time.time()}, "user",
                update=["data", "updated"])
