@@ -4,7 +4,8 @@
 
 Each DomainRAG passage is indexed whole as one chunk (its title as context), so a returned chunk is a
 passage id; a hit is a returned id listed in the question's ``gold_pids``. Passage embeddings are cached
-by content hash, so reruns only embed the questions.
+by content hash, so reruns only embed the questions — except with a model that gives token vectors (both
+bundled back ends), whose passages are embedded again for them (index.token_match).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -21,9 +23,10 @@ from index.bm25 import BM25Index
 from index.bundled_model import ADAPTED_MODEL_NAME
 from index.chunk import Chunk
 from index.dense import DenseIndex
-from index.embed import load_embedder
+from index.embed import TokenEmbedder, gives_tokens, load_embedder
 from index.rank import PASSAGE_FEATURES, LearnedModels, LinearModel
 from index.search import HybridSearcher
+from index.token_match import TokenIndex
 from index.tokenize import Tokenizer, find_coined_terms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +61,12 @@ def main() -> None:
     tokenizer = Tokenizer(find_coined_terms(p["text"] for p in passages))
     tokens = [tokenizer.tokens(t) for t in texts]
     started = time.perf_counter()
-    vectors = cached_passage_vectors(embedder, texts, args.cache)
+    token_index = None
+    if gives_tokens(embedder):  # the ranker's token_match features (index.token_match): one pass for both
+        vectors, passage_tokens = cast(TokenEmbedder, embedder).encode_passages_with_tokens(texts)
+        token_index = TokenIndex.build(passage_tokens)
+    else:
+        vectors = cached_passage_vectors(embedder, texts, args.cache)
     print(f"{len(chunks)} passages embedded/loaded in {time.perf_counter() - started:.1f} s")
     bm25 = BM25Index.build(tokens)
     dense = DenseIndex.build(vectors)
@@ -68,7 +76,8 @@ def main() -> None:
     modes = [("BM25 alone", single("bm25", shipped)), ("bigram BM25 alone", single("bigram", shipped)),
              ("dense alone", single("dense_gap", shipped)), ("learned ranker", shipped)]
     for label, models in modes:
-        searcher = HybridSearcher(chunks, tokens, bm25, dense, embedder, tokenizer, models=models)
+        searcher = HybridSearcher(chunks, tokens, bm25, dense, embedder, tokenizer, models=models,
+                                  token_index=token_index)
         ranks = []
         for q in queries:
             ids = [h.chunk.chunk_id for h in searcher.search(q["question"], k=5).hits]

@@ -123,7 +123,7 @@ def gather(searcher: HybridSearcher, questions: list[dict]) -> list[Question]:
     for q in questions:
         rewrite = searcher.rewrite(q["q"])
         text = rewrite.text
-        found = searcher.candidates(text, searcher.embedder.encode_queries([text])[0], asked=rewrite.asked)
+        found = searcher.candidates(text, searcher.query_vector(text), asked=rewrite.asked)
         gold = list(q.get("gold") or [])
         out.append(Question(id=str(q["id"]), text=q["q"], gold=gold,
                             group=str(q.get("doc") or f"out-of-scope-{len(out) % FOLDS}"), candidates=found))
@@ -133,14 +133,19 @@ def gather(searcher: HybridSearcher, questions: list[dict]) -> list[Question]:
 def fold_of(questions: list[Question], deal: int = 0) -> np.ndarray:
     """Fold numbers by document: the documents dealt round-robin into ``FOLDS`` folds, largest first
     (deal 0) or in an order shuffled by the deal's number (another split of the same questions)."""
+    return folds_by_group([q.group for q in questions], deal)
+
+
+def folds_by_group(groups: list[str], deal: int = 0) -> np.ndarray:
+    """``fold_of`` for rows named by their group (a document, or a share of the out-of-scope questions)."""
     sizes: dict[str, int] = {}
-    for q in questions:
-        sizes[q.group] = sizes.get(q.group, 0) + 1
+    for g in groups:
+        sizes[g] = sizes.get(g, 0) + 1
     order = sorted(sizes, key=lambda g: (-sizes[g], g))
     if deal:
         order = [order[i] for i in np.random.default_rng(deal).permutation(len(order))]
     fold = {g: i % FOLDS for i, g in enumerate(order)}
-    return np.array([fold[q.group] for q in questions])
+    return np.array([fold[g] for g in groups])
 
 
 def fit_ranker(searcher: HybridSearcher, questions: list[Question], l2: float) -> LinearModel:
@@ -202,7 +207,8 @@ def alone(searcher: HybridSearcher, doc_id: str) -> HybridSearcher:
     return HybridSearcher([searcher.chunks[i] for i in positions], tokens, BM25Index.build(tokens),
                           DenseIndex.build(searcher.dense.vectors(positions)), searcher.embedder,
                           searcher.tokenizer, synonyms=Synonyms(searcher.synonyms.entries), models=searcher.models,
-                          everyday=searcher.everyday)
+                          everyday=searcher.everyday,
+                          token_index=searcher.token_index.subset(positions) if searcher.token_index else None)
 
 
 def everyday_evidence(searcher: HybridSearcher, ranker: LinearModel) -> np.ndarray:
@@ -245,7 +251,7 @@ def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
     # 2. out-of-fold decision evidence
     x = np.zeros((len(gathered), len(DECISION_FEATURES)))
     ranks: list[int | None] = [None] * len(gathered)
-    row_folds = list(folds)  # each row's fold, for choosing the decision's penalty out of fold
+    row_groups = [q.group for q in gathered]  # each row's group, for choosing the decision's penalty out of fold
     for f in range(FOLDS):
         ranker = fit_ranker(searcher, [q for q, k in zip(gathered, folds, strict=True) if k != f], best_l2)
         for i, (q, k) in enumerate(zip(gathered, folds, strict=True)):
@@ -256,7 +262,7 @@ def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
     chatter = everyday_evidence(searcher, fit_ranker(searcher, gathered, best_l2))
     x = np.vstack([x, chatter])
     ranks += [None] * len(chatter)
-    row_folds += [i % FOLDS for i in range(len(chatter))]
+    row_groups += [f"everyday-{i % FOLDS}" for i in range(len(chatter))]
     answerable_list = [q.answerable for q in gathered] + [False] * len(chatter)
     hard_list = [bool(qd.get("hard")) for qd in questions] + [False] * len(chatter)
     # a library of one document (the shipped default) reads the same evidence differently: each well-asked
@@ -271,29 +277,30 @@ def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
         ranker = fit_ranker(searcher, [q for q, k in zip(gathered, folds, strict=True) if k != own[0][1]], best_l2)
         asked = gather(single, [{"id": q.id, "q": q.text, "gold": q.gold, "doc": q.group}
                                 for q, _ in own + everyday])
-        for question, (_, k) in zip(asked, own + everyday, strict=True):
+        for question, (original, _) in zip(asked, own + everyday, strict=True):
             row, rank = evidence(single, question, ranker)
             x = np.vstack([x, row])
             ranks.append(rank)
             answerable_list.append(question.answerable)
             hard_list.append(False)
-            row_folds.append(k)
+            row_groups.append(original.group)
         log(f"alone: {doc_id} with {len(own)} questions")
     answerable, hard = np.array(answerable_list), np.array(hard_list)
     y_answer = np.array([r == 1 for r in ranks])
     y_scope = answerable | hard
     targets = {"answer": y_answer, "scope": y_scope}
 
-    # 3. the decision's penalty, by what members get from probabilities fitted without their fold
-    best_c, best_value = DECISION_CS[0], -np.inf
-    for c in DECISION_CS:
-        p_answer, p_related = out_of_fold_probabilities(x, targets, np.array(row_folds), c)
-        value = tiers_value(choose_tiers(p_answer, p_related, answerable, hard, ranks), p_answer, p_related,
-                            answerable, hard, ranks)
-        log(f"decision C={c}: out-of-fold value {value:.1f}")
-        if value > best_value:
-            best_c, best_value = c, value
-    models = {name: fit_decision(x, targets[name], features, best_c)
+    # 3. each decision model's penalty, by its out-of-fold log loss over several deals of the groups into folds
+    # (a proper score of the probabilities; what members get turned on a few questions and flipped between fits)
+    chosen: dict[str, float] = {}
+    for name, features in (("answer", ANSWER_FEATURES), ("scope", SCOPE_FEATURES)):
+        losses = {c: float(np.mean([out_of_fold_log_loss(x, targets[name], features,
+                                                         folds_by_group(row_groups, deal), c)
+                                    for deal in range(RANKER_DEALS)])) for c in DECISION_CS}
+        chosen[name] = min(DECISION_CS, key=lambda c: (round(losses[c], 4), -c))
+        log(f"{name} C: out-of-fold log loss " + ", ".join(f"{c}: {v:.4f}" for c, v in losses.items())
+            + f" (mean of {RANKER_DEALS} deals) -> {chosen[name]}")
+    models = {name: fit_decision(x, targets[name], features, chosen[name])
               for name, features in (("answer", ANSWER_FEATURES), ("scope", SCOPE_FEATURES))}
     p_answer = models["answer"].probability(x[:, decision_columns(ANSWER_FEATURES)])
     p_related = models["scope"].probability(x[:, decision_columns(SCOPE_FEATURES)])
@@ -309,7 +316,7 @@ def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
         "fitted_on": source, "fitted": dt.date.today().isoformat(),
         "questions": len(gathered), "answerable": int(answerable.sum()),
         "documents": len({q.group for q in gathered if q.answerable}), "folds": FOLDS,
-        "ranker_l2": best_l2, "decision_c": best_c, "out_of_fold": {"R@1": round(best_r1, 4)} | figures,
+        "ranker_l2": best_l2, "decision_c": chosen, "out_of_fold": {"R@1": round(best_r1, 4)} | figures,
         "outcome_value": OUTCOME_VALUE,
     }
     return LearnedModels(ranker=final_ranker, answer=models["answer"], scope=models["scope"], tiers=tiers,
@@ -332,23 +339,16 @@ def fit_decision(x: np.ndarray, y: np.ndarray, features: tuple[str, ...], c: flo
     return LinearModel(features, lr.coef_[0].astype(np.float64), float(lr.intercept_[0]), mean, scale)
 
 
-def out_of_fold_probabilities(x: np.ndarray, targets: dict[str, np.ndarray], folds: np.ndarray,
-                              c: float) -> tuple[np.ndarray, np.ndarray]:
-    """P(answer) and P(in scope) for each row from models fitted on the other folds."""
-    p_answer, p_related = np.zeros(len(x)), np.zeros(len(x))
+def out_of_fold_log_loss(x: np.ndarray, y: np.ndarray, features: tuple[str, ...], folds: np.ndarray,
+                         c: float) -> float:
+    """Mean log loss of ``y`` from models over ``features`` fitted without each row's fold."""
+    p = np.zeros(len(x))
     for fold in np.unique(folds):
         inside, outside = folds == fold, folds != fold
-        for name, features, out in (("answer", ANSWER_FEATURES, p_answer), ("scope", SCOPE_FEATURES, p_related)):
-            model = fit_decision(x[outside], targets[name][outside], features, c)
-            out[inside] = model.probability(x[inside][:, decision_columns(features)])
-    return p_answer, p_related
-
-
-def tiers_value(tiers: tuple[float, float], p_answer: np.ndarray, p_related: np.ndarray, answerable: np.ndarray,
-                hard: np.ndarray, ranks: list[int | None]) -> float:
-    """The members' total ``OUTCOME_VALUE`` at the (answer, related) thresholds ``tiers``."""
-    return float(sum(outcome_value(*tiers, a, r, ans, h, rank)
-                     for a, r, ans, h, rank in zip(p_answer, p_related, answerable, hard, ranks, strict=True)))
+        p[inside] = fit_decision(x[outside], y[outside], features, c).probability(
+            x[inside][:, decision_columns(features)])
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-np.mean(np.where(y, np.log(p), np.log(1 - p))))
 
 
 def choose_tiers(p_answer: np.ndarray, p_related: np.ndarray, answerable: np.ndarray, hard: np.ndarray,

@@ -12,7 +12,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from index.bundled_model import (
     atomic_folder,
     convert,
 )
+from index.token_match import TokenVectors, unit_rows
 
 
 class EmbedderError(RuntimeError):
@@ -39,6 +40,19 @@ class Embedder(Protocol):
     def encode_queries(self, texts: list[str]) -> np.ndarray: ...
 
     def encode_passages(self, texts: list[str], batch_size: int = 32) -> np.ndarray: ...
+
+
+class TokenEmbedder(Embedder, Protocol):
+    """An embedder that also gives each text's token vectors (index.token_match); both bundled back ends do."""
+
+    def encode_queries_with_tokens(self, texts: list[str]) -> tuple[np.ndarray, list[TokenVectors]]: ...
+
+    def encode_passages_with_tokens(self, texts: list[str],
+                                    batch_size: int = 32) -> tuple[np.ndarray, list[TokenVectors]]: ...
+
+
+def gives_tokens(embedder: Embedder) -> bool:
+    return hasattr(embedder, "encode_passages_with_tokens") and hasattr(embedder, "encode_queries_with_tokens")
 
 
 class SentenceTransformerEmbedder:
@@ -66,6 +80,7 @@ class SentenceTransformerEmbedder:
             else prompts.get("passage") or prompts.get("document") or ""
         )
         self.name = name
+        self._tokenizer_file = Path(path) / "tokenizer.json"
         get_dimension = getattr(self.model, "get_embedding_dimension", None) or \
             self.model.get_sentence_embedding_dimension
         dim = get_dimension()
@@ -87,6 +102,41 @@ class SentenceTransformerEmbedder:
 
     def encode_passages(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         return self._encode(texts, self.passage_prefix, batch_size)
+
+    def _encode_with_tokens(self, texts: list[str], prefix: str,
+                            batch_size: int) -> tuple[np.ndarray, list[TokenVectors]]:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32), []
+        skip = self._prefix_tokens(prefix)
+        outputs: list[dict[str, Any]] = self.model.encode(  # type: ignore[assignment]
+            [prefix + t for t in texts], batch_size=batch_size, output_value=None, normalize_embeddings=True,
+            show_progress_bar=False)
+        vectors = np.stack([o["sentence_embedding"].float().numpy() for o in outputs]).astype(np.float32)
+        tokens = []
+        for o in outputs:
+            length = int(o["attention_mask"].sum())
+            keep = slice(1 + skip, max(length - 1, 1 + skip))
+            tokens.append(TokenVectors(o["input_ids"][keep].numpy().astype(np.int64),
+                                       unit_rows(o["token_embeddings"][keep].float().numpy())))
+        return vectors, tokens
+
+    def encode_queries_with_tokens(self, texts: list[str]) -> tuple[np.ndarray, list[TokenVectors]]:
+        return self._encode_with_tokens(texts, self.query_prefix, 16)
+
+    def _prefix_tokens(self, prefix: str) -> int:
+        """How many tokens the prefix takes, counted as the ONNX back end counts them: by the model folder's
+        tokenizer.json, which gives "query: " the "▁" before the text (the transformers tokenizer does not)."""
+        if not prefix:
+            return 0
+        if self._tokenizer_file.exists():
+            from tokenizers import Tokenizer
+
+            return len(Tokenizer.from_file(str(self._tokenizer_file)).encode(prefix, add_special_tokens=False).ids)
+        return len(self.model.tokenizer(prefix, add_special_tokens=False)["input_ids"])
+
+    def encode_passages_with_tokens(self, texts: list[str],
+                                    batch_size: int = 32) -> tuple[np.ndarray, list[TokenVectors]]:
+        return self._encode_with_tokens(texts, self.passage_prefix, batch_size)
 
 
 _threads = 0  # threads for models loaded from now on; 0: the libraries' default, every core (index builds)

@@ -1,6 +1,7 @@
 """Passage embeddings cached by content hash, so a re-index embeds only new or changed text.
 
-One SQLite file per instance; the key covers the model name and the exact text the model saw.
+One SQLite file per instance; the key covers the model name and the exact text the model saw. A passage's
+token vectors (index.token_match) are kept beside its vector, int8 with a scale per token.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from index.token_match import TokenVectors, quantize
+
 
 class EmbeddingCache:
     def __init__(self, path: Path) -> None:
@@ -19,6 +22,8 @@ class EmbeddingCache:
         self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, dim INTEGER, vector BLOB)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS tokens (key TEXT PRIMARY KEY, dim INTEGER, ids BLOB, "
+                         "vectors BLOB, scales BLOB)")
         self._db.commit()
 
     @staticmethod
@@ -42,6 +47,30 @@ class EmbeddingCache:
             "INSERT OR REPLACE INTO vectors (key, dim, vector) VALUES (?, ?, ?)",
             [(k, int(v.shape[0]), np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in items.items()],
         )
+        self._db.commit()
+
+    def get_tokens_many(self, keys: list[str], dimension: int) -> dict[str, TokenVectors]:
+        found: dict[str, TokenVectors] = {}
+        for start in range(0, len(keys), 500):
+            batch = keys[start:start + 500]
+            marks = ",".join("?" * len(batch))
+            for key, dim, ids, vectors, scales in self._db.execute(
+                f"SELECT key, dim, ids, vectors, scales FROM tokens WHERE key IN ({marks})", batch
+            ):
+                if dim == dimension:
+                    q = np.frombuffer(vectors, dtype=np.int8).reshape(-1, dim).astype(np.float32)
+                    found[key] = TokenVectors(np.frombuffer(ids, dtype=np.int64).copy(),
+                                              q * np.frombuffer(scales, dtype=np.float32)[:, None])
+        return found
+
+    def put_tokens_many(self, items: dict[str, TokenVectors]) -> None:
+        rows = []
+        for key, t in items.items():
+            q, scales = quantize(t.vectors)
+            rows.append((key, int(t.vectors.shape[1]), np.ascontiguousarray(t.ids, dtype=np.int64).tobytes(),
+                         q.tobytes(), scales.tobytes()))
+        self._db.executemany("INSERT OR REPLACE INTO tokens (key, dim, ids, vectors, scales) VALUES (?, ?, ?, ?, ?)",
+                             rows)
         self._db.commit()
 
     def close(self) -> None:

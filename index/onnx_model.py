@@ -1,6 +1,7 @@
 """ONNX Runtime back end: the sentence-transformers model exported once to ONNX (mean pooling and L2
-normalisation inside the graph), its attention, layer norms and GELUs fused into onnxruntime's
-transformer operators, and quantised to int8 weights, in the instance folder.
+normalisation inside the graph; the last layer's token vectors a second output, for index.token_match),
+its attention, layer norms and GELUs fused into onnxruntime's transformer operators, and quantised to int8
+weights, in the instance folder.
 
 On these 2 cores it embeds a query in about 4.5 ms against about 15 ms with torch, with the same
 retrieval figures on ../shared/eval (see CHANGES.md). With the fused operators, index builds embed passages
@@ -17,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from index.bundled_model import atomic_folder
+from index.token_match import TokenVectors, unit_rows
 
-ONNX_FILE = "model-int8.onnx"
+ONNX_FILE = "model-int8-tokens.onnx"  # the name changes with the graph's outputs: an older export is redone
 MAX_TOKENS = 512
 PASSAGE_BATCH = 8  # 400 passages / 1,200 sentences: 8.9 s / 7.0 s at 8, 9.5 / 7.3 at 16, 11.8 / 7.0 at 32
 
@@ -46,19 +48,19 @@ def export_int8(model_folder: Path, target: Path) -> Path:
             super().__init__()
             self.encoder = encoder
 
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, dim=-1)
+            return torch.nn.functional.normalize(pooled, dim=-1), hidden
 
     with atomic_folder(target, ".onnx-") as work:
         ids = torch.tensor([[0, 6, 5, 2], [0, 6, 5, 2]])
         torch.onnx.export(
             Pooled(model), (ids, torch.ones_like(ids)), str(work / "model.onnx"),
-            input_names=["input_ids", "attention_mask"], output_names=["embedding"],
+            input_names=["input_ids", "attention_mask"], output_names=["embedding", "tokens"],
             dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-                          "embedding": {0: "batch"}},
+                          "embedding": {0: "batch"}, "tokens": {0: "batch", 1: "tokens"}},
             opset_version=17, dynamo=False,
         )
         fused = optimize_model(str(work / "model.onnx"), model_type="bert", opt_level=1,
@@ -98,7 +100,10 @@ class OnnxEmbedder:
         self.name = name
         self.dimension = int(self._run(["x"]).shape[1])
 
-    def _run(self, texts: list[str]) -> np.ndarray:
+    def _run(self, texts: list[str], prefix_tokens: int = 0,
+             tokens: list[TokenVectors] | None = None) -> np.ndarray:
+        """The pooled vectors of ``texts``; with ``tokens``, also each text's token vectors appended to it
+        (without the first ``prefix_tokens`` after <s>, nor <s> and </s>)."""
         encoded = self.tokenizer.encode_batch(texts)
         width = max(len(e.ids) for e in encoded)
         ids = np.ones((len(texts), width), dtype=np.int64)  # 1 = <pad>
@@ -106,17 +111,30 @@ class OnnxEmbedder:
         for row, e in enumerate(encoded):
             ids[row, : len(e.ids)] = e.ids
             mask[row, : len(e.ids)] = 1
-        return np.asarray(self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0], dtype=np.float32)
+        pooled, hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask})
+        if tokens is not None:
+            for row, e in enumerate(encoded):
+                keep = slice(1 + prefix_tokens, max(len(e.ids) - 1, 1 + prefix_tokens))
+                tokens.append(TokenVectors(ids[row, keep].copy(), unit_rows(np.asarray(hidden[row, keep]))))
+        return np.asarray(pooled, dtype=np.float32)
 
-    def _encode(self, texts: list[str], prefix: str, batch_size: int) -> np.ndarray:
+    def _encode(self, texts: list[str], prefix: str, batch_size: int,
+                tokens: list[TokenVectors] | None = None) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         # sort by length so a batch pads little; restore the order after
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        found: list[TokenVectors | None] = [None] * len(texts)
+        skip = len(self.tokenizer.encode(prefix, add_special_tokens=False).ids) if prefix else 0
         for start in range(0, len(order), batch_size):
             part = order[start:start + batch_size]
-            out[part] = self._run([prefix + texts[i] for i in part])
+            batch: list[TokenVectors] | None = [] if tokens is not None else None
+            out[part] = self._run([prefix + texts[i] for i in part], skip, batch)
+            for i, t in zip(part, batch or [], strict=False):
+                found[i] = t
+        if tokens is not None:
+            tokens.extend(t for t in found if t is not None)
         return out
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
@@ -124,3 +142,12 @@ class OnnxEmbedder:
 
     def encode_passages(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         return self._encode(texts, self.passage_prefix, min(batch_size, PASSAGE_BATCH))
+
+    def encode_queries_with_tokens(self, texts: list[str]) -> tuple[np.ndarray, list[TokenVectors]]:
+        tokens: list[TokenVectors] = []
+        return self._encode(texts, self.query_prefix, 16, tokens), tokens
+
+    def encode_passages_with_tokens(self, texts: list[str],
+                                    batch_size: int = 32) -> tuple[np.ndarray, list[TokenVectors]]:
+        tokens: list[TokenVectors] = []
+        return self._encode(texts, self.passage_prefix, min(batch_size, PASSAGE_BATCH), tokens), tokens

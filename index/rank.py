@@ -35,6 +35,10 @@ PASSAGE_FEATURES = (
     "bigram_coverage",  # IDF-weighted share of the question's character bigrams in the passage
     "section_coverage",  # share of the question's terms in the passage's section headings
     "neighbour_gap",  # best cosine of the passage before or after it in its document, minus the best (<= 0)
+    "token_match",  # IDF-weighted mean of the question's tokens' best cosine with its tokens (index.token_match)
+    "token_match_gap",  # the same minus the best candidate's (<= 0)
+    "token_low",  # the lower quartile of those best cosines: some part of the question met by nothing here
+    "token_low_gap",
     "doc_bm25",  # BM25 over whole documents, as a share of the best document's
     "doc_title",  # IDF-weighted share of the question's terms in the document's title
     "doc_dense_gap",  # the best cosine among the document's candidates, minus the best overall (<= 0)

@@ -28,6 +28,7 @@ import re
 import time
 import unicodedata
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -35,10 +36,11 @@ from index.bm25 import BM25Index
 from index.calibration import background_stats, everyday_questions, z_score
 from index.chunk import HEADER_SECTION, Chunk
 from index.dense import DenseIndex
-from index.embed import Embedder
+from index.embed import Embedder, TokenEmbedder, gives_tokens
 from index.rank import DECISION_FEATURES, PASSAGE_FEATURES, LearnedModels, LinearModel, log_rank
 from index.sentences import SentenceIndex
 from index.synonyms import DEFAULT_SYNONYMS, Rewrite, Synonyms
+from index.token_match import TokenIndex, TokenVectors
 from index.tokenize import Tokenizer
 
 # candidates taken from each channel: the depth the ranker and the decision were fitted with (bm25_rank and
@@ -168,7 +170,7 @@ class HybridSearcher:
                  bigram_bm25: BM25Index | None = None, synonyms: Synonyms | None = None,
                  models: LearnedModels | None = None, calibration: dict | None = None,
                  everyday: np.ndarray | None = None, sentences: SentenceIndex | None = None,
-                 newest: dict[str, str] | None = None) -> None:
+                 newest: dict[str, str] | None = None, token_index: TokenIndex | None = None) -> None:
         self.chunks = chunks
         # an older document of a series -> the series' newest document (index.metadata.link_series)
         self.newest = {old: new for old, new in (newest or {}).items() if old != new}
@@ -207,6 +209,10 @@ class HybridSearcher:
         self._section_words: dict[tuple[str, ...], set[str]] = {}
         self._bigram_text: dict[int, str] = {}
         self._query_vectors: dict[str, np.ndarray] = {}
+        self._query_tokens: dict[str, TokenVectors] = {}
+        # every passage's token vectors (index.token_match); None when the embedder gives none
+        self.token_index = token_index if token_index is not None and token_index.passages == len(chunks) \
+            and gives_tokens(embedder) else None
         self.dense = dense
         self.embedder = embedder
         self.sentences = sentences if sentences is not None else SentenceIndex.build(
@@ -246,14 +252,32 @@ class HybridSearcher:
 
     def query_vector(self, text: str) -> np.ndarray:
         """The embedding of a question already normalised and rewritten. The last few are kept, so a check
-        before the search (an official answer's close match) and the search itself embed a question once."""
+        before the search (an official answer's close match) and the search itself embed a question once.
+        With a token index, the question's token vectors come from the same pass (``query_tokens``)."""
         vector = self._query_vectors.get(text)
         if vector is None:
-            vector = self.embedder.encode_queries([text])[0]
             if len(self._query_vectors) >= QUERY_VECTORS_KEPT:
                 self._query_vectors.clear()
+                self._query_tokens.clear()
+            if self.token_index is not None:
+                vectors, tokens = cast(TokenEmbedder, self.embedder).encode_queries_with_tokens([text])
+                vector = vectors[0]
+                self._query_tokens[text] = tokens[0]
+            else:
+                vector = self.embedder.encode_queries([text])[0]
             self._query_vectors[text] = vector
         return vector
+
+    def query_tokens(self, text: str) -> TokenVectors | None:
+        """The token vectors of a question already normalised and rewritten (None without a token index)."""
+        if self.token_index is None:
+            return None
+        tokens = self._query_tokens.get(text)
+        if tokens is None:
+            tokens = cast(TokenEmbedder, self.embedder).encode_queries_with_tokens([text])[1][0]
+            if len(self._query_tokens) < max(QUERY_VECTORS_KEPT, 1):
+                self._query_tokens[text] = tokens
+        return tokens
 
     def rewrite(self, query: str) -> Rewrite:
         """The question normalised and in the documents' words (a word the documents use stays as it is)."""
@@ -318,6 +342,13 @@ class HybridSearcher:
         put("section_coverage", [self._shares(weights, self.section_words(self.chunks[p].section))[0]
                                  for p in positions])
         put("neighbour_gap", self.neighbour_cosine(positions, query_vector) - best_cosine)
+        question_tokens = self.query_tokens(text)
+        if question_tokens is not None and self.token_index is not None:
+            match, low = self.token_index.match(positions, question_tokens)
+            put("token_match", match)
+            put("token_match_gap", match - match.max())
+            put("token_low", low)
+            put("token_low_gap", low - low.max())
         put("header", [1.0 if self.chunks[p].section[:1] == (HEADER_SECTION,) else 0.0 for p in positions])
         documents = self.chunk_document[positions]
         # with one document, it is the best document for every question: its features take the values the

@@ -7,7 +7,8 @@ Layout under the index root (in the Flask instance folder)::
                                 instead (``VersionPointer``; bot.versions)
     v20261125-013000-1a2b3c/    one complete build: manifest.json, chunks.jsonl, tokens.jsonl,
                                 userdict.txt, dense.faiss, bm25/ (jieba words), bm25-bigram/,
-                                everyday.npy (the everyday questions' vectors)
+                                everyday.npy (the everyday questions' vectors), sentences/ (index.sentences),
+                                token-vectors/ (every passage's token vectors, index.token_match)
     .building-…/                a build in progress; renamed into place only when complete
 
 A build writes everything into ``.building-…``, renames it to its version name, then switches CURRENT.
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import faiss
 import numpy as np
@@ -34,7 +35,7 @@ import numpy as np
 from index.bm25 import BM25Index
 from index.chunk import DEFAULT_TARGET_CHARS, Chunk, chunk_document
 from index.dense import DenseIndex
-from index.embed import Embedder
+from index.embed import Embedder, TokenEmbedder, gives_tokens
 from index.embed_cache import EmbeddingCache
 from index.ingest import Document
 from index.metadata import STATUS_IN_FORCE, link_series
@@ -43,10 +44,13 @@ from index.search import HybridSearcher
 from index.sentences import SentenceIndex
 from index.sources import SourceArchive, text_key
 from index.synonyms import Synonyms
+from index.token_match import TokenIndex, TokenVectors
 from index.tokenize import Tokenizer, find_coined_terms
 
 SENTENCES_DIR = "sentences"
-MANIFEST_VERSION = 3  # 2: a character-bigram BM25 index beside the jieba one, everyday.npy; 3: sentences/
+TOKENS_DIR = "token-vectors"
+MANIFEST_VERSION = 4  # 2: a character-bigram BM25 index beside the jieba one, everyday.npy; 3: sentences/;
+# 4: token-vectors/ (index.token_match; absent when the embedder gives no token vectors)
 CURRENT_FILE = "CURRENT"
 PREVIOUS_FILE = "PREVIOUS"
 SOURCES_DIR = "sources"  # the documents' cleaned texts by content (index.sources), kept across versions
@@ -217,19 +221,23 @@ class IndexStore:
         work.mkdir()
         try:
             texts = [c.context_text() for c in chunks]
-            vectors, embedded = _embed(texts, embedder, cache, progress)
+            passage_tokens: list[TokenVectors] | None = [] if gives_tokens(embedder) else None
+            vectors, embedded = _embed(texts, embedder, cache, progress, passage_tokens)
             dense = DenseIndex.build(vectors)
+            token_index = TokenIndex.build(passage_tokens) if passage_tokens is not None else None
             sentences = SentenceIndex.build(chunks, lambda texts: _embed(texts, embedder, cache, None)[0],
                                             embedder.dimension)
             bm25 = BM25Index.build(token_lists)
             bigram_bm25 = BM25Index.build([tokenizer.bigrams(t, normalized=True) for t in normalized])
             searcher = HybridSearcher(chunks, token_lists, bm25, dense, embedder, tokenizer,
                                       bigram_bm25=bigram_bm25, synonyms=synonyms, models=models,
-                                      sentences=sentences)
+                                      sentences=sentences, token_index=token_index)
             calibration = searcher.calibration
             np.save(work / "everyday.npy", searcher.everyday)
             dense.save(work)
             sentences.save(work / SENTENCES_DIR)
+            if token_index is not None:
+                token_index.save(work / TOKENS_DIR)
             bm25.save(work / "bm25")
             bigram_bm25.save(work / "bm25-bigram")
             _write_jsonl(work / "chunks.jsonl", (c.to_dict() for c in chunks))
@@ -244,6 +252,7 @@ class IndexStore:
                 "dimension": embedder.dimension,
                 "chunker": {"target_chars": target_chars},
                 "counts": {"documents": len(documents), "chunks": len(chunks), "sentences": sentences.size,
+                           "tokens": len(token_index.ids) if token_index is not None else 0,
                            "coined_terms": len(terms),
                            "embedded": embedded, "from_cache": len(chunks) - embedded},
                 "corpus_sha256": corpus_hash,
@@ -311,19 +320,28 @@ class IndexStore:
                                   synonyms=synonyms, models=models, calibration=manifest.get("calibration"),
                                   everyday=np.load(path / "everyday.npy", mmap_mode="r"),
                                   sentences=SentenceIndex.load(path / SENTENCES_DIR),
+                                  token_index=TokenIndex.load(path / TOKENS_DIR)
+                                  if (path / TOKENS_DIR).is_dir() else None,
                                   newest={d["doc_id"]: d["latest"] for d in manifest.get("documents", [])
                                           if d.get("latest")})
         return LoadedIndex(version=version, path=path, manifest=manifest, searcher=searcher, terms=terms)
 
 
 def _embed(texts: list[str], embedder: Embedder, cache: EmbeddingCache | None,
-           progress: Progress | None) -> tuple[np.ndarray, int]:
+           progress: Progress | None, tokens: list[TokenVectors] | None = None) -> tuple[np.ndarray, int]:
     """Vectors for ``texts`` (from the cache where possible); also how many were newly embedded. Each
     distinct text is embedded once, shortest first, so that a batch holds texts of like length and pads
-    little (sentences run from 10 to several hundred characters)."""
+    little (sentences run from 10 to several hundred characters). With ``tokens`` (an embedder that gives
+    them), each text's token vectors are appended to it, in order, from the same pass."""
     vectors = np.zeros((len(texts), embedder.dimension), dtype=np.float32)
     keys = [EmbeddingCache.key(embedder.name, t) for t in texts]
     cached = cache.get_many(keys, embedder.dimension) if cache else {}
+    found: list[TokenVectors | None] = [None] * len(texts)
+    if tokens is not None:
+        cached_tokens = cache.get_tokens_many(keys, embedder.dimension) if cache else {}
+        cached = {k: v for k, v in cached.items() if k in cached_tokens}
+        for i, key in enumerate(keys):
+            found[i] = cached_tokens.get(key)
     wanted: dict[str, list[int]] = {}  # a text not cached -> every position that has it
     for i, key in enumerate(keys):
         if key in cached:
@@ -336,14 +354,25 @@ def _embed(texts: list[str], embedder: Embedder, cache: EmbeddingCache | None,
         progress(done, len(texts))
     for start in range(0, len(todo), EMBED_BATCH):
         batch = todo[start:start + EMBED_BATCH]
-        fresh = embedder.encode_passages([texts[i] for i in batch], batch_size=EMBED_BATCH)
+        batch_texts = [texts[i] for i in batch]
+        if tokens is not None:
+            fresh, fresh_tokens = cast(TokenEmbedder, embedder).encode_passages_with_tokens(
+                batch_texts, batch_size=EMBED_BATCH)
+        else:
+            fresh, fresh_tokens = embedder.encode_passages(batch_texts, batch_size=EMBED_BATCH), []
         for j, i in enumerate(batch):
             vectors[wanted[keys[i]]] = fresh[j]
+            for k in wanted[keys[i]]:
+                found[k] = fresh_tokens[j] if fresh_tokens else None
             done += len(wanted[keys[i]])
         if cache:
             cache.put_many({keys[i]: fresh[j] for j, i in enumerate(batch)})
+            if fresh_tokens:
+                cache.put_tokens_many({keys[i]: fresh_tokens[j] for j, i in enumerate(batch)})
         if progress:
             progress(done, len(texts))
+    if tokens is not None:
+        tokens.extend(t for t in found if t is not None)
     return vectors, len(todo)
 
 

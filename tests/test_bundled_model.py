@@ -77,3 +77,17 @@ def test_onnx_export_fuses_attention(models_dir):
     folder = models_dir / (BUNDLED_MODEL_NAME.split(":", 1)[1] + ONNX_SUFFIX)
     ops = [node.op_type for node in onnx.load(str(folder / ONNX_FILE)).graph.node]
     assert ops.count("QAttention") == 12 and "Softmax" not in ops
+
+
+def test_both_back_ends_give_the_same_tokens(models_dir):
+    """index.token_match reads either back end's token vectors: the same tokens, nearly the same vectors."""
+    torch_model = load_embedder(BUNDLED_MODEL_NAME, models_dir)
+    onnx_model = load_embedder(BUNDLED_MODEL_NAME, models_dir, backend="onnx")
+    texts = ["村官补贴怎么领", "坚决防止“带病提拔”。"]
+    for encode in ("encode_queries_with_tokens", "encode_passages_with_tokens"):
+        t_vectors, t_tokens = getattr(torch_model, encode)(texts)
+        o_vectors, o_tokens = getattr(onnx_model, encode)(texts)
+        assert np.all((t_vectors * o_vectors).sum(axis=1) >= 0.97)
+        for a, b in zip(t_tokens, o_tokens, strict=True):
+            assert a.ids.tolist() == b.ids.tolist() and len(a.ids) >= 5
+            assert (a.vectors * b.vectors).sum(axis=1).mean() >= 0.9

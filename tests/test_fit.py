@@ -9,7 +9,6 @@ from bot.evaluate import load_questions
 from bot.fit import (
     DECISION_CS,
     HARD_ANSWERED_MAX,
-    OUTCOME_VALUE,
     FitError,
     Question,
     choose_tiers,
@@ -18,10 +17,10 @@ from bot.fit import (
     fit_decision,
     fit_ranker,
     fold_of,
+    folds_by_group,
     gather,
     initial_models,
-    out_of_fold_probabilities,
-    tiers_value,
+    out_of_fold_log_loss,
 )
 from index.rank import ANSWER_FEATURES, DECISION_FEATURES, PASSAGE_FEATURES, SCOPE_FEATURES, LearnedModels
 from index.search import Candidates
@@ -41,8 +40,10 @@ def test_fit_writes_models_that_load_and_rank(app, tmp_path):
     assert 0 < models.tiers.answer < 1 and 0 < models.tiers.related < 1
     assert models.info["answerable"] == 34 and models.info["fitted_on"] == "written"
     assert any(line.startswith("tiers:") for line in lines)
-    assert models.info["decision_c"] in DECISION_CS  # chosen by what members get out of fold, and logged
-    assert sum(line.startswith("decision C=") for line in lines) == len(DECISION_CS)
+    # each decision model's penalty, chosen by its out-of-fold log loss, and logged
+    assert set(models.info["decision_c"]) == {"answer", "scope"}
+    assert all(c in DECISION_CS for c in models.info["decision_c"].values())
+    assert sum(line.startswith(("answer C:", "scope C:")) for line in lines) == 2
     path = tmp_path / "learned.json"
     models.save(path)
     again = LearnedModels.load(path)
@@ -92,6 +93,19 @@ def test_folds_never_split_a_document(app):
         assert all(len(f) == 1 for f in by_doc.values())
 
 
+def test_the_decision_rows_are_dealt_by_group_as_questions_are():
+    """The decision's penalty is chosen over several deals of its rows (questions, everyday questions, a
+    document's questions asked of it alone): a group's rows always share a fold, and the deals differ."""
+    groups = [f"d{i % 9}" for i in range(60)] + [f"everyday-{i % 5}" for i in range(40)]
+    deals = [folds_by_group(groups, deal) for deal in range(3)]
+    for folds in deals:
+        seen: dict[str, set[int]] = {}
+        for g, f in zip(groups, folds, strict=True):
+            seen.setdefault(g, set()).add(int(f))
+        assert all(len(f) == 1 for f in seen.values()) and set(folds.tolist()) == set(range(5))
+    assert not (deals[0] == deals[1]).all() and not (deals[1] == deals[2]).all()
+
+
 def test_too_few_questions_is_a_clear_error(app):
     with app.app_context():
         searcher = app.extensions["engine"].current_index().searcher
@@ -123,29 +137,18 @@ def decision_rows(n: int, seed: int = 3) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, len(DECISION_FEATURES)))
 
 
-def test_out_of_fold_probabilities_come_from_models_that_never_saw_the_row():
-    # the answer follows top_score in four folds and its opposite in the fifth: the fifth's probabilities
-    # come from the other four's rule alone (confidently wrong), not from a fit that saw the fifth too
+def test_out_of_fold_log_loss_comes_from_models_that_never_saw_the_row():
+    # the answer follows top_score in four folds and its opposite in the fifth: the fifth is scored by the
+    # other four's rule alone (confidently wrong), not by a fit that saw the fifth too
     x = decision_rows(500)
     folds = np.arange(500) % 5
     top = x[:, DECISION_FEATURES.index("top_score")]
-    y = np.where(folds == 4, top < 0, top > 0)
-    targets = {"answer": y, "scope": np.ones(500, dtype=bool) ^ (np.arange(500) % 7 == 0)}
-    p_answer, _ = out_of_fold_probabilities(x, targets, folds, c=1.0)
-    odd = folds == 4
-    assert ((p_answer[odd] >= 0.5) == y[odd]).mean() < 0.2  # it learned the other folds' rule
-    assert ((p_answer[~odd] >= 0.5) == y[~odd]).mean() > 0.8
-    whole = fit_decision(x, y, ANSWER_FEATURES, 1.0).probability(x[:, [DECISION_FEATURES.index(f)
-                                                                         for f in ANSWER_FEATURES]])
-    assert np.abs(p_answer[odd] - 0.5).mean() > np.abs(whole[odd] - 0.5).mean()
+    flipped = np.where(folds == 4, top < 0, top > 0)
+    consistent = out_of_fold_log_loss(x, top > 0, ANSWER_FEATURES, folds, 1.0)
+    assert out_of_fold_log_loss(x, flipped, ANSWER_FEATURES, folds, 1.0) > consistent + 0.3
+    whole = fit_decision(x, flipped, ANSWER_FEATURES, 1.0).probability(x[:, [DECISION_FEATURES.index(f)
+                                                                              for f in ANSWER_FEATURES]])
+    in_sample = float(-np.mean(np.where(flipped, np.log(whole), np.log(1 - whole))))
+    assert out_of_fold_log_loss(x, flipped, ANSWER_FEATURES, folds, 1.0) > in_sample
 
 
-def test_tiers_value_counts_what_each_member_gets():
-    # one right answer, one wrong answer, one useful related reply, one everyday question declined
-    p_answer = np.array([0.9, 0.9, 0.5, 0.9])
-    p_related = np.array([0.9, 0.9, 0.9, 0.1])
-    answerable = np.array([True, True, True, False])
-    hard = np.zeros(4, dtype=bool)
-    value = tiers_value((0.8, 0.5), p_answer, p_related, answerable, hard, [1, 5, 2, None])
-    assert value == OUTCOME_VALUE["right"] + OUTCOME_VALUE["wrong"] + OUTCOME_VALUE["related_useful"] \
-        + OUTCOME_VALUE["declined_everyday"]

@@ -1,0 +1,172 @@
+"""Token matching (index.token_match): the stored token vectors, the two passage features, their cache
+across re-indexes, and the real model's token vectors."""
+
+import numpy as np
+import pytest
+
+from index.embed import gives_tokens
+from index.embed_cache import EmbeddingCache
+from index.ingest import clean
+from index.store import TOKENS_DIR, IndexStore, _embed
+from index.token_match import TokenIndex, TokenVectors, quantize
+from tests.conftest import HashEmbedder, lexical_models
+
+
+def unit(*rows: list[float]) -> np.ndarray:
+    m = np.array(rows, dtype=np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+# four "words" as orthogonal directions, a fifth between two of them
+A, B, C, D = np.eye(4, dtype=np.float32)
+
+
+def passages() -> list[TokenVectors]:
+    return [
+        TokenVectors(np.array([1, 2, 3]), np.vstack([A, B, C])),  # has every word of the question
+        TokenVectors(np.array([1, 4]), np.vstack([A, D])),  # has only the common word
+        TokenVectors(np.array([], dtype=np.int64), np.zeros((0, 4), dtype=np.float32)),  # no tokens at all
+        TokenVectors(np.array([1, 2]), np.vstack([A, B])),  # lacks the rare word 3
+    ]
+
+
+def test_a_passage_that_has_every_word_of_the_question_matches_best():
+    index = TokenIndex.build(passages())
+    question = TokenVectors(np.array([1, 2, 3]), np.vstack([A, B, C]))
+    mean, low = index.match(np.array([0, 1, 2, 3]), question)
+    assert mean[0] == pytest.approx(1.0, abs=0.01) and low[0] == pytest.approx(1.0, abs=0.01)
+    assert mean[0] > mean[3] > mean[1] and mean[2] == 0.0 and low[2] == 0.0
+    assert low[3] <= 0.5 < low[0]  # the missing word is met by nothing: the lower quartile says so
+
+
+def test_a_rare_word_weighs_more_than_a_common_one():
+    """Word 1 is in every passage, word 3 in one: missing the rare word costs more than missing the common."""
+    index = TokenIndex.build(passages())
+    assert index.idf(np.array([3]))[0] > index.idf(np.array([1]))[0]
+    assert index.idf(np.array([99]))[0] >= index.idf(np.array([3]))[0]  # a word no passage has: the rarest
+    lacks_common = TokenIndex.build([TokenVectors(np.array([2, 3]), np.vstack([B, C]))] + passages()[1:])
+    question = TokenVectors(np.array([1, 2, 3]), np.vstack([A, B, C]))
+    lacks_rare = index.match(np.array([3]), question)[0][0]
+    assert lacks_common.match(np.array([0]), question)[0][0] > lacks_rare
+
+
+def test_int8_vectors_keep_the_cosines():
+    rng = np.random.default_rng(3)
+    vectors = unit(*rng.normal(size=(50, 384)).tolist())
+    q, scales = quantize(vectors)
+    back = q.astype(np.float32) * scales[:, None]
+    assert q.dtype == np.int8 and np.abs((back * vectors).sum(axis=1) - 1.0).max() < 0.001
+
+
+def test_a_saved_index_matches_as_the_built_one(tmp_path):
+    index = TokenIndex.build(passages())
+    index.save(tmp_path / "tokens")
+    loaded = TokenIndex.load(tmp_path / "tokens")
+    question = TokenVectors(np.array([2, 4]), unit([0, 1, 0, 1], [0, 0, 0, 1]))
+    for got, want in zip(loaded.match(np.arange(4), question), index.match(np.arange(4), question), strict=True):
+        assert np.allclose(got, want)
+    assert loaded.passages == 4 and loaded.offsets.tolist() == [0, 3, 5, 5, 7]
+
+
+def test_a_question_without_tokens_matches_nothing():
+    index = TokenIndex.build(passages())
+    empty = TokenVectors(np.array([], dtype=np.int64), np.zeros((0, 4), dtype=np.float32))
+    mean, low = index.match(np.array([0, 1]), empty)
+    assert mean.tolist() == [0.0, 0.0] and low.tolist() == [0.0, 0.0]
+
+
+class CharTokens(HashEmbedder):
+    """A stand-in that gives a token per character (storage tests: what is cached, what is re-embedded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedded: list[str] = []
+
+    def encode_passages_with_tokens(self, texts, batch_size=32):  # type: ignore[no-untyped-def]
+        self.embedded += texts
+        return self.encode_passages(texts), [self._tokens(t) for t in texts]
+
+    def encode_queries_with_tokens(self, texts):  # type: ignore[no-untyped-def]
+        return self.encode_queries(texts), [self._tokens(t) for t in texts]
+
+    def _tokens(self, text: str) -> TokenVectors:
+        return TokenVectors(np.array([ord(c) for c in text], dtype=np.int64),
+                            np.vstack([self._vec(c) for c in text]) if text else np.zeros((0, 16), np.float32))
+
+
+def test_token_vectors_are_cached_with_the_passage_vectors(tmp_path):
+    cache = EmbeddingCache(tmp_path / "cache.sqlite3")
+    embedder = CharTokens()
+    texts = ["干部选拔任用。", "短句。", "干部选拔任用。"]
+    first: list[TokenVectors] = []
+    _embed(texts, embedder, cache, None, first)
+    assert embedder.embedded == ["短句。", "干部选拔任用。"]
+    again: list[TokenVectors] = []
+    vectors, embedded = _embed(texts + ["新的一句话。"], embedder, cache, None, again)
+    assert embedded == 1 and embedder.embedded[-1] == "新的一句话。"  # only the new text goes to the model
+    assert [t.ids.tolist() for t in again[:3]] == [t.ids.tolist() for t in first]
+    for cached, fresh in zip(again[:3], first, strict=True):
+        assert np.allclose(cached.vectors, fresh.vectors, atol=0.01)
+
+
+def test_a_build_keeps_every_passages_token_vectors(tmp_path):
+    store = IndexStore(tmp_path / "indexes")
+    text = "干部条例\n\n第一章 总则\n\n第一条 为了加强干部队伍建设，制定本条例。\n\n第二条 选拔任用干部必须坚持党管干部原则。"
+    embedder = CharTokens()
+    version = store.build([clean(text, "rules")], embedder, models=lexical_models())
+    assert (store.root / version / TOKENS_DIR).is_dir()
+    loaded = store.load(embedder, version, models=lexical_models())
+    searcher = loaded.searcher
+    assert searcher.token_index is not None and searcher.token_index.passages == len(searcher.chunks)
+    assert loaded.manifest["counts"]["tokens"] == sum(len(c.context_text()) for c in searcher.chunks)
+    # an embedder without token vectors builds and serves without them: the features stay 0
+    plain = HashEmbedder()
+    other = IndexStore(tmp_path / "plain").build([clean(text, "rules")], plain, models=lexical_models())
+    assert not (tmp_path / "plain" / other / TOKENS_DIR).exists()
+
+
+def test_the_real_model_gives_the_question_words_tokens_from_the_same_pass(app):
+    with app.app_context():
+        engine = app.extensions["engine"]
+        embedder = engine.embedder()
+        searcher = engine.current_index().searcher
+    assert gives_tokens(embedder) and searcher.token_index is not None
+    text = "怎样防止干部带病提拔"
+    vectors, tokens = embedder.encode_queries_with_tokens([text])
+    assert float(vectors[0] @ embedder.encode_queries([text])[0]) > 0.9999
+    # the question's own tokens only: no <s>, no "query:" prefix, no </s>
+    ids = embedder.tokenizer.encode(embedder.query_prefix + text).ids
+    assert tokens[0].ids.tolist() == ids[1 + len(embedder.tokenizer.encode(embedder.query_prefix,
+                                                                          add_special_tokens=False).ids):-1]
+    assert np.allclose(np.linalg.norm(tokens[0].vectors, axis=1), 1.0, atol=1e-4)
+
+
+def test_the_passage_a_question_is_taken_from_matches_its_tokens_best(app):
+    """A question made of one passage's clause finds its tokens there better than in the other candidates."""
+    with app.app_context():
+        searcher = app.extensions["engine"].current_index().searcher
+    from index.rank import PASSAGE_FEATURES
+
+    column = PASSAGE_FEATURES.index("token_match")
+    rng = np.random.default_rng(5)
+    best = 0
+    picked = rng.choice([i for i, c in enumerate(searcher.chunks) if len(c.text) > 80], 8, replace=False)
+    for position in picked:
+        clause = searcher.chunks[position].text[20:50]
+        rewrite = searcher.rewrite(clause)
+        found = searcher.candidates(rewrite.text, searcher.query_vector(rewrite.text))
+        here = found.features[np.flatnonzero(found.positions == position), column]
+        assert (found.features[:, PASSAGE_FEATURES.index("token_match_gap")] <= 0).all()
+        best += int(len(here) > 0 and here[0] == found.features[:, column].max())
+    assert best >= 6
+
+
+def test_a_subset_is_the_passages_alone():
+    """fit.alone asks one document's questions of its passages alone: their tokens, their own IDF."""
+    index = TokenIndex.build(passages())
+    part = index.subset([0, 3])
+    question = TokenVectors(np.array([1, 2, 3]), np.vstack([A, B, C]))
+    assert part.passages == 2 and part.offsets.tolist() == [0, 3, 5]
+    assert np.allclose(part.match(np.array([0, 1]), question)[0], index.match(np.array([0, 3]), question)[0],
+                       atol=0.05)
+    assert part.idf(np.array([1]))[0] < index.idf(np.array([4]))[0]
