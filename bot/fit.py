@@ -15,7 +15,9 @@
    documents' subjects): answerable and hard out-of-scope questions against everyday ones.
    The everyday questions of ``index/everyday.txt`` add out-of-scope examples (each measured without itself),
    and each document with enough questions is searched again alone — a library of one document, as shipped,
-   reads the same evidence differently.
+   reads the same evidence differently. Each model's penalty is the one with the lowest out-of-fold log loss
+   over three deals of the documents into folds (choosing it by what members get, at one deal, flipped
+   between fits on a few questions).
 4. The two tier thresholds are chosen on those out-of-fold probabilities to maximise what members get
    (``OUTCOME_VALUE``): a confident wrong answer costs far more than a decline gains.
 
@@ -52,7 +54,7 @@ RANKER_L2 = (10.0, 3.0, 1.0, 0.3)  # the ranker's L2 penalty per unit of mean lo
 # The penalty's out-of-fold R@1 is averaged over this many deals of the documents into folds: with a dozen
 # documents, one deal's figure moves by a few questions and picked the penalty by chance.
 RANKER_DEALS = 3
-# The decision models' inverse L2 strength, chosen by the value members get out of fold (``OUTCOME_VALUE``):
+# The decision models' inverse L2 strength, each model's chosen by its out-of-fold log loss (RANKER_DEALS deals):
 # a weak penalty lets rare but telling evidence (a figure asked and none stated) weigh; a strong one keeps
 # the models from fitting a few questions' quirks.
 DECISION_CS = (0.1, 0.3, 1.0, 3.0)
