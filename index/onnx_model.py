@@ -97,6 +97,9 @@ class OnnxEmbedder:
         prompts = json.loads((folder / "prompts.json").read_text(encoding="utf-8"))
         self.query_prefix = prompts.get("query") or ""
         self.passage_prefix = prompts.get("passage") or prompts.get("document") or ""
+        # how many tokens each prefix takes at the start of a text ("query: " with the "▁" before the text)
+        self.prefix_tokens = {p: len(self.tokenizer.encode(p, add_special_tokens=False).ids) if p else 0
+                              for p in ("", self.query_prefix, self.passage_prefix)}
         self.name = name
         self.dimension = int(self._run(["x"]).shape[1])
 
@@ -125,16 +128,16 @@ class OnnxEmbedder:
         # sort by length so a batch pads little; restore the order after
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        found: list[TokenVectors | None] = [None] * len(texts)
-        skip = len(self.tokenizer.encode(prefix, add_special_tokens=False).ids) if prefix else 0
+        found: dict[int, TokenVectors] = {}
+        skip = self.prefix_tokens[prefix]
         for start in range(0, len(order), batch_size):
             part = order[start:start + batch_size]
             batch: list[TokenVectors] | None = [] if tokens is not None else None
             out[part] = self._run([prefix + texts[i] for i in part], skip, batch)
-            for i, t in zip(part, batch or [], strict=False):
-                found[i] = t
+            if batch is not None:
+                found.update(zip(part, batch, strict=True))
         if tokens is not None:
-            tokens.extend(t for t in found if t is not None)
+            tokens.extend(found[i] for i in range(len(texts)))
         return out
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:

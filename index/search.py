@@ -272,12 +272,10 @@ class HybridSearcher:
         """The token vectors of a question already normalised and rewritten (None without a token index)."""
         if self.token_index is None:
             return None
-        tokens = self._query_tokens.get(text)
-        if tokens is None:
-            tokens = cast(TokenEmbedder, self.embedder).encode_queries_with_tokens([text])[1][0]
-            if len(self._query_tokens) < max(QUERY_VECTORS_KEPT, 1):
-                self._query_tokens[text] = tokens
-        return tokens
+        if text not in self._query_tokens:  # embedded before the token index came, or dropped with the vectors
+            self._query_vectors.pop(text, None)
+            self.query_vector(text)
+        return self._query_tokens[text]
 
     def rewrite(self, query: str) -> Rewrite:
         """The question normalised and in the documents' words (a word the documents use stays as it is)."""
