@@ -13,13 +13,16 @@
    out-of-fold rankings: each fold's questions ranked by a ranker fitted without that fold, as unseen
    questions will be. Two logistic models: P(the first passage is right), and P(the question is about the
    documents' subjects): answerable and hard out-of-scope questions against everyday ones.
-   The everyday questions of ``index/everyday.txt`` add out-of-scope examples (each measured without itself),
+   The everyday questions and personal errands (``index/everyday.txt``, ``index/errands.txt``) add
+   out-of-scope examples (each measured without itself),
    and each document with enough questions is searched again alone — a library of one document, as shipped,
    reads the same evidence differently. Each model's penalty is the one with the lowest out-of-fold log loss
    over three deals of the documents into folds (choosing it by what members get, at one deal, flipped
    between fits on a few questions).
 4. The two tier thresholds are chosen on those out-of-fold probabilities to maximise what members get
-   (``OUTCOME_VALUE``): a confident wrong answer costs far more than a decline gains.
+   (``OUTCOME_VALUE``): a confident wrong answer costs far more than a decline gains. Pairs that break the
+   product's bars out of fold — hard out-of-scope questions answered (``HARD_ANSWERED_MAX``), answerable
+   questions declined (``DECLINED_MAX``) — are not chosen.
 
 Everything is saved as JSON (``index/learned.json``) with the figures it was fitted and validated on.
 """
@@ -34,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from index.bm25 import BM25Index
-from index.calibration import everyday_questions
+from index.calibration import errand_questions, everyday_questions
 from index.dense import DenseIndex
 from index.rank import (
     ANSWER_FEATURES,
@@ -66,6 +69,10 @@ BOOTSTRAPS = 200
 # below the bar, since the fitted share moves by a few questions from one resample to the next, and the
 # held-out set's share has run 6–11 points above the tuning set's at the same thresholds).
 HARD_ANSWERED_MAX = 0.12
+# The product's bar: at most 8 % of answerable questions declined outright. Pairs that decline more of them out
+# of fold are not chosen either: without this the hundreds of everyday and errand examples, each worth a
+# decline, outweigh the answerable questions a stricter scope threshold turns away.
+DECLINED_MAX = 0.08
 BOOTSTRAP_SEED = 11
 
 # What each outcome is worth to a member, for choosing the thresholds. A right answer helps; a confident
@@ -209,21 +216,24 @@ def alone(searcher: HybridSearcher, doc_id: str) -> HybridSearcher:
     return HybridSearcher([searcher.chunks[i] for i in positions], tokens, BM25Index.build(tokens),
                           DenseIndex.build(searcher.dense.vectors(positions)), searcher.embedder,
                           searcher.tokenizer, synonyms=Synonyms(searcher.synonyms.entries), models=searcher.models,
-                          everyday=searcher.everyday,
+                          everyday=searcher.everyday, errands=searcher.errands,
                           token_index=searcher.token_index.subset(positions) if searcher.token_index else None)
 
 
-def everyday_evidence(searcher: HybridSearcher, ranker: LinearModel) -> np.ndarray:
-    """Decision evidence for each everyday question, its own vector left out of the everyday set."""
-    bank = searcher.everyday
+def reference_evidence(searcher: HybridSearcher, ranker: LinearModel, bank: str) -> np.ndarray:
+    """Decision evidence for each question of a reference set — ``everyday`` (index/everyday.txt) or
+    ``errands`` (index/errands.txt) — its own vector left out of the set, as a question the set does not hold
+    will be measured."""
+    texts = everyday_questions() if bank == "everyday" else errand_questions()
+    vectors = getattr(searcher, bank)
     rows = []
     try:
-        for i, text in enumerate(everyday_questions()):
-            searcher.everyday = np.delete(bank, i, axis=0)
-            question = gather(searcher, [{"id": f"everyday-{i}", "q": text}])[0]
+        for i, text in enumerate(texts):
+            setattr(searcher, bank, np.delete(vectors, i, axis=0))
+            question = gather(searcher, [{"id": f"{bank}-{i}", "q": text}])[0]
             rows.append(evidence(searcher, question, ranker)[0])
     finally:
-        searcher.everyday = bank
+        setattr(searcher, bank, vectors)
     return np.array(rows).reshape(-1, len(DECISION_FEATURES))
 
 
@@ -259,9 +269,10 @@ def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
         for i, (q, k) in enumerate(zip(gathered, folds, strict=True)):
             if k == f:
                 x[i], ranks[i] = evidence(searcher, q, ranker)
-    # the everyday questions (index/everyday.txt) join as more out-of-scope examples, each measured against
-    # the others only, as an everyday question the list does not hold will be
-    chatter = everyday_evidence(searcher, fit_ranker(searcher, gathered, best_l2))
+    # the everyday questions and the personal errands (index/everyday.txt, index/errands.txt) join as more
+    # out-of-scope examples, each measured against the others of its set only
+    whole_ranker = fit_ranker(searcher, gathered, best_l2)
+    chatter = np.vstack([reference_evidence(searcher, whole_ranker, bank) for bank in ("everyday", "errands")])
     x = np.vstack([x, chatter])
     ranks += [None] * len(chatter)
     row_groups += [f"everyday-{i % FOLDS}" for i in range(len(chatter))]
@@ -373,6 +384,10 @@ def choose_tiers(p_answer: np.ndarray, p_related: np.ndarray, answerable: np.nda
     plain = value @ weights.T  # (pair, resample)
     hard_total = np.maximum(weights @ hard.astype(np.float64), 1.0)
     too_many = (answers_hard.astype(np.float64) @ weights.T) / hard_total > HARD_ANSWERED_MAX
+    declines = np.broadcast_to(~in_scope[None, :, :] & answerable[None, None, :],
+                               (len(grid), len(grid), len(answerable))).reshape(value.shape)
+    answerable_total = np.maximum(weights @ answerable.astype(np.float64), 1.0)
+    too_many |= (declines.astype(np.float64) @ weights.T) / answerable_total > DECLINED_MAX
     totals = np.where(too_many, -np.inf, plain)
     totals = np.where(np.isinf(totals).all(axis=0), plain, totals)  # no pair allowed: the plain best
     best = np.argmax(totals, axis=0)  # the best allowed pair on each resample

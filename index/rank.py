@@ -63,13 +63,15 @@ DECISION_FEATURES = (
     "top_rank_agreement",  # 1 when the first passage is also first by cosine or by BM25
     "everyday_gap",  # cosine to the nearest everyday question (index/everyday.txt) minus the best passage's
     "everyday_gap_z",  # the same in standard deviations of the corpus's off-topic noise floor
+    "errand_gap",  # cosine to the nearest personal errand (index/errands.txt) minus the best passage's
 )
 # Does the first passage answer it? How far the ranker's choice stands out, and how much of the question it
 # covers. Is the question about the documents' subjects at all? How close it comes to them, in meaning and
-# in words, against how close it comes to everyday chatter.
+# in words, against how close it comes to everyday chatter and to personal errands.
 ANSWER_FEATURES = ("top_score", "margin", "top_share", "semantic_z", "sentence_z", "top_coverage", "bigram_coverage",
-                   "named", "action_missing", "figure_missing", "top_rank_agreement", "everyday_gap")
-SCOPE_FEATURES = ("semantic_z", "sentence_z", "coverage", "bigram_coverage", "everyday_gap", "everyday_gap_z", "named")
+                   "named", "action_missing", "figure_missing", "top_rank_agreement", "everyday_gap", "errand_gap")
+SCOPE_FEATURES = ("semantic_z", "sentence_z", "coverage", "bigram_coverage", "everyday_gap", "everyday_gap_z", "named",
+                  "errand_gap")
 
 
 class ModelError(ValueError):

@@ -33,7 +33,7 @@ from typing import cast
 import numpy as np
 
 from index.bm25 import BM25Index
-from index.calibration import background_stats, everyday_questions, z_score
+from index.calibration import background_stats, errand_questions, everyday_questions, z_score
 from index.chunk import HEADER_SECTION, Chunk
 from index.dense import DenseIndex
 from index.embed import Embedder, TokenEmbedder, gives_tokens
@@ -169,7 +169,8 @@ class HybridSearcher:
                  dense: DenseIndex, embedder: Embedder, tokenizer: Tokenizer,
                  bigram_bm25: BM25Index | None = None, synonyms: Synonyms | None = None,
                  models: LearnedModels | None = None, calibration: dict | None = None,
-                 everyday: np.ndarray | None = None, sentences: SentenceIndex | None = None,
+                 everyday: np.ndarray | None = None, errands: np.ndarray | None = None,
+                 sentences: SentenceIndex | None = None,
                  newest: dict[str, str] | None = None, token_index: TokenIndex | None = None) -> None:
         self.chunks = chunks
         # an older document of a series -> the series' newest document (index.metadata.link_series)
@@ -220,6 +221,8 @@ class HybridSearcher:
         self.tokenizer = tokenizer
         # the everyday questions' vectors (index.calibration): what off-topic chatter looks like to the model
         self.everyday = everyday if everyday is not None else self.embedder.encode_queries(everyday_questions())
+        # the personal errands' vectors (index.calibration.ERRANDS_FILE)
+        self.errands = errands if errands is not None else self.embedder.encode_queries(errand_questions())
         self.calibration = calibration or self.measure_background()
 
     def measure_background(self) -> dict:
@@ -442,11 +445,13 @@ class HybridSearcher:
         """The features of ``index.rank.DECISION_FEATURES`` for this question's ranking."""
         if not hits:
             return dict.fromkeys(DECISION_FEATURES, 0.0) | {"top_score": -20.0, "semantic_z": -5.0, "sentence_z": -5.0,
-                                                            "everyday_gap": 1.0, "everyday_gap_z": 10.0}
+                                                            "everyday_gap": 1.0, "everyday_gap_z": 10.0,
+                                                            "errand_gap": 1.0}
         top = hits[0]
         row = found.features[int(np.flatnonzero(found.positions == top.position)[0])]
         column = {name: i for i, name in enumerate(PASSAGE_FEATURES)}
         everyday_gap = float((self.everyday @ found.query_vector).max()) - semantic if len(self.everyday) else 0.0
+        errand_gap = float((self.errands @ found.query_vector).max()) - semantic if len(self.errands) else 0.0
         return {
             "top_score": float(scores[0]),
             "margin": float(scores[0] - scores[1]) if len(scores) > 1 else 10.0,
@@ -462,6 +467,7 @@ class HybridSearcher:
             "top_rank_agreement": 1.0 if top.dense_rank == 1 or top.bm25_rank == 1 else 0.0,
             "everyday_gap": everyday_gap,
             "everyday_gap_z": everyday_gap / float(self.calibration["semantic_std"]) if self.calibration else 0.0,
+            "errand_gap": errand_gap,
         }
 
     # -------------------------------------------------------------- evidence

@@ -7,7 +7,8 @@ Layout under the index root (in the Flask instance folder)::
                                 instead (``VersionPointer``; bot.versions)
     v20261125-013000-1a2b3c/    one complete build: manifest.json, chunks.jsonl, tokens.jsonl,
                                 userdict.txt, dense.faiss, bm25/ (jieba words), bm25-bigram/,
-                                everyday.npy (the everyday questions' vectors), sentences/ (index.sentences),
+                                everyday.npy and errands.npy (the everyday questions' and the personal
+                                errands' vectors, index.calibration), sentences/ (index.sentences),
                                 token-vectors/ (every passage's token vectors, index.token_match)
     .building-…/                a build in progress; renamed into place only when complete
 
@@ -49,8 +50,8 @@ from index.tokenize import Tokenizer, find_coined_terms
 
 SENTENCES_DIR = "sentences"
 TOKENS_DIR = "token-vectors"
-MANIFEST_VERSION = 4  # 2: a character-bigram BM25 index beside the jieba one, everyday.npy; 3: sentences/;
-# 4: token-vectors/ (index.token_match; absent when the embedder gives no token vectors)
+MANIFEST_VERSION = 5  # 2: a character-bigram BM25 index beside the jieba one, everyday.npy; 3: sentences/;
+# 4: token-vectors/ (index.token_match; absent when the embedder gives no token vectors); 5: errands.npy
 CURRENT_FILE = "CURRENT"
 PREVIOUS_FILE = "PREVIOUS"
 SOURCES_DIR = "sources"  # the documents' cleaned texts by content (index.sources), kept across versions
@@ -234,6 +235,7 @@ class IndexStore:
                                       sentences=sentences, token_index=token_index)
             calibration = searcher.calibration
             np.save(work / "everyday.npy", searcher.everyday)
+            np.save(work / "errands.npy", searcher.errands)
             dense.save(work)
             sentences.save(work / SENTENCES_DIR)
             if token_index is not None:
@@ -319,6 +321,7 @@ class IndexStore:
                                   bigram_bm25=BM25Index.load(path / "bm25-bigram", len(chunks)),
                                   synonyms=synonyms, models=models, calibration=manifest.get("calibration"),
                                   everyday=np.load(path / "everyday.npy", mmap_mode="r"),
+                                  errands=np.load(path / "errands.npy", mmap_mode="r"),
                                   sentences=SentenceIndex.load(path / SENTENCES_DIR),
                                   token_index=TokenIndex.load(path / TOKENS_DIR)
                                   if (path / TOKENS_DIR).is_dir() else None,

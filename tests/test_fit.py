@@ -8,6 +8,7 @@ import numpy as np
 from bot.evaluate import load_questions
 from bot.fit import (
     DECISION_CS,
+    DECLINED_MAX,
     HARD_ANSWERED_MAX,
     FitError,
     Question,
@@ -21,7 +22,9 @@ from bot.fit import (
     gather,
     initial_models,
     out_of_fold_log_loss,
+    reference_evidence,
 )
+from index.calibration import errand_questions
 from index.rank import ANSWER_FEATURES, DECISION_FEATURES, PASSAGE_FEATURES, SCOPE_FEATURES, LearnedModels
 from index.search import Candidates
 from tests.conftest import ROOT
@@ -131,6 +134,36 @@ def test_thresholds_never_answer_more_hard_out_of_scope_than_the_bar():
     answered_hard = ((p_answer >= t_answer) & (p_related >= t_related) & hard).sum()
     assert answered_hard / n_hard <= HARD_ANSWERED_MAX
     assert t_answer <= 0.97 and t_related <= 0.9  # the answerable ones are still answered
+
+
+def test_thresholds_never_decline_more_answerable_questions_than_the_bar():
+    # 40 answerable questions, 10 of which look as far from the documents' subjects (p_related 0.3) as 100 of
+    # 200 everyday ones (0.35). Declining all of those would be worth more (100 everyday declined against 10
+    # answerable), but 10 of 40 is over the bar: the related threshold stays low enough to keep them.
+    n_ok, n_everyday = 40, 200
+    p_related = np.concatenate([np.full(30, 0.9), np.full(10, 0.3), np.full(100, 0.35), np.full(100, 0.1)])
+    p_answer = np.concatenate([np.full(n_ok, 0.97), np.full(n_everyday, 0.05)])
+    answerable = np.array([True] * n_ok + [False] * n_everyday)
+    hard = np.zeros(n_ok + n_everyday, dtype=bool)
+    ranks = [1] * n_ok + [None] * n_everyday
+    t_answer, t_related = choose_tiers(p_answer, p_related, answerable, hard, ranks)
+    declined = ((p_related < t_related) & answerable).sum()
+    assert declined / n_ok <= DECLINED_MAX
+    assert t_related > 0.1  # the everyday questions that are clearly everyday are still declined
+
+
+def test_each_errand_is_measured_without_itself(app):
+    with app.app_context():
+        searcher = app.extensions["engine"].current_index().searcher
+        bank = searcher.errands
+        rows = reference_evidence(searcher, initial_models().ranker, "errands")
+        assert searcher.errands is bank  # the bank is whole again afterwards
+        first = errand_questions()[0]
+        with_itself = searcher.search(first).evidence["errand_gap"]
+    assert rows.shape == (len(errand_questions()), len(DECISION_FEATURES))
+    gap = rows[:, DECISION_FEATURES.index("errand_gap")]
+    assert gap[0] < with_itself  # its own vector (cosine 1) is not in the bank it is measured against
+    assert np.median(gap) > 0  # errands are closer to other errands than to any passage
 
 
 def decision_rows(n: int, seed: int = 3) -> np.ndarray:

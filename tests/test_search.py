@@ -228,6 +228,13 @@ def test_everyday_chatter_is_closer_to_the_everyday_questions(tokenizer):
     assert searcher.search("凡提四必 带病提拔").evidence["everyday_gap"] < chatter
 
 
+def test_personal_errands_are_closer_to_the_errand_questions(tokenizer):
+    searcher = make_searcher(tokenizer)
+    errand = searcher.search("我社保断缴了几个月 还能补交吗 在哪办").evidence["errand_gap"]
+    policy = searcher.search("怎样防止干部带病提拔").evidence["errand_gap"]
+    assert errand > 0 > policy
+
+
 def test_top_positions_equals_a_stable_full_sort():
     rng = np.random.default_rng(1)
     for size, k in [(1000, 50), (30, 50), (500, 1)]:
