@@ -69,9 +69,10 @@ BOOTSTRAPS = 200
 # below the bar, since the fitted share moves by a few questions from one resample to the next, and the
 # held-out set's share has run 6–11 points above the tuning set's at the same thresholds).
 HARD_ANSWERED_MAX = 0.12
-# The product's bar: at most 8 % of answerable questions declined outright. Pairs that decline more of them out
-# of fold are not chosen either: without this the hundreds of everyday and errand examples, each worth a
-# decline, outweigh the answerable questions a stricter scope threshold turns away.
+# The product's bar: at most 8 % of answerable questions declined outright, in the whole library and in the
+# documents searched alone. Pairs that decline more of them out of fold are not chosen either: without this
+# the hundreds of everyday and errand examples, each worth a decline, outweigh the answerable questions a
+# stricter scope threshold turns away.
 DECLINED_MAX = 0.08
 BOOTSTRAP_SEED = 11
 
@@ -278,6 +279,7 @@ def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
     row_groups += [f"everyday-{i % FOLDS}" for i in range(len(chatter))]
     answerable_list = [q.answerable for q in gathered] + [False] * len(chatter)
     hard_list = [bool(qd.get("hard")) for qd in questions] + [False] * len(chatter)
+    alone_rows = [False] * len(answerable_list)  # rows of a document searched alone (below)
     # a library of one document (the shipped default) reads the same evidence differently: each well-asked
     # document alone, with its own questions and the everyday ones
     everyday = [(q, k) for q, qd, k in zip(gathered, questions, folds, strict=True)
@@ -297,6 +299,7 @@ def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
             answerable_list.append(question.answerable)
             hard_list.append(False)
             row_groups.append(original.group)
+            alone_rows.append(True)
         log(f"alone: {doc_id} with {len(own)} questions")
     answerable, hard = np.array(answerable_list), np.array(hard_list)
     y_answer = np.array([r == 1 for r in ranks])
@@ -319,7 +322,7 @@ def fit(searcher: HybridSearcher, questions: list[dict], source: str = "",
     p_related = models["scope"].probability(x[:, decision_columns(SCOPE_FEATURES)])
 
     # 4. thresholds by what members get
-    t_answer, t_related = choose_tiers(p_answer, p_related, answerable, hard, ranks)
+    t_answer, t_related = choose_tiers(p_answer, p_related, answerable, hard, ranks, np.array(alone_rows))
     tiers = Tiers(answer=t_answer, related=t_related)
     figures = tier_figures(tiers, p_answer, p_related, answerable, hard, ranks)
     log(f"tiers: answer >= {t_answer}, related >= {t_related}; out-of-fold: {figures}")
@@ -365,7 +368,7 @@ def out_of_fold_log_loss(x: np.ndarray, y: np.ndarray, features: tuple[str, ...]
 
 
 def choose_tiers(p_answer: np.ndarray, p_related: np.ndarray, answerable: np.ndarray, hard: np.ndarray,
-                 ranks: list[int | None]) -> tuple[float, float]:
+                 ranks: list[int | None], alone: np.ndarray | None = None) -> tuple[float, float]:
     """The (answer, related) thresholds that give members the most (``OUTCOME_VALUE``), bagged: the best pair
     on each of ``BOOTSTRAPS`` resamples of the questions, and the median of each threshold. The value is flat
     near its best, so the plain best pair jumps with a handful of questions; the median does not."""
@@ -384,10 +387,15 @@ def choose_tiers(p_answer: np.ndarray, p_related: np.ndarray, answerable: np.nda
     plain = value @ weights.T  # (pair, resample)
     hard_total = np.maximum(weights @ hard.astype(np.float64), 1.0)
     too_many = (answers_hard.astype(np.float64) @ weights.T) / hard_total > HARD_ANSWERED_MAX
-    declines = np.broadcast_to(~in_scope[None, :, :] & answerable[None, None, :],
-                               (len(grid), len(grid), len(answerable))).reshape(value.shape)
-    answerable_total = np.maximum(weights @ answerable.astype(np.float64), 1.0)
-    too_many |= (declines.astype(np.float64) @ weights.T) / answerable_total > DECLINED_MAX
+    # the declined bar holds in the whole library and, apart, in the documents searched alone
+    for library in ([np.ones(len(answerable), dtype=bool)] if alone is None else [~alone, alone]):
+        asked = answerable & library
+        if not asked.any():
+            continue
+        declines = np.broadcast_to(~in_scope[None, :, :] & asked[None, None, :],
+                                   (len(grid), len(grid), len(asked))).reshape(value.shape)
+        asked_total = np.maximum(weights @ asked.astype(np.float64), 1.0)
+        too_many |= (declines.astype(np.float64) @ weights.T) / asked_total > DECLINED_MAX
     totals = np.where(too_many, -np.inf, plain)
     totals = np.where(np.isinf(totals).all(axis=0), plain, totals)  # no pair allowed: the plain best
     best = np.argmax(totals, axis=0)  # the best allowed pair on each resample

@@ -152,6 +152,22 @@ def test_thresholds_never_decline_more_answerable_questions_than_the_bar():
     assert t_related > 0.1  # the everyday questions that are clearly everyday are still declined
 
 
+def test_the_declined_bar_holds_for_the_documents_searched_alone_too():
+    # the whole library's 100 answerable questions are all far above the everyday ones; of the 40 rows of
+    # documents searched alone, 10 look like the 100 everyday rows at 0.35. Over all 140 answerable rows,
+    # declining those 10 stays under the bar (7 %); among the rows searched alone it is 25 %.
+    p_related = np.concatenate([np.full(100, 0.9), np.full(30, 0.9), np.full(10, 0.3), np.full(100, 0.35)])
+    p_answer = np.concatenate([np.full(140, 0.97), np.full(100, 0.05)])
+    answerable = np.array([True] * 140 + [False] * 100)
+    alone = np.array([False] * 100 + [True] * 40 + [False] * 100)
+    hard = np.zeros(240, dtype=bool)
+    ranks = [1] * 140 + [None] * 100
+    _, pooled = choose_tiers(p_answer, p_related, answerable, hard, ranks)
+    _, apart = choose_tiers(p_answer, p_related, answerable, hard, ranks, alone)
+    assert pooled > 0.3  # pooled, the 10 are declined with the everyday rows
+    assert apart <= 0.3  # apart, they are kept
+
+
 def test_each_errand_is_measured_without_itself(app):
     with app.app_context():
         searcher = app.extensions["engine"].current_index().searcher
