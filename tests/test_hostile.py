@@ -94,9 +94,13 @@ class StoreWatch:
         self.db = sqlite3.connect(instance / "bot.sqlite3", check_same_thread=False)
 
     def state(self) -> tuple:
-        # data_version changes whenever another connection (the app's) commits a change
-        version = self.db.execute("PRAGMA data_version").fetchone()[0]
-        return version, self.files()
+        # every table's rows but the workers' heartbeats: a worker that held a claim a moment ago may still be
+        # writing its last beat while the next request comes (a race, not a write the request made)
+        tables = [name for (name,) in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name != 'workers' "
+            "ORDER BY name")]
+        rows = tuple((name, tuple(self.db.execute(f'SELECT * FROM "{name}" ORDER BY rowid'))) for name in tables)
+        return hash(rows), self.files()
 
     def files(self) -> tuple:
         roots = [self.instance / "documents", self.instance / "question-sets"]
