@@ -227,6 +227,9 @@ def reference_evidence(searcher: HybridSearcher, ranker: LinearModel, bank: str)
     will be measured."""
     texts = everyday_questions() if bank == "everyday" else errand_questions()
     vectors = getattr(searcher, bank)
+    if len(texts) != len(vectors):  # the list was edited after the index was built
+        raise FitError(f"the index holds {len(vectors)} {bank} vectors but index/{bank}.txt has {len(texts)} "
+                       "questions: rebuild the index (flask index build) before fitting")
     rows = []
     try:
         for i, text in enumerate(texts):

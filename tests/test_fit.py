@@ -182,6 +182,21 @@ def test_each_errand_is_measured_without_itself(app):
     assert np.median(gap) > 0  # errands are closer to other errands than to any passage
 
 
+def test_a_reference_list_edited_since_the_build_is_a_clear_error(app):
+    with app.app_context():
+        searcher = app.extensions["engine"].current_index().searcher
+        bank = searcher.errands
+        searcher.errands = bank[:-1]  # as if index/errands.txt had one more line than the index was built with
+        try:
+            reference_evidence(searcher, initial_models().ranker, "errands")
+        except FitError as exc:
+            assert "rebuild the index" in str(exc)
+        else:
+            raise AssertionError("a stale errand bank was used")
+        finally:
+            searcher.errands = bank
+
+
 def decision_rows(n: int, seed: int = 3) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, len(DECISION_FEATURES)))
 
