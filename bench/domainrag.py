@@ -75,9 +75,12 @@ def main() -> None:
     shipped = LearnedModels.load()
     modes = [("BM25 alone", single("bm25", shipped)), ("bigram BM25 alone", single("bigram", shipped)),
              ("dense alone", single("dense_gap", shipped)), ("learned ranker", shipped)]
+    # one searcher for every mode (its sentences, everyday and errand vectors are embedded once); each mode
+    # only swaps the models it ranks with
+    searcher = HybridSearcher(chunks, tokens, bm25, dense, embedder, tokenizer, models=shipped,
+                              token_index=token_index)
     for label, models in modes:
-        searcher = HybridSearcher(chunks, tokens, bm25, dense, embedder, tokenizer, models=models,
-                                  token_index=token_index)
+        searcher.models = models
         ranks = []
         for q in queries:
             ids = [h.chunk.chunk_id for h in searcher.search(q["question"], k=5).hits]
