@@ -81,7 +81,10 @@ class SentenceTransformerEmbedder:
         )
         self.name = name
         self._tokenizer_file = Path(path) / "tokenizer.json"
-        self._prefix_counts: dict[str, int] = {}  # a prefix -> its tokens (reading tokenizer.json takes 0.6 s)
+        # a prefix -> its tokens, counted now: reading tokenizer.json takes 1-2 s, which the first question
+        # to a fresh worker would otherwise wait for
+        self._prefix_counts: dict[str, int] = {}
+        self._count_prefix_tokens(self.query_prefix, self.passage_prefix)
         get_dimension = getattr(self.model, "get_embedding_dimension", None) or \
             self.model.get_sentence_embedding_dimension
         dim = get_dimension()
@@ -125,19 +128,25 @@ class SentenceTransformerEmbedder:
         return self._encode_with_tokens(texts, self.query_prefix, 16)
 
     def _prefix_tokens(self, prefix: str) -> int:
-        """How many tokens the prefix takes, counted as the ONNX back end counts them: by the model folder's
-        tokenizer.json, which gives "query: " the "▁" before the text (the transformers tokenizer does not)."""
-        if not prefix:
-            return 0
-        if prefix not in self._prefix_counts:
-            if self._tokenizer_file.exists():
-                from tokenizers import Tokenizer
+        if prefix and prefix not in self._prefix_counts:
+            self._count_prefix_tokens(prefix)
+        return self._prefix_counts.get(prefix, 0)
 
-                count = len(Tokenizer.from_file(str(self._tokenizer_file)).encode(prefix, add_special_tokens=False).ids)
-            else:
-                count = len(self.model.tokenizer(prefix, add_special_tokens=False)["input_ids"])
-            self._prefix_counts[prefix] = count
-        return self._prefix_counts[prefix]
+    def _count_prefix_tokens(self, *prefixes: str) -> None:
+        """How many tokens each prefix takes, counted as the ONNX back end counts them: by the model folder's
+        tokenizer.json, which gives "query: " the "▁" before the text (the transformers tokenizer does not)."""
+        prefixes = tuple(p for p in prefixes if p and p not in self._prefix_counts)
+        if not prefixes:
+            return
+        if self._tokenizer_file.exists():
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_file(str(self._tokenizer_file))
+            for prefix in prefixes:
+                self._prefix_counts[prefix] = len(tokenizer.encode(prefix, add_special_tokens=False).ids)
+        else:
+            for prefix in prefixes:
+                self._prefix_counts[prefix] = len(self.model.tokenizer(prefix, add_special_tokens=False)["input_ids"])
 
     def encode_passages_with_tokens(self, texts: list[str],
                                     batch_size: int = 32) -> tuple[np.ndarray, list[TokenVectors]]:

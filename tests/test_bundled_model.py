@@ -91,3 +91,22 @@ def test_both_back_ends_give_the_same_tokens(models_dir):
         for a, b in zip(t_tokens, o_tokens, strict=True):
             assert a.ids.tolist() == b.ids.tolist() and len(a.ids) >= 5
             assert (a.vectors * b.vectors).sum(axis=1).mean() >= 0.9
+
+
+def test_a_fresh_torch_embedder_reads_no_tokenizer_file_at_its_first_question(models_dir, monkeypatch):
+    """Counting the prefixes' tokens reads tokenizer.json (1-2 s): done at load, not when the first member
+    asks (a fresh torch worker's first answer took 2.1 s)."""
+    import tokenizers
+
+    from index.embed import SentenceTransformerEmbedder, resolve_model_path
+
+    embedder = SentenceTransformerEmbedder("fresh", resolve_model_path(BUNDLED_MODEL_NAME, models_dir))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tokenizer.json read while answering")
+
+    monkeypatch.setattr(tokenizers.Tokenizer, "from_file", refuse)
+    vectors, tokens = embedder.encode_queries_with_tokens(["转正要多久"])
+    assert vectors.shape == (1, 384) and len(tokens[0].ids) >= 2
+    passages, _ = embedder.encode_passages_with_tokens(["预备党员的预备期为一年。"])
+    assert passages.shape == (1, 384)
