@@ -104,8 +104,11 @@ def index_activate(version: str) -> None:
               help="Chatter (one a line) to keep away from every passage while training; not index/everyday.txt, "
                    "which calibrates the adapted model afterwards.")
 @click.option("--no-negatives", is_flag=True, help="Train on the pairs alone.")
+@click.option("--hard-negatives", default="", show_default=True,
+              help="Pair kinds (comma-separated: question,heading,sentence,…) that also get a hard negative, "
+                   "a passage of the same document close to the query.")
 def index_adapt(question_files: tuple[Path, ...], max_pairs: int, learning_rate: float, max_minutes: float,
-                freeze_embeddings: bool, negatives_file: Path, no_negatives: bool) -> None:
+                freeze_embeddings: bool, negatives_file: Path, no_negatives: bool, hard_negatives: str) -> None:
     """Fine-tune the bundled model on the library's own pairs (+ tuning questions); save it and its ONNX."""
     from index.adapt import AdaptError, AdaptSettings, adapt, load_question_files
     from index.bundled_model import BUNDLED_MODEL_NAME
@@ -115,7 +118,8 @@ def index_adapt(question_files: tuple[Path, ...], max_pairs: int, learning_rate:
     engine = get_engine()
     models_dir = engine.instance_path / "models"
     settings = AdaptSettings(max_pairs=max_pairs, learning_rate=learning_rate, max_minutes=max_minutes,
-                             freeze_embeddings=freeze_embeddings)
+                             freeze_embeddings=freeze_embeddings,
+                             hard_negatives=tuple(k for k in hard_negatives.split(",") if k.strip()))
     bar = tqdm(total=0, unit="step", desc="adapting", file=sys.stderr)
 
     def progress(step: int, steps: int, loss: float) -> None:

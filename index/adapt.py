@@ -29,7 +29,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +66,8 @@ class Pair:
     passage: str
     kind: str
     group: str  # the passage it comes from: no two pairs of a group share a batch
+    avoid: tuple[str, ...] = ()  # compacted texts a hard negative must not contain (the gold, the sentence)
+    negative: str = ""  # another passage of the same document close to the query (``mine_negatives``)
 
 
 @dataclass
@@ -82,6 +84,10 @@ class AdaptSettings:
     # out-of-scope questions per batch: each passage must prefer its own anchor to every one of them
     negatives_per_batch: int = 16
     negative_weight: float = 1.0
+    # pair kinds that also get a hard negative: a passage of the same document close to the query, which
+    # the query must rank below its own (in-batch negatives are mostly other documents' passages: easy)
+    hard_negatives: tuple[str, ...] = ()
+    hard_negative_pool: int = 3  # the negative is drawn from this many closest allowed passages
     seed: int = 0
     mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
 
@@ -141,7 +147,8 @@ def library_pairs(documents: Iterable[Document], chunks: Sequence[Chunk]) -> dic
                 sentence = c.text[s:e].strip()
                 if SENTENCE_CHARS[0] <= len(sentence) <= SENTENCE_CHARS[1]:
                     rest = (c.text[:s] + c.text[e:]).strip()
-                    pairs["sentence"].append(Pair(sentence, f"{_head(c)}\n{rest}", "sentence", c.chunk_id))
+                    pairs["sentence"].append(Pair(sentence, f"{_head(c)}\n{rest}", "sentence", c.chunk_id,
+                                                  (compact(sentence),)))
         for m in COINED_TERM.finditer(c.text):
             term_chunks.setdefault(m.group(1), []).append(c)
     for term, found in sorted(term_chunks.items()):
@@ -163,7 +170,8 @@ def question_pairs(questions: Iterable[dict], chunks: Sequence[Chunk], per_quest
                     found.append((c, quote))
                     break
         for c, quote in found[:per_question]:
-            pairs.append(Pair(q["q"], _window(c, quote), "question", c.chunk_id))
+            avoid = tuple(compact(g) for g in q.get("gold") or [] if compact(g))
+            pairs.append(Pair(q["q"], _window(c, quote), "question", c.chunk_id, avoid))
     return pairs
 
 
@@ -240,6 +248,33 @@ def batches(pairs: Sequence[Pair], size: int, rng: random.Random) -> list[list[P
     return out
 
 
+def mine_negatives(pairs: Sequence[Pair], chunks: Sequence[Chunk], encode: Callable[[list[str], str], np.ndarray],
+                   kinds: Sequence[str], pool: int, rng: random.Random) -> list[Pair]:
+    """Give each pair of ``kinds`` a hard negative: one of the ``pool`` passages of its own document closest
+    to its query (by ``encode``, unit vectors), never its own passage nor one containing what it ``avoid``s."""
+    wanted = [i for i, p in enumerate(pairs) if p.kind in kinds]
+    by_id = {c.chunk_id: c for c in chunks}
+    if not wanted or not pool:
+        return list(pairs)
+    passages = encode([c.context_text() for c in chunks], "passage")
+    queries = encode([pairs[i].query for i in wanted], "query")
+    compacted = [compact(c.context_text()) for c in chunks]
+    documents = np.array([c.doc_id for c in chunks])
+    out = list(pairs)
+    for i, vector in zip(wanted, queries, strict=True):
+        pair = pairs[i]
+        own = by_id.get(pair.group)
+        if own is None:
+            continue
+        scores = np.where(documents == own.doc_id, passages @ vector, -np.inf)
+        allowed = [j for j in np.argsort(-scores)
+                   if np.isfinite(scores[j]) and chunks[j].chunk_id != pair.group
+                   and not any(a in compacted[j] for a in pair.avoid)][:pool]
+        if allowed:
+            out[i] = replace(pair, negative=chunks[rng.choice(allowed)].context_text())
+    return out
+
+
 def load_question_files(paths: Iterable[Path]) -> list[dict]:
     rows = []
     for path in paths:
@@ -296,8 +331,9 @@ def train(base: Path, batch_list: list[list[Pair]], settings: AdaptSettings,
             break
         others = rng.sample(list(negatives), min(settings.negatives_per_batch, len(negatives)))
         anchors = model(model.preprocess([query_prefix + t for t in [p.query for p in batch] + others]))
-        passages = model(model.preprocess([passage_prefix + p.passage for p in batch]))
-        loss = contrastive_loss(anchors["sentence_embedding"], passages["sentence_embedding"], settings)
+        texts = [p.passage for p in batch] + [p.negative for p in batch if p.negative]
+        passages = model(model.preprocess([passage_prefix + t for t in texts]))
+        loss = contrastive_loss(anchors["sentence_embedding"], passages["sentence_embedding"], settings, len(batch))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -311,18 +347,33 @@ def train(base: Path, batch_list: list[list[Pair]], settings: AdaptSettings,
     return model, len(losses), losses, stopped_early
 
 
-def contrastive_loss(anchors, passages, settings: AdaptSettings):
-    """In-batch softmax loss: anchor i -> passage i among the passages, and passage i -> anchor i among all
-    anchors, the out-of-scope questions after the batch's anchors included. Vectors are unit length."""
+def contrastive_loss(anchors, passages, settings: AdaptSettings, n: int | None = None):
+    """In-batch softmax loss: anchor i -> passage i among all the passages (the ``n`` positives, then the
+    hard negatives), and passage i -> anchor i among all anchors, the out-of-scope questions after the
+    batch's anchors included. Vectors are unit length."""
     import torch
 
-    n = passages.shape[0]
+    n = passages.shape[0] if n is None else n
     target = torch.arange(n)
     forward = torch.nn.functional.cross_entropy(settings.scale * anchors[:n] @ passages.T, target)
     if anchors.shape[0] == n or settings.negative_weight == 0:
         return forward
-    backward = torch.nn.functional.cross_entropy(settings.scale * passages @ anchors.T, target)
+    backward = torch.nn.functional.cross_entropy(settings.scale * passages[:n] @ anchors.T, target)
     return forward + settings.negative_weight * backward
+
+
+def _encoder(base: Path) -> Callable[[list[str], str], np.ndarray]:
+    """Unit vectors from the model at ``base`` before training, with e5's query/passage prefixes."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(base), device="cpu")
+    prefixes = {"query": model.prompts.get("query") or "query: ", "passage": model.prompts.get("passage") or "passage: "}
+
+    def encode(texts: list[str], kind: str) -> np.ndarray:
+        return model.encode([prefixes[kind] + t for t in texts], batch_size=32, normalize_embeddings=True,
+                            convert_to_numpy=True)
+
+    return encode
 
 
 def _freeze(model, settings: AdaptSettings) -> None:
@@ -364,6 +415,9 @@ def adapt(documents: Sequence[Document], questions: Sequence[dict], base: Path, 
                                               else chunk_document(d))]
     answerable = [q for q in questions if q.get("gold")]
     selected = select_pairs(library_pairs(documents, chunks), question_pairs(answerable, chunks), settings, rng)
+    if settings.hard_negatives:
+        selected = mine_negatives(selected, chunks, _encoder(base), settings.hard_negatives,
+                                  settings.hard_negative_pool, rng)
     batch_list = batches(selected, settings.batch_size, rng)
     if not batch_list:
         raise AdaptError("no training pairs: the library has no passages with headings, sentences or quoted terms")

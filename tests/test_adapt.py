@@ -1,5 +1,6 @@
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ from index.adapt import (
     compact,
     contrastive_loss,
     export_adapter,
+    _encoder,
     library_pairs,
+    mine_negatives,
     question_pairs,
     select_pairs,
 )
@@ -75,6 +78,47 @@ def test_a_question_pairs_with_the_passage_holding_its_gold_quote(chunks):
     assert len(pairs) == 1
     assert pairs[0].query == "村里有啥平台能看村务"
     assert "依托“村情通”平台公开村务" in compact(pairs[0].passage)
+
+
+CITY = """关于推进城市社区治理的通知
+
+一、社区服务
+社区要建设便民服务平台，居民可在线预约办理事项。服务平台每季度公开一次办理情况。
+"""
+
+
+def test_a_hard_negative_is_a_close_passage_of_the_same_document_without_the_answer(doc, chunks, models_dir):
+    city = clean(CITY, doc_id="city")
+    library = list(chunks) + chunk_document(city, 60)
+    questions = [{"id": "a", "q": "村里有啥平台能看村务", "gold": ["依托“村情通”平台公开村务"]}]
+    pairs = question_pairs(questions, library) + library_pairs([doc], chunks)["heading"]
+    encode = _encoder(Path(resolve_model_path(BUNDLED_MODEL_NAME, models_dir)))
+    mined = mine_negatives(pairs, library, encode, ("question",), 1, random.Random(0))
+    question = mined[0]
+    assert question.negative and question.negative.split("\n", 1)[1] in {c.text for c in chunks}  # its own document
+    assert "依托“村情通”平台公开村务" not in compact(question.negative)  # never the answer
+    by_text = {c.context_text(): c for c in library}
+    village = [c for c in chunks if c.chunk_id != question.group]
+    closest = max(village, key=lambda c: float(encode([c.context_text()], "passage")[0]
+                                              @ encode([question.query], "query")[0]))
+    assert by_text[question.negative].chunk_id == closest.chunk_id  # pool 1: the closest allowed passage
+    assert all(not p.negative for p in mined[1:])  # headings were not asked for
+    # what a pair must avoid is never its negative, however close
+    avoided = replace(question, negative="", avoid=(compact(closest.text),))
+    again = mine_negatives([avoided], library, encode, ("question",), 1, random.Random(0))[0]
+    assert again.negative and by_text[again.negative].chunk_id not in (closest.chunk_id, question.group)
+
+
+def test_a_hard_negative_near_the_anchor_costs_and_counts_only_as_a_passage():
+    torch = pytest.importorskip("torch")
+    settings = AdaptSettings(scale=20.0)
+    passages = torch.eye(3, 8)[:2]
+    anchors = passages.clone()
+    far, near = torch.eye(3, 8)[2:], torch.nn.functional.normalize(passages[:1] + 0.3 * torch.eye(3, 8)[2:], dim=1)
+    alone = contrastive_loss(anchors, passages, settings)
+    assert contrastive_loss(anchors, torch.cat([passages, far]), settings, 2) < \
+        contrastive_loss(anchors, torch.cat([passages, near]), settings, 2)  # a close sibling is the hard one
+    assert float(contrastive_loss(anchors, torch.cat([passages, far]), settings, 2)) >= float(alone)
 
 
 def test_no_batch_repeats_a_passage_or_an_anchor(doc, chunks):
