@@ -9,10 +9,12 @@ noise floor, lexical coverage, the ranker's score and margin, coined names, a ho
 action, closeness to everyday chatter …) two logistic models give P(the first passage answers the
 question) and P(the question is about the documents' subjects at all). They pick one of three tiers:
 
-- ``decline``: P(about the documents' subjects) is below the related threshold — said plainly;
-- ``answer``: otherwise, when P(first) reaches the answer threshold — the passage is quoted and cited;
+- ``answer``: P(first) reaches the answer threshold and P(about the documents' subjects) the related
+  threshold — the passage is quoted and cited;
+- ``decline``: neither reaches its threshold — said plainly;
 - ``related``: otherwise — "没有找到确切答案，以下内容可能相关" with the best passages' document, section
-  and first line.
+  and first line. This includes a first passage the answer model is sure of when the scope model doubts the
+  subject: the models disagree, so it is listed, neither quoted nor declined (``index.rank.Tiers.tier``).
 
 ``abstained`` is true for ``related`` and ``decline``. The thresholds are fitted with the models
 (settings ANSWER_THRESHOLD and RELATED_THRESHOLD override them).
@@ -31,7 +33,7 @@ import numpy as np
 from bot import templates as t
 from index.chunk import Chunk
 from index.metadata import STATUS_AMENDED, STATUS_IN_FORCE, STATUS_REPEALED
-from index.rank import ANSWER_FEATURES, SCOPE_FEATURES, LearnedModels
+from index.rank import ANSWER_FEATURES, SCOPE_FEATURES, TIER_ANSWER, TIER_DECLINE, TIER_RELATED, LearnedModels, Tiers
 from index.search import Hit, SearchResult
 from index.store import LoadedIndex
 from index.tokenize import Tokenizer
@@ -56,7 +58,6 @@ HAS_WORD = re.compile(r"[0-9a-zA-Z\u3400-\u4dbf\u4e00-\u9fff]")
 KIND_ANSWER, KIND_RELATED, KIND_ABSTAIN = "answer", "related", "abstain"
 KIND_GREETING, KIND_HELP, KIND_EMPTY, KIND_NOT_TEXT = "greeting", "help", "empty", "not_text"
 KIND_MORE = "more"
-TIER_ANSWER, TIER_RELATED, TIER_DECLINE = "answer", "related", "decline"
 
 
 @dataclass
@@ -272,8 +273,7 @@ class Answerer:
             p_scope = float(models.scope.probability(evidence_row(result, SCOPE_FEATURES))[0])
         else:
             p_answer = p_scope = 0.0
-        in_scope = p_scope >= related_at
-        tier = TIER_DECLINE if not in_scope else TIER_ANSWER if p_answer >= answer_at else TIER_RELATED
+        tier = Tiers(answer_at, related_at).tier(p_answer, p_scope)
         if tier == TIER_ANSWER and result.missing:  # the document it names is not in the library
             tier = TIER_RELATED
         return Decision(

@@ -383,9 +383,11 @@ def choose_tiers(p_answer: np.ndarray, p_related: np.ndarray, answerable: np.nda
     declined = np.array([outcome_value(1.0, 1.0, 0.0, 0.0, a, h, r) for a, h, r in rows])
     in_scope = p_related[None, :] >= grid[:, None]  # (related threshold, question)
     sure = p_answer[None, :] >= grid[:, None]  # (answer threshold, question)
-    value = np.where(in_scope[None, :, :], np.where(sure[:, None, :], answered, related), declined)
+    # as Tiers.tier: answered when both hold, declined when neither does, related otherwise
+    both, either = sure[:, None, :] & in_scope[None, :, :], sure[:, None, :] | in_scope[None, :, :]
+    value = np.where(both, answered, np.where(either, related, declined))
     value = value.reshape(len(grid) * len(grid), -1)  # (answer × related, question)
-    answers_hard = (sure[:, None, :] & in_scope[None, :, :] & hard[None, None, :]).reshape(value.shape)
+    answers_hard = (both & hard[None, None, :]).reshape(value.shape)
     weights = np.random.default_rng(BOOTSTRAP_SEED).poisson(1.0, size=(BOOTSTRAPS, value.shape[1]))
     plain = value @ weights.T  # (pair, resample)
     hard_total = np.maximum(weights @ hard.astype(np.float64), 1.0)
@@ -395,8 +397,7 @@ def choose_tiers(p_answer: np.ndarray, p_related: np.ndarray, answerable: np.nda
         asked = answerable & library
         if not asked.any():
             continue
-        declines = np.broadcast_to(~in_scope[None, :, :] & asked[None, None, :],
-                                   (len(grid), len(grid), len(asked))).reshape(value.shape)
+        declines = (~either & asked[None, None, :]).reshape(value.shape)
         asked_total = np.maximum(weights @ asked.astype(np.float64), 1.0)
         too_many |= (declines.astype(np.float64) @ weights.T) / asked_total > DECLINED_MAX
     totals = np.where(too_many, -np.inf, plain)
@@ -410,15 +411,9 @@ def nearest(grid: np.ndarray, values: np.ndarray) -> float:
     return float(grid[np.abs(grid - np.median(values)).argmin()])
 
 
-def tier_of(tiers: Tiers, p_answer: float, p_related: float) -> str:
-    if p_answer >= tiers.answer and p_related >= tiers.related:
-        return "answer"
-    return "related" if p_related >= tiers.related else "decline"
-
-
 def outcome_value(t_answer: float, t_related: float, p_answer: float, p_related: float, answerable: bool,
                   hard: bool, rank: int | None) -> float:
-    tier = tier_of(Tiers(t_answer, t_related), p_answer, p_related)
+    tier = Tiers(t_answer, t_related).tier(p_answer, p_related)
     if not answerable:
         return OUTCOME_VALUE[f"{'answered' if tier == 'answer' else tier if tier == 'related' else 'declined'}_"
                              f"{'hard' if hard else 'everyday'}"]
@@ -431,7 +426,7 @@ def outcome_value(t_answer: float, t_related: float, p_answer: float, p_related:
 
 def tier_figures(tiers: Tiers, p_answer: np.ndarray, p_related: np.ndarray, answerable: np.ndarray,
                  hard: np.ndarray, ranks: list[int | None]) -> dict:
-    tier = [tier_of(tiers, a, r) for a, r in zip(p_answer, p_related, strict=True)]
+    tier = [tiers.tier(a, r) for a, r in zip(p_answer, p_related, strict=True)]
     n = int(answerable.sum())
     out = int((~answerable).sum())
     right = sum(1 for t, a, r in zip(tier, answerable, ranks, strict=True) if a and t == "answer" and r == 1)

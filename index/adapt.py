@@ -367,7 +367,8 @@ def _encoder(base: Path) -> Callable[[list[str], str], np.ndarray]:
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(base), device="cpu")
-    prefixes = {"query": model.prompts.get("query") or "query: ", "passage": model.prompts.get("passage") or "passage: "}
+    prefixes = {"query": model.prompts.get("query") or "query: ",
+                "passage": model.prompts.get("passage") or "passage: "}
 
     def encode(texts: list[str], kind: str) -> np.ndarray:
         return model.encode([prefixes[kind] + t for t in texts], batch_size=32, normalize_embeddings=True,

@@ -127,13 +127,22 @@ class LinearModel:
                    np.zeros(n), np.ones(n))
 
 
+TIER_ANSWER, TIER_RELATED, TIER_DECLINE = "answer", "related", "decline"
+
+
 @dataclass
 class Tiers:
-    """Decline when P(about the documents' subjects) is below ``related``; otherwise answer when
-    P(first passage right) reaches ``answer``, else list related passages."""
+    """Answer when P(first passage right) reaches ``answer`` and P(about the documents' subjects) reaches
+    ``related``; decline when neither does; otherwise list related passages. A question whose first passage
+    the answer model is sure of is not declined even when the scope model doubts its subject (the passage
+    answering implies the subject is the documents'): the two models disagree, so it is listed as related."""
 
     answer: float
     related: float
+
+    def tier(self, p_answer: float, p_related: float) -> str:
+        sure, in_scope = p_answer >= self.answer, p_related >= self.related
+        return TIER_ANSWER if sure and in_scope else TIER_RELATED if sure or in_scope else TIER_DECLINE
 
 
 @dataclass

@@ -9,12 +9,12 @@ import pytest
 from index.adapt import (
     AdaptError,
     AdaptSettings,
+    _encoder,
     adapt,
     batches,
     compact,
     contrastive_loss,
     export_adapter,
-    _encoder,
     library_pairs,
     mine_negatives,
     question_pairs,

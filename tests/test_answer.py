@@ -46,11 +46,13 @@ def test_the_tiers_follow_the_two_probabilities(answerer):
     answered = answerer.decide(result)
     assert answered.tier == "answer" and answered.confidence >= answered.threshold
     assert answered.scope >= answered.related_threshold
-    # the same evidence under other thresholds: the order of the checks is scope first, then the answer
+    # the same evidence under other thresholds: quoted only when both hold, declined only when neither does
     answerer.settings.answer_threshold = 1.0
     assert answerer.decide(result).tier == "related"
     answerer.settings.related_threshold = 1.0
     assert answerer.decide(result).tier == "decline"
+    answerer.settings.answer_threshold = None  # sure of the passage, doubting the subject: listed, not declined
+    assert answerer.decide(result).tier == "related"
 
 
 def test_a_related_reply_lists_passages_without_quoting_them(answerer):

@@ -25,7 +25,14 @@ from bot.fit import (
     reference_evidence,
 )
 from index.calibration import errand_questions
-from index.rank import ANSWER_FEATURES, DECISION_FEATURES, PASSAGE_FEATURES, SCOPE_FEATURES, LearnedModels
+from index.rank import (
+    ANSWER_FEATURES,
+    DECISION_FEATURES,
+    PASSAGE_FEATURES,
+    SCOPE_FEATURES,
+    LearnedModels,
+    Tiers,
+)
 from index.search import Candidates
 from tests.conftest import ROOT
 
@@ -138,16 +145,18 @@ def test_thresholds_never_answer_more_hard_out_of_scope_than_the_bar():
 
 def test_thresholds_never_decline_more_answerable_questions_than_the_bar():
     # 40 answerable questions, 10 of which look as far from the documents' subjects (p_related 0.3) as 100 of
-    # 200 everyday ones (0.35). Declining all of those would be worth more (100 everyday declined against 10
-    # answerable), but 10 of 40 is over the bar: the related threshold stays low enough to keep them.
+    # 200 everyday ones (0.35), with no passage the answer model is sure of. Declining all of those would be
+    # worth more (100 everyday declined against 10 answerable), but 10 of 40 is over the bar: the related
+    # threshold stays low enough to keep them.
     n_ok, n_everyday = 40, 200
     p_related = np.concatenate([np.full(30, 0.9), np.full(10, 0.3), np.full(100, 0.35), np.full(100, 0.1)])
-    p_answer = np.concatenate([np.full(n_ok, 0.97), np.full(n_everyday, 0.05)])
+    p_answer = np.concatenate([np.full(30, 0.97), np.full(10, 0.02), np.full(n_everyday, 0.05)])
     answerable = np.array([True] * n_ok + [False] * n_everyday)
     hard = np.zeros(n_ok + n_everyday, dtype=bool)
     ranks = [1] * n_ok + [None] * n_everyday
     t_answer, t_related = choose_tiers(p_answer, p_related, answerable, hard, ranks)
-    declined = ((p_related < t_related) & answerable).sum()
+    tiers = Tiers(t_answer, t_related)
+    declined = sum(tiers.tier(a, r) == "decline" for a, r, ok in zip(p_answer, p_related, answerable, strict=True) if ok)
     assert declined / n_ok <= DECLINED_MAX
     assert t_related > 0.1  # the everyday questions that are clearly everyday are still declined
 
@@ -157,7 +166,7 @@ def test_the_declined_bar_holds_for_the_documents_searched_alone_too():
     # documents searched alone, 10 look like the 100 everyday rows at 0.35. Over all 140 answerable rows,
     # declining those 10 stays under the bar (7 %); among the rows searched alone it is 25 %.
     p_related = np.concatenate([np.full(100, 0.9), np.full(30, 0.9), np.full(10, 0.3), np.full(100, 0.35)])
-    p_answer = np.concatenate([np.full(140, 0.97), np.full(100, 0.05)])
+    p_answer = np.concatenate([np.full(130, 0.97), np.full(10, 0.02), np.full(100, 0.05)])
     answerable = np.array([True] * 140 + [False] * 100)
     alone = np.array([False] * 100 + [True] * 40 + [False] * 100)
     hard = np.zeros(240, dtype=bool)
@@ -166,6 +175,24 @@ def test_the_declined_bar_holds_for_the_documents_searched_alone_too():
     _, apart = choose_tiers(p_answer, p_related, answerable, hard, ranks, alone)
     assert pooled > 0.3  # pooled, the 10 are declined with the everyday rows
     assert apart <= 0.3  # apart, they are kept
+
+
+def test_a_passage_the_answer_model_is_sure_of_is_listed_not_declined():
+    tiers = Tiers(answer=0.7, related=0.3)
+    assert tiers.tier(0.9, 0.8) == "answer"
+    assert tiers.tier(0.4, 0.8) == "related"
+    assert tiers.tier(0.4, 0.1) == "decline"
+    assert tiers.tier(0.9, 0.1) == "related"  # the models disagree: listed, neither quoted nor declined
+    # in the fit's choice too: 20 answerable rows the scope model doubts (0.1) as much as 100 everyday ones, but
+    # whose first passage the answer model is sure of, stay useful however high the related threshold goes
+    p_related = np.concatenate([np.full(80, 0.9), np.full(20, 0.1), np.full(100, 0.1)])
+    p_answer = np.concatenate([np.full(100, 0.95), np.full(100, 0.05)])
+    answerable = np.array([True] * 100 + [False] * 100)
+    t_answer, t_related = choose_tiers(p_answer, p_related, answerable, np.zeros(200, dtype=bool),
+                                       [1] * 100 + [None] * 100)
+    chosen = [Tiers(t_answer, t_related).tier(a, r) for a, r in zip(p_answer, p_related, strict=True)]
+    assert t_related > 0.1 and set(chosen[100:]) == {"decline"}  # every everyday row declined
+    assert set(chosen[80:100]) == {"related"}  # the doubted answerable rows listed: 20 % declined otherwise
 
 
 def test_each_errand_is_measured_without_itself(app):
