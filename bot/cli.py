@@ -110,16 +110,19 @@ def index_activate(version: str) -> None:
 def index_adapt(question_files: tuple[Path, ...], max_pairs: int, learning_rate: float, max_minutes: float,
                 freeze_embeddings: bool, negatives_file: Path, no_negatives: bool, hard_negatives: str) -> None:
     """Fine-tune the bundled model on the library's own pairs (+ tuning questions); save it and its ONNX."""
-    from index.adapt import AdaptError, AdaptSettings, adapt, load_question_files
+    from index.adapt import PAIR_KINDS, AdaptError, AdaptSettings, adapt, load_question_files
     from index.bundled_model import BUNDLED_MODEL_NAME
     from index.calibration import everyday_questions
     from index.embed import EmbedderError, resolve_model_path
 
+    kinds = tuple(k.strip() for k in hard_negatives.split(",") if k.strip())
+    if unknown := [k for k in kinds if k not in PAIR_KINDS]:
+        raise click.BadParameter(f"unknown pair kind {', '.join(unknown)}; use {', '.join(PAIR_KINDS)}",
+                                 param_hint="--hard-negatives")
     engine = get_engine()
     models_dir = engine.instance_path / "models"
     settings = AdaptSettings(max_pairs=max_pairs, learning_rate=learning_rate, max_minutes=max_minutes,
-                             freeze_embeddings=freeze_embeddings,
-                             hard_negatives=tuple(k for k in hard_negatives.split(",") if k.strip()))
+                             freeze_embeddings=freeze_embeddings, hard_negatives=kinds)
     bar = tqdm(total=0, unit="step", desc="adapting", file=sys.stderr)
 
     def progress(step: int, steps: int, loss: float) -> None:

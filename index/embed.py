@@ -80,11 +80,10 @@ class SentenceTransformerEmbedder:
             else prompts.get("passage") or prompts.get("document") or ""
         )
         self.name = name
-        self._tokenizer_file = Path(path) / "tokenizer.json"
         # a prefix -> its tokens, counted now: reading tokenizer.json takes 1-2 s, which the first question
         # to a fresh worker would otherwise wait for
-        self._prefix_counts: dict[str, int] = {}
-        self._count_prefix_tokens(self.query_prefix, self.passage_prefix)
+        self._prefix_counts = self._count_prefix_tokens(Path(path) / "tokenizer.json",
+                                                        (self.query_prefix, self.passage_prefix))
         get_dimension = getattr(self.model, "get_embedding_dimension", None) or \
             self.model.get_sentence_embedding_dimension
         dim = get_dimension()
@@ -111,7 +110,7 @@ class SentenceTransformerEmbedder:
                             batch_size: int) -> tuple[np.ndarray, list[TokenVectors]]:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32), []
-        skip = self._prefix_tokens(prefix)
+        skip = self._prefix_counts.get(prefix, 0)
         outputs: list[dict[str, Any]] = self.model.encode(  # type: ignore[assignment]
             [prefix + t for t in texts], batch_size=batch_size, output_value=None, normalize_embeddings=True,
             show_progress_bar=False)
@@ -127,26 +126,15 @@ class SentenceTransformerEmbedder:
     def encode_queries_with_tokens(self, texts: list[str]) -> tuple[np.ndarray, list[TokenVectors]]:
         return self._encode_with_tokens(texts, self.query_prefix, 16)
 
-    def _prefix_tokens(self, prefix: str) -> int:
-        if prefix and prefix not in self._prefix_counts:
-            self._count_prefix_tokens(prefix)
-        return self._prefix_counts.get(prefix, 0)
-
-    def _count_prefix_tokens(self, *prefixes: str) -> None:
+    def _count_prefix_tokens(self, tokenizer_file: Path, prefixes: tuple[str, ...]) -> dict[str, int]:
         """How many tokens each prefix takes, counted as the ONNX back end counts them: by the model folder's
         tokenizer.json, which gives "query: " the "▁" before the text (the transformers tokenizer does not)."""
-        prefixes = tuple(p for p in prefixes if p and p not in self._prefix_counts)
-        if not prefixes:
-            return
-        if self._tokenizer_file.exists():
+        if tokenizer_file.exists():
             from tokenizers import Tokenizer
 
-            tokenizer = Tokenizer.from_file(str(self._tokenizer_file))
-            for prefix in prefixes:
-                self._prefix_counts[prefix] = len(tokenizer.encode(prefix, add_special_tokens=False).ids)
-        else:
-            for prefix in prefixes:
-                self._prefix_counts[prefix] = len(self.model.tokenizer(prefix, add_special_tokens=False)["input_ids"])
+            tokenizer = Tokenizer.from_file(str(tokenizer_file))
+            return {p: len(tokenizer.encode(p, add_special_tokens=False).ids) for p in prefixes if p}
+        return {p: len(self.model.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prefixes if p}
 
     def encode_passages_with_tokens(self, texts: list[str],
                                     batch_size: int = 32) -> tuple[np.ndarray, list[TokenVectors]]:

@@ -59,3 +59,8 @@ def test_fit_reads_several_sets_and_names_a_broken_line(runner, tmp_path):
     out = tmp_path / "learned.json"
     result = runner.invoke(args=["fit", str(good), str(broken), "--out", str(out)])
     assert result.exit_code != 0 and "tune-more.jsonl:2:" in result.output and not out.exists()
+
+
+def test_index_adapt_refuses_an_unknown_hard_negative_kind_before_any_work(runner):
+    result = runner.invoke(args=["index", "adapt", "--hard-negatives", "question, sentense"])
+    assert result.exit_code != 0 and "sentense" in result.output and "question, sentence" in result.output
