@@ -252,7 +252,7 @@ def main() -> None:
     if not args.skip_scale:
         from bench import scale
 
-        scale.cached_vectors(scale.corpus_chunks(max(scale.SIZES)), scale.embedder())
+        scale.fill_cache(scale.corpus_chunks(max(scale.SIZES)), scale.embedder())
         out += ["", "## Scale: chunks of ../shared/bench/*.jsonl (1M: the 100k repeated), one worker thread", "",
                 f"`answer()` over the {len(scale.questions())} questions of ../shared/eval (dev, docs-dev, DomainRAG), "
                 "ONNX back end; resident memory of the whole process.", ""]

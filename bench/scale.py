@@ -123,6 +123,14 @@ def cached_vectors(texts: list[str], model, progress: bool = True) -> np.ndarray
     return vectors
 
 
+def fill_cache(chunks: list, model) -> None:
+    """Embed (once, into the cache) every passage text and sentence text the scale runs will read."""
+    from index.sentences import sentence_texts
+
+    cached_vectors([c.context_text() for c in chunks], model)
+    cached_vectors([t for c in chunks for t in sentence_texts(c)], model)
+
+
 def cached_sentences(base: list, model, copies: int = 1, progress: bool = True):
     """The sentence vectors of ``base`` (from the cache), repeated ``copies`` times as the chunks are."""
     from index.dense import DenseIndex
@@ -311,12 +319,7 @@ def main() -> None:
     if args.size:
         print(json.dumps(measure(args.size)))
         return
-    chunks = corpus_chunks(max(SIZES))
-    from index.sentences import sentence_texts
-
-    model = embedder(args.threads)
-    cached_vectors([c.context_text() for c in chunks], model)
-    cached_vectors([t for c in chunks for t in sentence_texts(c)], model)
+    fill_cache(corpus_chunks(max(SIZES)), embedder(args.threads))
     if not args.embed_only:
         print("\n".join(markdown(run_all())))
 

@@ -18,6 +18,7 @@ thresholds by a few questions; this figure compares two decisions without that n
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -124,6 +125,17 @@ def metrics(rows: list[EvalRow]) -> dict:
         round(sum(1 for r in out_of_scope if r.abstained) / len(out_of_scope), 4) if out_of_scope else None
     )
     return result | member_view(rows) | {"answer_auc": answer_auc(rows)}
+
+
+def wilson_interval(count: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The 95 % interval (Wilson score) of a share of ``count`` in ``n``: how far the figure of another set of
+    questions like these may fall from it by chance alone. None for an empty set."""
+    if n <= 0:
+        return None
+    p = count / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
 
 
 def answer_auc(rows: list[EvalRow]) -> float | None:

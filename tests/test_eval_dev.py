@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from bot.evaluate import EvalRow, answer_auc, evaluate, load_question_sets, load_questions
+from bot.evaluate import EvalRow, answer_auc, evaluate, load_question_sets, load_questions, wilson_interval
 from tests.conftest import SHARED
 
 
@@ -65,3 +65,14 @@ def test_several_sets_load_as_one_and_each_question_keeps_its_own_id(tmp_path):
     questions = load_question_sets([first, second])
     assert [q["q"] for q in questions] == ["村情通是什么？", "今天天气怎么样", "凡提四必是什么？"]
     assert [q["id"] for q in questions] == ["1", "tune-more:1", "2"]
+
+
+def test_wilson_interval_brackets_the_share_and_narrows_with_more_questions():
+    low, high = wilson_interval(118, 188)  # held-out R@1 0.628
+    assert low < 118 / 188 < high
+    assert (round(low, 2), round(high, 2)) == (0.56, 0.69)
+    wide, narrow = wilson_interval(10, 20), wilson_interval(500, 1000)
+    assert wide[1] - wide[0] > 3 * (narrow[1] - narrow[0])
+    assert wilson_interval(0, 40)[0] == 0.0 and wilson_interval(0, 40)[1] > 0  # none seen is not "never"
+    assert wilson_interval(40, 40)[1] == 1.0 and wilson_interval(40, 40)[0] < 1
+    assert wilson_interval(0, 0) is None
