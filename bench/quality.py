@@ -1,6 +1,6 @@
 """`make eval`: answer quality on every question set, as members experience it.
 
-    .venv/bin/python -m bench.quality [--shared ../shared] [--instances instance/eval]
+    .venv/bin/python -m bench.quality [--shared ../shared] [--instances instance/eval] [--against OLD.json]
 
 Builds (once; embeddings are cached) two instances under ``--instances``: the shipped speech alone, and the
 speech plus every document of ../shared/docs — then runs each set that belongs to it and prints one table:
@@ -10,6 +10,10 @@ was fitted on; read it beside the tuning set. ``eval/fresh.jsonl`` was written l
 documents, by a writer who saw no code and no other set: it is the unseen check. ``eval/tune-more.jsonl`` is
 new writers' questions over the tuning documents, not fitted on either; ``eval/errands.jsonl`` 200 personal
 errands (everyday questions that sound official), all to be declined.
+
+``--against`` a learned-models file (``flask fit``'s output, e.g. the ``index/learned.json`` of an earlier
+commit) runs every set with it too and prints, question by question, what each outcome gained and lost
+since, with the sign test's p (``bot.evaluate.compare``): the way to tell a change from chance.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bot.evaluate import evaluate, load_questions, wilson_interval
+from bot.evaluate import OUTCOMES, EvalRow, compare, evaluate, load_questions, wilson_interval
+from index.rank import LearnedModels, ModelError
 from index.store import IndexStoreError
 from server import create_app
 
@@ -44,10 +49,17 @@ def instance(folder: Path, documents: list[Path]):
     return app
 
 
-def row(app, path: Path) -> dict:
+def run(app, path: Path, models: LearnedModels | None = None) -> tuple[dict, list[EvalRow]]:
+    """The set's metrics and rows, with the serving index's learned models or, for this run, ``models``."""
     with app.app_context():
-        metrics, _ = evaluate(app.extensions["engine"].answerer, load_questions(path))
-    return metrics
+        engine = app.extensions["engine"]
+        searcher = engine.current_index().searcher
+        kept = searcher.models
+        searcher.models = models or kept
+        try:
+            return evaluate(engine.answerer, load_questions(path))
+        finally:
+            searcher.models = kept
 
 
 def interval(share: float | None, n: int) -> str:
@@ -63,7 +75,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--instances", type=Path, default=ROOT / "instance" / "eval")
+    parser.add_argument("--against", type=Path, help="learned models to compare with, question by question")
     args = parser.parse_args()
+    try:
+        earlier = LearnedModels.load(args.against) if args.against else None
+    except ModelError as exc:
+        parser.error(str(exc))
     models = args.instances / "models"
     models.mkdir(parents=True, exist_ok=True)
     runs = [
@@ -76,7 +93,7 @@ def main() -> None:
     ]
     print("| index | set | questions | " + " | ".join(COLUMNS) + " |")
     print("|" + " --- |" * (len(COLUMNS) + 3))
-    intervals = []
+    intervals, changes = [], []
     for name, documents, sets in runs:
         folder = args.instances / name.replace(" ", "-")
         folder.mkdir(parents=True, exist_ok=True)
@@ -84,19 +101,29 @@ def main() -> None:
             (folder / "models").symlink_to(models.resolve(), target_is_directory=True)
         app = instance(folder, documents)
         for path in sets:
-            m = row(app, path)
+            m, rows = run(app, path)
             label = f"{m['answerable']}+{m['out_of_scope']}"
             print(f"| {name} | {path.name} | {label} | " + " | ".join(fmt(m.get(c)) for c in COLUMNS) + " |",
                   flush=True)
             if m["answerable"]:
                 intervals.append(f"| {name} | {path.name} | " + " | ".join(
                     interval(m.get(c), m["answerable"]) for c in INTERVAL_COLUMNS) + " |")
+            if earlier is not None:
+                change = compare(run(app, path, earlier)[1], rows)
+                changes.append(f"| {name} | {path.name} | " + " | ".join(str(change[c]) for c in OUTCOMES) + " |")
     print("\n95 % intervals (Wilson) of the answerable questions' shares: where the figure of another set of "
           "such questions may fall by chance. Two fits measured on the same questions differ by less noise "
           "than this; a gain on one set that the others do not show is still chance.\n")
     print("| index | set | " + " | ".join(INTERVAL_COLUMNS) + " |")
     print("|" + " --- |" * (len(INTERVAL_COLUMNS) + 2))
     print("\n".join(intervals))
+    if earlier is not None:
+        print(f"\nQuestion by question against {args.against}: questions each outcome now holds for and did "
+              "not (+), and the other way round (−), with the two-sided sign test's p (wrong and declined: "
+              "fewer is better).\n")
+        print("| index | set | " + " | ".join(OUTCOMES) + " |")
+        print("|" + " --- |" * (len(OUTCOMES) + 2))
+        print("\n".join(changes))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@ Besides R@k, the metrics count what a member experiences (the reply's ``tier``):
 ``answer_auc`` needs no threshold: how well the decision's confidence puts the questions whose first
 passage is right above all the others (out-of-scope ones included). The tiers move when a refit moves its
 thresholds by a few questions; this figure compares two decisions without that noise.
+
+``compare`` sets two runs over the same questions side by side, question by question: how many each
+outcome gained and lost, and the sign test's chance of a split that uneven from a change that does nothing.
+Two fits differ on far fewer questions than two question sets do, so this sees a real change that the
+sets' intervals (``wilson_interval``) are too wide to show.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,6 +141,58 @@ def wilson_interval(count: int, n: int, z: float = 1.96) -> tuple[float, float] 
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
+
+
+# Each outcome of one question, yes or no, as ``member_view`` counts it (None: the outcome is not about
+# this kind of question). ``compare`` counts the questions each one turned on and off.
+OUTCOMES: dict[str, Callable[[EvalRow], bool | None]] = {
+    "R@1": lambda r: r.rank == 1 if r.answerable else None,
+    "R@3": lambda r: bool(r.rank and r.rank <= 3) if r.answerable else None,
+    "right": lambda r: r.tier == "answer" and r.rank == 1 if r.answerable else None,
+    "useful": lambda r: (r.tier == "answer" and r.rank == 1
+                         or r.tier == "related" and bool(r.rank and r.rank <= RELATED_SHOWN)) if r.answerable else None,
+    "wrong": lambda r: r.tier == "answer" and not (r.rank and r.rank <= 2) if r.answerable else None,
+    "declined": lambda r: r.tier == "decline" if r.answerable else None,
+    "everyday_declined": lambda r: r.tier == "decline" if not r.answerable and not r.hard else None,
+    "hard_not_answered": lambda r: r.tier != "answer" if not r.answerable and r.hard else None,
+}
+
+
+@dataclass(frozen=True)
+class Change:
+    gained: int  # questions where the outcome holds after and did not before
+    lost: int  # the other way round
+    p: float  # two-sided sign test: the chance of a split at least this uneven if the change did nothing
+
+    def __str__(self) -> str:
+        return f"+{self.gained} −{self.lost} (p {self.p:.2g})" if self.gained or self.lost else "="
+
+
+def sign_test(gained: int, lost: int) -> float:
+    """Two-sided exact sign test of ``gained`` against ``lost`` (ties dropped): P(a split at least as uneven
+    | each changed question as likely to go either way)."""
+    n = gained + lost
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def compare(before: list[EvalRow], after: list[EvalRow]) -> dict[str, Change]:
+    """Each outcome's questions gained and lost from ``before`` to ``after`` (the same questions, matched by
+    id), with the sign test's p."""
+    earlier = {r.id: r for r in before}
+    if len(earlier) != len(before) or {r.id for r in after} != set(earlier) or len(after) != len(before):
+        raise QuestionSetError("the two runs are not over the same questions")
+    out: dict[str, Change] = {}
+    for name, outcome in OUTCOMES.items():
+        gained = lost = 0
+        for row in after:
+            was, now = outcome(earlier[row.id]), outcome(row)
+            gained += bool(now) and not was
+            lost += bool(was) and not now
+        out[name] = Change(gained, lost, round(sign_test(gained, lost), 4))
+    return out
 
 
 def answer_auc(rows: list[EvalRow]) -> float | None:

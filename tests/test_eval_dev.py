@@ -2,7 +2,19 @@
 
 from pathlib import Path
 
-from bot.evaluate import EvalRow, answer_auc, evaluate, load_question_sets, load_questions, wilson_interval
+import pytest
+
+from bot.evaluate import (
+    EvalRow,
+    QuestionSetError,
+    answer_auc,
+    compare,
+    evaluate,
+    load_question_sets,
+    load_questions,
+    sign_test,
+    wilson_interval,
+)
 from tests.conftest import SHARED
 
 
@@ -76,3 +88,52 @@ def test_wilson_interval_brackets_the_share_and_narrows_with_more_questions():
     assert wilson_interval(0, 40)[0] == 0.0 and wilson_interval(0, 40)[1] > 0  # none seen is not "never"
     assert wilson_interval(40, 40)[1] == 1.0 and wilson_interval(40, 40)[0] < 1
     assert wilson_interval(0, 0) is None
+
+
+def test_sign_test_is_exact_and_two_sided():
+    assert sign_test(0, 0) == 1.0 and sign_test(5, 5) == 1.0
+    assert sign_test(30, 9) == sign_test(9, 30)
+    assert 0.0009 < sign_test(30, 9) < 0.0013  # the ranker penalty's paired gain on the unseen sets
+    assert sign_test(4, 0) == 0.125  # four of four one way: 2 × 1/16
+    assert sign_test(12, 2) < 0.05 < sign_test(9, 4)
+
+
+def test_compare_counts_each_outcome_gained_and_lost_question_by_question():
+    def row(i: str, rank: int | None, tier: str, answerable: bool = True, hard: bool = False) -> EvalRow:
+        return EvalRow(id=i, question=i, answerable=answerable, rank=rank, abstained=tier != "answer",
+                       confidence=0.5, tier=tier, hard=hard)
+
+    before = [row("a", 2, "related"), row("b", 1, "answer"), row("c", 4, "decline"),
+              row("d", None, "related", answerable=False), row("e", None, "answer", answerable=False, hard=True)]
+    after = [row("a", 1, "answer"), row("b", 5, "answer"), row("c", 3, "related"),
+             row("d", None, "decline", answerable=False), row("e", None, "related", answerable=False, hard=True)]
+    change = compare(before, list(reversed(after)))  # matched by id, not by order
+    assert (change["R@1"].gained, change["R@1"].lost) == (1, 1)
+    assert (change["R@3"].gained, change["R@3"].lost) == (1, 1)
+    assert (change["right"].gained, change["right"].lost) == (1, 1)
+    assert (change["useful"].gained, change["useful"].lost) == (1, 1)  # c now related in three, b answered wrong
+    assert (change["wrong"].gained, change["wrong"].lost) == (1, 0)  # b answered with no right passage in two
+    assert (change["declined"].gained, change["declined"].lost) == (0, 1)
+    assert (change["everyday_declined"].gained, change["hard_not_answered"].gained) == (1, 1)
+    assert str(compare(before, before)["R@1"]) == "="
+    with pytest.raises(QuestionSetError):
+        compare(before, after[:4])
+
+
+def test_a_set_run_with_other_models_compares_question_by_question_and_restores_the_serving_models(app):
+    from bench.quality import run
+    from tests.conftest import lexical_models
+
+    path = SHARED / "eval" / "dev.jsonl"
+    with app.app_context():
+        serving = app.extensions["engine"].current_index().searcher.models
+    metrics, rows = run(app, path)
+    other_metrics, other_rows = run(app, path, lexical_models())  # BM25 alone ranks, untuned decision
+    with app.app_context():
+        assert app.extensions["engine"].current_index().searcher.models is serving
+    assert all(str(c) == "=" for c in compare(rows, run(app, path)[1]).values())  # the same models: no change
+    change = compare(other_rows, rows)
+    # the learned ranker and decision against BM25 alone: R@1 and right answers net gains, each counted
+    assert change["R@1"].gained - change["R@1"].lost == round((metrics["R@1"] - other_metrics["R@1"]) * 36)
+    assert change["right"].gained - change["right"].lost == round((metrics["right"] - other_metrics["right"]) * 36)
+    assert change["right"].gained > change["right"].lost
