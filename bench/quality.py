@@ -4,12 +4,13 @@
 
 Builds (once; embeddings are cached) two instances under ``--instances``: the shipped speech alone, and the
 speech plus every document of ../shared/docs — then runs each set that belongs to it and prints one table:
-R@1/R@3 and the tiers members see (right, useful, wrong, declined; out-of-scope declined, hard out-of-scope
-not answered), and the answer decision's threshold-free AUC. ``eval/heldout.jsonl`` is the set no weight
-was fitted on; read it beside the tuning set. ``eval/fresh.jsonl`` was written later, over all 20
-documents, by a writer who saw no code and no other set: it is the unseen check. ``eval/tune-more.jsonl`` is
-new writers' questions over the tuning documents, not fitted on either; ``eval/errands.jsonl`` 200 personal
-errands (everyday questions that sound official), all to be declined.
+R@1/R@3 and the tiers members see (right, useful, wrong, declined; shown: the reply's text holds the
+answer; out-of-scope declined, hard out-of-scope not answered), and the answer decision's threshold-free
+AUC. ``eval/heldout.jsonl`` is the set no weight was fitted on; read it beside the tuning set.
+``eval/fresh.jsonl`` was written later, over all 20 documents, by a writer who saw no code and no other set:
+it is the unseen check. ``eval/tune-more.jsonl`` is new writers' questions over the tuning documents, not
+fitted on either; ``eval/errands.jsonl`` 200 personal errands (everyday questions that sound official),
+all to be declined.
 
 ``--against`` a learned-models file (``flask fit``'s output, e.g. the ``index/learned.json`` of an earlier
 commit) runs every set with it too and prints, question by question, what each outcome gained and lost
@@ -27,9 +28,9 @@ from index.store import IndexStoreError
 from server import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
-COLUMNS = ("R@1", "R@3", "right", "useful", "wrong", "related", "declined", "everyday_declined",
+COLUMNS = ("R@1", "R@3", "right", "useful", "wrong", "related", "declined", "shown", "everyday_declined",
            "hard_not_answered", "answer_auc")
-INTERVAL_COLUMNS = ("R@1", "R@3", "right", "useful", "wrong", "declined")
+INTERVAL_COLUMNS = ("R@1", "R@3", "right", "useful", "wrong", "declined", "shown")
 
 
 def instance(folder: Path, documents: list[Path]):

@@ -302,8 +302,8 @@ def batch_download(batch_id: int, fmt: str):
         return Response(body, mimetype="application/x-ndjson",
                         headers={"Content-Disposition": f"attachment; filename=batch-{batch_id}.jsonl"})
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=["id", "question", "answerable", "rank", "abstained", "confidence",
-                                             "failed"])
+    writer = csv.DictWriter(out, fieldnames=["id", "question", "answerable", "rank", "tier", "abstained", "confidence",
+                                             "shown", "failed"])
     writer.writeheader()
     for r in rows:
         writer.writerow({k: r.get(k) for k in writer.fieldnames})

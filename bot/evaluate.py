@@ -7,6 +7,8 @@ Besides R@k, the metrics count what a member experiences (the reply's ``tier``):
 - ``wrong``: answered, and neither of the first two passages is right (a confident wrong answer);
 - ``useful``: right, or a ``related`` reply whose (up to three) passages hold a right one;
 - ``declined``: an answerable question declined outright;
+- ``shown``: the reply's own text holds a gold quote (or ``SHOWN_CHARS`` running characters of one): the
+  member reads the answer without sending 更多 — a quoted passage, or a related reply's line;
 - out of scope: the share declined outright, and for ``"hard": true`` questions the share not answered
   as ``answer`` (a ``related`` reply to them is allowed), each split into everyday and hard.
 
@@ -35,6 +37,7 @@ from bot.answer import RELATED_SHOWN, Answer, Answerer
 
 WHITESPACE = re.compile(r"\s+")
 RANKS = (1, 3, 5)
+SHOWN_CHARS = 10
 
 
 class QuestionSetError(ValueError):
@@ -97,6 +100,7 @@ class EvalRow:
     tier: str = "answer"  # answer | related | decline
     hard: bool = False  # an out-of-scope question close to the documents' topic
     kind: str = ""  # the question's kind in the set (paraphrase, typo, …), when it says
+    shown: bool = False  # the reply's text holds (a piece of) a gold quote
 
     @property
     def failed(self) -> bool:
@@ -113,8 +117,20 @@ def evaluate(answerer: Answerer, questions: list[dict], k: int = 5) -> tuple[dic
             rank=first_hit_rank(answer, q["gold"]) if answerable else None, abstained=answer.abstained,
             confidence=answer.decision.confidence if answer.decision else None,
             tier=answer.tier, hard=bool(q.get("hard")), kind=str(q.get("kind") or ""),
+            shown=answerable and shows_gold(answer.text, q["gold"]),
         ))
     return metrics(rows), rows
+
+
+def shows_gold(text: str, gold: list[str]) -> bool:
+    """Whether ``text`` holds one of the gold quotes, or ``SHOWN_CHARS`` running characters of one (a reply's
+    line is cut; white space ignored)."""
+    text = WHITESPACE.sub("", text)
+    for quote in (WHITESPACE.sub("", g) for g in gold):
+        n = min(SHOWN_CHARS, len(quote))
+        if n and any(quote[i:i + n] in text for i in range(len(quote) - n + 1)):
+            return True
+    return False
 
 
 def metrics(rows: list[EvalRow]) -> dict:
@@ -153,6 +169,7 @@ OUTCOMES: dict[str, Callable[[EvalRow], bool | None]] = {
                          or r.tier == "related" and bool(r.rank and r.rank <= RELATED_SHOWN)) if r.answerable else None,
     "wrong": lambda r: r.tier == "answer" and not (r.rank and r.rank <= 2) if r.answerable else None,
     "declined": lambda r: r.tier == "decline" if r.answerable else None,
+    "shown": lambda r: r.shown if r.answerable else None,
     "everyday_declined": lambda r: r.tier == "decline" if not r.answerable and not r.hard else None,
     "hard_not_answered": lambda r: r.tier != "answer" if not r.answerable and r.hard else None,
 }
@@ -226,6 +243,7 @@ def member_view(rows: list[EvalRow]) -> dict:
         "wrong": share(wrong, answerable),
         "related": share(sum(1 for r in answerable if r.tier == "related"), answerable),
         "declined": share(sum(1 for r in answerable if r.tier == "decline"), answerable),
+        "shown": share(sum(1 for r in answerable if r.shown), answerable),
         "everyday_declined": share(sum(1 for r in everyday if r.tier == "decline"), everyday),
         "hard_not_answered": share(sum(1 for r in hard if r.tier != "answer"), hard),
         "hard_declined": share(sum(1 for r in hard if r.tier == "decline"), hard),

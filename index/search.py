@@ -38,7 +38,7 @@ from index.chunk import HEADER_SECTION, Chunk
 from index.dense import DenseIndex
 from index.embed import Embedder, TokenEmbedder, gives_tokens
 from index.rank import DECISION_FEATURES, PASSAGE_FEATURES, LearnedModels, LinearModel, log_rank
-from index.sentences import SentenceIndex
+from index.sentences import SentenceIndex, sentence_pieces
 from index.synonyms import DEFAULT_SYNONYMS, Rewrite, Synonyms
 from index.token_match import TokenIndex, TokenVectors
 from index.tokenize import Tokenizer
@@ -131,6 +131,7 @@ class SearchResult:
     replaced: tuple[tuple[str, str], ...] = ()  # (member's word, documents' word) pairs applied
     evidence: dict[str, float] = field(default_factory=dict)  # DECISION_FEATURES, for the answer decision
     timings_ms: dict[str, float] = field(default_factory=dict)
+    query_vector: np.ndarray | None = None  # the rewritten question's embedding
 
 
 @dataclass
@@ -251,7 +252,7 @@ class HybridSearcher:
                             semantic_z=z_score(r.semantic, self.calibration), lexical=r.lexical, named=r.named,
                             action=r.action, action_found=r.action_found, rewritten=text,
                             replaced=rewrite.replaced, evidence=r.evidence, timings_ms=timings,
-                            missing=self.missing_document(text))
+                            missing=self.missing_document(text), query_vector=query_vector)
 
     def query_vector(self, text: str) -> np.ndarray:
         """The embedding of a question already normalised and rewritten. The last few are kept, so a check
@@ -270,6 +271,16 @@ class HybridSearcher:
                 vector = self.embedder.encode_queries([text])[0]
             self._query_vectors[text] = vector
         return vector
+
+    def nearest_sentence(self, position: int, query_vector: np.ndarray) -> tuple[str, bool]:
+        """The sentence of passage ``position`` nearest the question (index.sentences), and whether it is
+        the passage's first; a passage of one sentence is that sentence."""
+        chunk = self.chunks[position]
+        pieces = sentence_pieces(chunk)
+        nearest = self.sentences.nearest(position, query_vector) if pieces else None
+        if nearest is None or nearest >= len(pieces):  # one sentence, or vectors of another build's cut
+            return chunk.text.strip(), True
+        return pieces[nearest], nearest == 0
 
     def query_tokens(self, text: str) -> TokenVectors | None:
         """The token vectors of a question already normalised and rewritten (None without a token index)."""

@@ -26,8 +26,9 @@ MIN_SENTENCE_CHARS = 10  # shorter pieces (一是、总之，…) are joined to 
 OFFSETS_FILE = "sentence_offsets.npy"
 
 
-def sentence_texts(chunk: Chunk) -> list[str]:
-    """The texts embedded for ``chunk``'s sentences; empty when it has only one."""
+def sentence_pieces(chunk: Chunk) -> list[str]:
+    """``chunk``'s sentences as embedded (a piece shorter than ``MIN_SENTENCE_CHARS`` joins the next one);
+    empty when it has only one."""
     sentences: list[str] = []
     pending = ""
     for start, end in split_sentences(chunk.text):
@@ -40,10 +41,13 @@ def sentence_texts(chunk: Chunk) -> list[str]:
             sentences[-1] += pending
         else:
             sentences.append(pending)
-    if len(sentences) < 2:
-        return []
+    return sentences if len(sentences) >= 2 else []
+
+
+def sentence_texts(chunk: Chunk) -> list[str]:
+    """The texts embedded for ``chunk``'s sentences (each after its title and innermost heading)."""
     head = " ".join((chunk.title, *chunk.section[-1:]))
-    return [f"{head}\n{s}" for s in sentences]
+    return [f"{head}\n{s}" for s in sentence_pieces(chunk)]
 
 
 class SentenceIndex:
@@ -82,6 +86,14 @@ class SentenceIndex:
         owners = self.owner[ids[ids >= 0]]
         _, first = np.unique(owners, return_index=True)
         return owners[np.sort(first)]
+
+    def nearest(self, position: int, query_vector: np.ndarray) -> int | None:
+        """Which of passage ``position``'s sentences is nearest the question (None: it has no sentence
+        vectors, being a single sentence)."""
+        start, end = int(self.offsets[position]), int(self.offsets[position + 1])
+        if end <= start:
+            return None
+        return int(np.argmax(self.dense.vectors(list(range(start, end))) @ query_vector))
 
     def best_cosine(self, positions: np.ndarray, query_vector: np.ndarray, passage_cosine: np.ndarray) -> np.ndarray:
         """For each passage position, the best cosine of one of its sentences — or the passage's own cosine

@@ -11,6 +11,7 @@ from bot.answer import (
     MAX_QUESTION_CHARS,
     MORE_LIMIT,
     MORE_MIN_RATIO,
+    RELATED_LINE_CHARS,
     cut_to_bytes,
     more_pool,
     search_text,
@@ -62,8 +63,21 @@ def test_a_related_reply_lists_passages_without_quoting_them(answerer):
     assert answer.text.startswith("没有找到“海燕归巢计划是做什么的？”的确切答案，以下内容可能相关：")
     lines = [line for line in answer.text.splitlines() if line[:2] in ("1.", "2.", "3.")]
     assert len(lines) == 3 and all("《在全市组织部长会议上的讲话摘要》" in line for line in lines)
-    assert answer.passages[0].text not in answer.text  # first lines only
+    assert answer.passages[0].text not in answer.text  # a sentence of each only
     assert "更多" in answer.text and t.utf8_len(answer.text) <= t.WECHAT_MAX_BYTES
+
+
+def test_a_related_reply_shows_each_passage_by_its_sentence_nearest_the_question(answerer):
+    answerer.settings.answer_threshold = 1.0
+    answer = answerer.answer("怎样防止干部带病提拔？")
+    assert answer.tier == "related"
+    # the passage opens with its part's theme; the sentence that answers is further on, after "…"
+    assert answer.passages[0].text.startswith("第一，着力树好实干担当导向")
+    first = next(line for line in answer.text.splitlines() if line.startswith("1."))
+    shown = first.split("）：", 1)[1]
+    assert shown.startswith("…") and "坚决防止“带病提拔”" in shown
+    lines = [line.split("）：", 1)[1] for line in answer.text.splitlines() if line[:2] in ("1.", "2.", "3.")]
+    assert all(len(line) <= 1 + RELATED_LINE_CHARS for line in lines)
 
 
 def test_the_decision_explains_itself(answerer):

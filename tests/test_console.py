@@ -158,8 +158,10 @@ def test_console_pages_in_a_real_browser(live_console, page, console_app):
     with console_app.app_context():
         expected_metrics, _ = evaluate(console_app.extensions["engine"].answerer,
                                        load_questions(SHARED / "eval" / "dev.jsonl"))
-    for key in ("R@1", "R@3", "R@5", "MRR", "false_abstentions", "abstention_rate"):
+    for key in ("R@1", "R@3", "R@5", "MRR", "false_abstentions", "abstention_rate",
+                "right", "useful", "wrong", "declined", "shown", "everyday_declined"):
         assert shown[key] == str(expected_metrics[key]), (key, shown[key], expected_metrics[key])
+    assert shown["hard_not_answered"] == "—"  # the dev set marks no question hard
     runner = console_app.test_cli_runner()
     printed = runner.invoke(args=["eval", str(SHARED / "eval" / "dev.jsonl")]).output
     assert f"R@1                {shown['R@1']}" in printed
@@ -208,7 +210,7 @@ def test_batch_compare_download_and_log_export(console_app, tmp_path):
     page = client.get(batch_url).get_data(as_text=True)
     assert "版本对比" in page and "变好" in page  # question a is answered only by the new version
     csv_body = client.get(f"/console/batch/{batch_id}/download.csv").get_data(as_text=True)
-    assert csv_body.lstrip("\ufeff").startswith("id,question,answerable,rank") and "海燕归巢" in csv_body
+    assert csv_body.lstrip("\ufeff").startswith("id,question,answerable,rank,tier,") and "海燕归巢" in csv_body
     jsonl = client.get(f"/console/batch/{batch_id}/download.jsonl").get_data(as_text=True)
     assert len(jsonl.strip().splitlines()) == 2
     # a broken set is refused with its line number

@@ -12,6 +12,7 @@ from bot.evaluate import (
     evaluate,
     load_question_sets,
     load_questions,
+    shows_gold,
     sign_test,
     wilson_interval,
 )
@@ -137,3 +138,13 @@ def test_a_set_run_with_other_models_compares_question_by_question_and_restores_
     assert change["R@1"].gained - change["R@1"].lost == round((metrics["R@1"] - other_metrics["R@1"]) * 36)
     assert change["right"].gained - change["right"].lost == round((metrics["right"] - other_metrics["right"]) * 36)
     assert change["right"].gained > change["right"].lost
+
+
+def test_a_reply_shows_the_answer_when_its_text_holds_a_gold_quote_or_ten_characters_of_one():
+    gold = ["村民委员会每届任期五年，其成员可以连选连任"]
+    assert shows_gold("…村民委员会每届任期五年，其成员可以连选连任。", gold)
+    assert shows_gold("2. 《浙江省村民委员会选举办法》（第三条）：…村民委员会每届任期五…", gold)  # a cut line
+    assert shows_gold("村民委员会 每届任期\n五年", gold)  # white space ignored
+    assert not shows_gold("村民委员会每届任期", gold)  # nine characters are not enough
+    assert shows_gold("党费按月交纳", ["按月交纳"])  # a quote shorter than ten must appear whole
+    assert not shows_gold("", gold) and not shows_gold("任何文字", [""])

@@ -4,7 +4,7 @@ model finds a passage by one of its sentences."""
 import numpy as np
 
 from index.chunk import Chunk
-from index.sentences import SentenceIndex, sentence_texts
+from index.sentences import SentenceIndex, sentence_pieces, sentence_texts
 from tests.conftest import HashEmbedder
 
 
@@ -43,6 +43,24 @@ def test_passages_own_their_sentences_in_order():
     best = index.best_cosine(np.array([0, 1, 2]), query, passage)
     assert best[0] == 0.1  # no sentences: the passage's own cosine
     assert (best >= passage).all() and best[2] > best[1]
+    assert index.nearest(2, query) == 0 and index.nearest(0, query) is None
+    assert index.nearest(2, embedder.encode_queries(["还有第三句话在这里。"])[0]) == 2
+
+
+def test_the_searcher_names_a_passage_by_its_sentence_nearest_the_question(app):
+    with app.app_context():
+        engine = app.extensions["engine"]
+        searcher = engine.current_index().searcher
+        embedder = engine.embedder()
+    position = int(np.flatnonzero(np.diff(searcher.sentences.offsets) >= 3)[0])
+    pieces = sentence_pieces(searcher.chunks[position])
+    assert [f"{searcher.chunks[position].title} {searcher.chunks[position].section[-1]}\n{p}" for p in pieces] \
+        == sentence_texts(searcher.chunks[position])
+    vector = embedder.encode_queries([pieces[2]])[0]
+    assert searcher.nearest_sentence(position, vector) == (pieces[2], False)
+    assert searcher.nearest_sentence(position, embedder.encode_queries([pieces[0]])[0]) == (pieces[0], True)
+    single = int(np.flatnonzero(np.diff(searcher.sentences.offsets) == 0)[0])  # one sentence: the passage itself
+    assert searcher.nearest_sentence(single, vector) == (searcher.chunks[single].text.strip(), True)
 
 
 def test_the_real_model_finds_a_passage_by_one_of_its_sentences(app):
