@@ -294,8 +294,9 @@ class Answerer:
         items = []
         for i, (h, line) in enumerate(zip(hits, lines, strict=True), 1):
             section = first_line(h.chunk.section[-1], RELATED_SECTION_CHARS) if h.chunk.section else ""
-            items.append(t.render(t.RELATED_ITEM, number=i, title=h.chunk.title,
-                                  section=f"（{section}）" if section else "", line=line))
+            if section and not section.startswith(("（", "(")):  # （二）… is bracketed already
+                section = f"（{section}）"
+            items.append(t.render(t.RELATED_ITEM, number=i, title=h.chunk.title, section=section, line=line))
         while True:
             text = t.render(t.RELATED, question=question, items="\n".join(items), notice=notice)
             if t.utf8_len(text) <= self.settings.max_bytes or len(items) == 1:

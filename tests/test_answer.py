@@ -193,6 +193,17 @@ def test_a_quote_from_a_repealed_document_says_so(answerer, monkeypatch):
     assert answer.to_json()["passages"][0]["status"] == "已废止"
 
 
+def test_a_related_item_brackets_its_section_once(answerer):
+    def hit(section: tuple[str, ...], n: int) -> Hit:
+        return Hit(Chunk(f"c{n}", "d", "2022年政府工作报告", section, "正文。", 0, 3), 0.5, 0.5, 1.0, n + 1, n + 1, n)
+
+    text = answerer.related_text("问题", [hit(("三、任务", "（二）着力稳市场主体保就业，加大宏观政策实施力度"), 0),
+                                         hit(("第一章总则", "第三条"), 1), hit((), 2)], "", ["甲", "乙", "丙"])
+    items = [line for line in text.splitlines() if line[:2] in ("1.", "2.", "3.")]
+    assert items == ["1. 《2022年政府工作报告》（二）着力稳市场主体保就业，加…：甲",
+                     "2. 《2022年政府工作报告》（第三条）：乙", "3. 《2022年政府工作报告》：丙"]
+
+
 def test_more_offers_the_passages_not_far_below_the_best():
     def hit(score: float, n: int) -> Hit:
         chunk = Chunk(f"c{n}", "d", "文件", (), f"第{n}段。", 0, 1)
