@@ -115,7 +115,13 @@ def run(instance: Path, seconds: float = 15.0, corpus: Path = SHARED / "docs") -
                                   env={"FLASK_WECHAT_TOKEN": TOKEN, "FLASK_WECHAT_RATE_LIMIT": "1000000",
                                        "FLASK_ADMIN_TOKEN": ADMIN, "FLASK_CORPUS_DIR": str(corpus)})
                 try:
-                    cluster.up(build=False)
+                    try:
+                        cluster.up(build=False)
+                    except RuntimeError as exc:  # keep the nodes' logs: the scratch folder goes with the run
+                        stamp = time.strftime("%Y%m%d-%H%M%S")
+                        kept = ROOT / "instance" / "bench-logs" / f"cluster-{nodes}-nodes-{stamp}"
+                        shutil.copytree(cluster.logs, kept, dirs_exist_ok=True)
+                        raise RuntimeError(f"{exc}; the logs are kept in {kept}") from exc
                     for senders in SENDERS:
                         r = load(cluster, senders, seconds, offset=nodes * 10_000_000 + senders * 100_000)
                         rows.append(f"| {nodes} | {senders} | {r['requests']} | {r['rps']:.1f} | {r['p50']:.0f} | "

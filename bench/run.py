@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import ROOT, SHARED, make_app, median_spread, percentile, write_section
@@ -188,6 +190,43 @@ def first_document_instance(folder: Path, models: Path, backend: str) -> Path:
     return instance
 
 
+def measured(name: str, section: Callable[[], list[str]]) -> list[str]:
+    """A late section's lines; when it fails, a line saying so (and the traceback on stderr) instead, so the
+    sections measured before it — an hour of a full run — still reach the file."""
+    try:
+        return section()
+    except Exception as exc:  # any failure: the other sections' figures must not be lost with it
+        traceback.print_exc()
+        return ["", f"## {name}", "", f"Not measured in this run: {exc.__class__.__name__}: {exc}"]
+
+
+def scale_section() -> list[str]:
+    from bench import scale
+
+    scale.fill_cache(scale.corpus_chunks(max(scale.SIZES)), scale.embedder())
+    out = ["", "## Scale: chunks of ../shared/bench/*.jsonl (1M: the 100k repeated), one worker thread", "",
+           f"`answer()` over the {len(scale.questions())} questions of ../shared/eval (dev, docs-dev, DomainRAG), "
+           "ONNX back end; resident memory of the whole process.", ""]
+    out += scale.markdown(scale.run_all())
+    r = scale.reindex(10_000)
+    return out + ["", f"Re-index through `IndexStore.build` at {r['chunks']:,} chunks ({r['documents']:,} documents, "
+                      f"vectors cached): full build {r['full_from_cache_s']} s; after one changed document "
+                      f"{r['reindex_s']} s, {r['embedded']} passages re-embedded."]
+
+
+def cluster_section(models: Path, backend: str) -> list[str]:
+    from bench import cluster
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return cluster.run(first_document_instance(Path(tmp), models, backend))
+
+
+def peer_section() -> list[str]:
+    from bench import peer
+
+    return ["", "## Peer: txtai hybrid, same model and passages (search only, one thread)", "", *peer.run()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=["onnx", "torch"])
@@ -250,27 +289,11 @@ def main() -> None:
                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         out += build
     if not args.skip_scale:
-        from bench import scale
-
-        scale.fill_cache(scale.corpus_chunks(max(scale.SIZES)), scale.embedder())
-        out += ["", "## Scale: chunks of ../shared/bench/*.jsonl (1M: the 100k repeated), one worker thread", "",
-                f"`answer()` over the {len(scale.questions())} questions of ../shared/eval (dev, docs-dev, DomainRAG), "
-                "ONNX back end; resident memory of the whole process.", ""]
-        out += scale.markdown(scale.run_all())
-        r = scale.reindex(10_000)
-        out += ["", f"Re-index through `IndexStore.build` at {r['chunks']:,} chunks ({r['documents']:,} documents, "
-                    f"vectors cached): full build {r['full_from_cache_s']} s; after one changed document "
-                    f"{r['reindex_s']} s, {r['embedded']} passages re-embedded."]
+        out += measured("Scale", scale_section)
     if not args.skip_cluster:
-        from bench import cluster
-
-        with tempfile.TemporaryDirectory() as tmp:
-            out += cluster.run(first_document_instance(Path(tmp), models, args.backends[0]))
+        out += measured("Cluster", lambda: cluster_section(models, args.backends[0]))
     if not args.skip_peer:
-        from bench import peer
-
-        out += ["", "## Peer: txtai hybrid, same model and passages (search only, one thread)", ""]
-        out += peer.run()
+        out += measured("Peer", peer_section)
     out.append("")
     args.out.write_text("\n".join(out), encoding="utf-8")
     print(f"wrote {args.out}")
