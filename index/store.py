@@ -34,6 +34,7 @@ import faiss
 import numpy as np
 
 from index.bm25 import BM25Index
+from index.calibration import errand_questions, everyday_questions
 from index.chunk import DEFAULT_TARGET_CHARS, Chunk, chunk_document
 from index.dense import DenseIndex
 from index.embed import Embedder, TokenEmbedder, gives_tokens
@@ -50,6 +51,7 @@ from index.tokenize import Tokenizer, find_coined_terms
 
 SENTENCES_DIR = "sentences"
 TOKENS_DIR = "token-vectors"
+QUERY_KEY = "query\0"  # the embedding cache's key of a question starts so; a passage's never does
 MANIFEST_VERSION = 5  # 2: a character-bigram BM25 index beside the jieba one, everyday.npy; 3: sentences/;
 # 4: token-vectors/ (index.token_match; absent when the embedder gives no token vectors); 5: errands.npy
 CURRENT_FILE = "CURRENT"
@@ -232,7 +234,9 @@ class IndexStore:
             bigram_bm25 = BM25Index.build([tokenizer.bigrams(t, normalized=True) for t in normalized])
             searcher = HybridSearcher(chunks, token_lists, bm25, dense, embedder, tokenizer,
                                       bigram_bm25=bigram_bm25, synonyms=synonyms, models=models,
-                                      sentences=sentences, token_index=token_index)
+                                      sentences=sentences, token_index=token_index,
+                                      everyday=_embed_queries(everyday_questions(), embedder, cache),
+                                      errands=_embed_queries(errand_questions(), embedder, cache))
             calibration = searcher.calibration
             np.save(work / "everyday.npy", searcher.everyday)
             np.save(work / "errands.npy", searcher.errands)
@@ -328,6 +332,23 @@ class IndexStore:
                                   newest={d["doc_id"]: d["latest"] for d in manifest.get("documents", [])
                                           if d.get("latest")})
         return LoadedIndex(version=version, path=path, manifest=manifest, searcher=searcher, terms=terms)
+
+
+def _embed_queries(texts: list[str], embedder: Embedder, cache: EmbeddingCache | None) -> np.ndarray:
+    """Question vectors for ``texts`` (the everyday and errand references, index.calibration), from the
+    cache where possible: the same 720 questions took about 5 s of every build. Cached apart from passages
+    (the model reads a question with another prefix)."""
+    if cache is None or not texts:
+        return embedder.encode_queries(texts)
+    keys = [EmbeddingCache.key(embedder.name, f"{QUERY_KEY}{t}") for t in texts]
+    found = cache.get_many(keys, embedder.dimension)
+    missing = [i for i, key in enumerate(keys) if key not in found]
+    if missing:
+        fresh = embedder.encode_queries([texts[i] for i in missing])
+        new = {keys[i]: fresh[j] for j, i in enumerate(missing)}
+        cache.put_many(new)
+        found.update(new)
+    return np.vstack([found[key] for key in keys])
 
 
 def _embed(texts: list[str], embedder: Embedder, cache: EmbeddingCache | None,

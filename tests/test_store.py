@@ -7,8 +7,11 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
+from index.calibration import errand_questions, everyday_questions
+from index.embed_cache import EmbeddingCache
 from index.ingest import load_file
 from index.store import BUILDING_PREFIX, IndexMismatchError, IndexStore, IndexStoreError, NoIndexError
 from tests.conftest import ROOT, SPEECH, HashEmbedder, lexical_models
@@ -36,6 +39,32 @@ def test_build_writes_a_complete_version_with_manifest(store, speech):
     for name in ("chunks.jsonl", "tokens.jsonl", "userdict.txt", "dense.faiss", "bm25"):
         assert (store.root / version / name).exists()
     assert "海燕归巢" in (store.root / version / "userdict.txt").read_text(encoding="utf-8")
+
+
+def test_the_everyday_and_errand_references_are_embedded_once_for_every_build(store, speech, tmp_path):
+    class Counting(HashEmbedder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.queries: list[str] = []
+
+        def encode_queries(self, texts):  # type: ignore[no-untyped-def]
+            self.queries += texts
+            return super().encode_queries(texts)
+
+    references = everyday_questions() + errand_questions()
+    cache = EmbeddingCache(tmp_path / "cache.sqlite3")
+    embedder = Counting()
+    first = store.build([speech], embedder, cache=cache)
+    assert set(references) <= set(embedder.queries)
+    embedder.queries.clear()
+    second = store.build([speech], embedder, cache=cache)
+    assert not set(references) & set(embedder.queries)  # read from the cache, not embedded again
+    for name in ("everyday.npy", "errands.npy"):
+        assert np.array_equal(np.load(store.root / first / name), np.load(store.root / second / name))
+    assert np.array_equal(np.load(store.root / second / "everyday.npy"),
+                          HashEmbedder().encode_queries(everyday_questions()))
+    assert cache.get_many([EmbeddingCache.key("test-hash", references[0])], 16) == {}  # apart from passages
+    cache.close()
 
 
 def test_loaded_index_answers_searches(store, speech):
