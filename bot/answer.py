@@ -417,8 +417,6 @@ def related_lines(searcher: HybridSearcher, hits: list[Hit], result: SearchResul
     replies to the unseen sets' answerable questions that list a right passage, its first line held the
     answer for 15–27 of 81–127 a set; its nearest sentence, cut to 60 characters, for 61–101 (bench.quality's
     ``shown``)."""
-    if result.query_vector is None:
-        return [first_line(h.chunk.text, RELATED_LINE_CHARS) for h in hits]
     lines = []
     for h in hits:
         sentence, first = searcher.nearest_sentence(h.position, result.query_vector)
@@ -427,7 +425,7 @@ def related_lines(searcher: HybridSearcher, hits: list[Hit], result: SearchResul
     return lines
 
 
-def first_line(text: str, limit: int = RELATED_LINE_CHARS) -> str:
+def first_line(text: str, limit: int) -> str:
     """A passage's first line or sentence, cut to ``limit`` characters."""
     from index.chunk import split_sentences
 

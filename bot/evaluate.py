@@ -159,8 +159,8 @@ def wilson_interval(count: int, n: int, z: float = 1.96) -> tuple[float, float] 
     return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
 
 
-# Each outcome of one question, yes or no, as ``member_view`` counts it (None: the outcome is not about
-# this kind of question). ``compare`` counts the questions each one turned on and off.
+# Each outcome of one question, yes or no (None: the outcome is not about this kind of question): what
+# ``member_view`` counts shares of, and ``compare`` counts the questions each one turned on and off.
 OUTCOMES: dict[str, Callable[[EvalRow], bool | None]] = {
     "R@1": lambda r: r.rank == 1 if r.answerable else None,
     "R@3": lambda r: bool(r.rank and r.rank <= 3) if r.answerable else None,
@@ -168,11 +168,14 @@ OUTCOMES: dict[str, Callable[[EvalRow], bool | None]] = {
     "useful": lambda r: (r.tier == "answer" and r.rank == 1
                          or r.tier == "related" and bool(r.rank and r.rank <= RELATED_SHOWN)) if r.answerable else None,
     "wrong": lambda r: r.tier == "answer" and not (r.rank and r.rank <= 2) if r.answerable else None,
+    "related": lambda r: r.tier == "related" if r.answerable else None,
     "declined": lambda r: r.tier == "decline" if r.answerable else None,
     "shown": lambda r: r.shown if r.answerable else None,
     "everyday_declined": lambda r: r.tier == "decline" if not r.answerable and not r.hard else None,
     "hard_not_answered": lambda r: r.tier != "answer" if not r.answerable and r.hard else None,
+    "hard_declined": lambda r: r.tier == "decline" if not r.answerable and r.hard else None,
 }
+MEMBER_VIEW = tuple(name for name in OUTCOMES if not name.startswith("R@"))
 
 
 @dataclass(frozen=True)
@@ -226,25 +229,10 @@ def answer_auc(rows: list[EvalRow]) -> float | None:
 
 
 def member_view(rows: list[EvalRow]) -> dict:
-    """What members experience: right / wrong / useful / declined, and out-of-scope declined."""
-    answerable = [r for r in rows if r.answerable]
-    everyday = [r for r in rows if not r.answerable and not r.hard]
-    hard = [r for r in rows if not r.answerable and r.hard]
-
-    def share(count: int, of: list) -> float | None:
-        return round(count / len(of), 4) if of else None
-
-    right = sum(1 for r in answerable if r.tier == "answer" and r.rank == 1)
-    wrong = sum(1 for r in answerable if r.tier == "answer" and not (r.rank and r.rank <= 2))
-    related_useful = sum(1 for r in answerable if r.tier == "related" and r.rank and r.rank <= RELATED_SHOWN)
-    return {
-        "right": share(right, answerable),
-        "useful": share(right + related_useful, answerable),
-        "wrong": share(wrong, answerable),
-        "related": share(sum(1 for r in answerable if r.tier == "related"), answerable),
-        "declined": share(sum(1 for r in answerable if r.tier == "decline"), answerable),
-        "shown": share(sum(1 for r in answerable if r.shown), answerable),
-        "everyday_declined": share(sum(1 for r in everyday if r.tier == "decline"), everyday),
-        "hard_not_answered": share(sum(1 for r in hard if r.tier != "answer"), hard),
-        "hard_declined": share(sum(1 for r in hard if r.tier == "decline"), hard),
-    }
+    """What members experience: each outcome of ``OUTCOMES`` but R@k, as the share of the questions it is
+    about (answerable, everyday or hard) that it holds for; None when the set has none of them."""
+    view: dict = {}
+    for name in MEMBER_VIEW:
+        about = [held for held in map(OUTCOMES[name], rows) if held is not None]
+        view[name] = round(sum(about) / len(about), 4) if about else None
+    return view

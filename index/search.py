@@ -120,6 +120,7 @@ class SearchResult:
     query: str
     tokens: list[str]
     hits: list[Hit]
+    query_vector: np.ndarray  # the rewritten question's embedding
     semantic: float  # cosine of the passage nearest to the question (0 when there is none)
     semantic_z: float  # the same in standard deviations above this corpus's off-topic noise floor
     lexical: float  # IDF-weighted share of query terms present in one of the top passages
@@ -131,7 +132,6 @@ class SearchResult:
     replaced: tuple[tuple[str, str], ...] = ()  # (member's word, documents' word) pairs applied
     evidence: dict[str, float] = field(default_factory=dict)  # DECISION_FEATURES, for the answer decision
     timings_ms: dict[str, float] = field(default_factory=dict)
-    query_vector: np.ndarray | None = None  # the rewritten question's embedding
 
 
 @dataclass
