@@ -35,6 +35,21 @@ class BM25Index:
         indptr = self._retriever.scores["indptr"]
         return int(indptr[column + 1] - indptr[column])
 
+    def contains(self, token: str, positions: np.ndarray) -> np.ndarray:
+        """Whether each chunk at ``positions`` has ``token``: a binary search in the token's list of chunks
+        (bm25s keeps each list sorted), so a question's few terms are checked against a hundred candidates
+        without gathering any candidate's words."""
+        positions = np.asarray(positions, dtype=np.int64)
+        column = self._retriever.vocab_dict.get(token)
+        if column is None or not len(positions):
+            return np.zeros(len(positions), dtype=bool)
+        indptr = self._retriever.scores["indptr"]
+        having = self._retriever.scores["indices"][int(indptr[column]):int(indptr[column + 1])]
+        if not len(having):
+            return np.zeros(len(positions), dtype=bool)
+        at = np.minimum(np.searchsorted(having, positions), len(having) - 1)
+        return np.asarray(having[at] == positions)
+
     def save(self, directory: Path) -> None:
         self._retriever.save(str(directory), show_progress=False)
 

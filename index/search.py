@@ -348,7 +348,7 @@ class HybridSearcher:
         put("bigram", share_of_best(bigram_all[positions]))
         put("bigram_rank", [log_rank(ranks["bigram"].get(int(p)), fetch) for p in positions])
         weights = self.term_weights(terms)
-        put("coverage", [self._shares(weights, set(self.chunk_tokens[p]))[0] for p in positions])
+        put("coverage", self.coverage(weights, positions))
         gram_weights = self.bigram_weights(grams)
         put("bigram_coverage", [self.bigram_coverage(gram_weights, int(p)) for p in positions])
         put("section_coverage", [self._shares(weights, self.section_words(self.chunks[p].section))[0]
@@ -513,7 +513,10 @@ class HybridSearcher:
         if text is None:
             # the documents' own characters, width-folded and lower-cased (Traditional text still matches
             # through the bigram BM25 index, which is fully normalised; this is only the coverage check)
-            text = unicodedata.normalize("NFKC", WHITESPACE.sub("", self.chunks[position].context_text())).lower()
+            text = WHITESPACE.sub("", self.chunks[position].context_text())
+            if not unicodedata.is_normalized("NFKC", text):  # most passages are: the check is much cheaper
+                text = unicodedata.normalize("NFKC", text)
+            text = text.lower()
             if len(self._bigram_text) > 100_000:
                 self._bigram_text.clear()
             self._bigram_text[position] = text
@@ -574,6 +577,17 @@ class HybridSearcher:
                 action_found = action_found or action in words
         return lexical, named, action_found
 
+    def coverage(self, weights: dict[str, float], positions: np.ndarray) -> np.ndarray:
+        """For each passage position, the weighted share of the terms among its words (``_shares``, from
+        the BM25 index's lists of which passages have each word, which the passages' words built)."""
+        total = sum(weights.values())
+        share = np.zeros(len(positions), dtype=np.float64)
+        if total <= 0:
+            return share
+        for term, weight in weights.items():
+            share += np.where(self.bm25.contains(term, positions), weight, 0.0)
+        return share / total
+
     def _shares(self, weights: dict[str, float], words: set[str]) -> tuple[float, float]:
         """The weighted share of the terms among ``words``, and of the coined names among them."""
         total = sum(weights.values())
@@ -591,14 +605,13 @@ class HybridSearcher:
 
 
 def top_positions(scores: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` best positive scores, best first, ties by position; O(n), not a full sort."""
-    if len(scores) > k:
-        candidates = np.argpartition(-scores, k - 1)[:k]
-        cutoff = scores[candidates].min()
-        candidates = np.flatnonzero(scores >= cutoff)  # every tie at the cut, so the choice is by position
-    else:
-        candidates = np.arange(len(scores))
-    candidates = candidates[scores[candidates] > 0]
+    """Positions of the ``k`` best positive scores, best first, ties by position; O(n), not a full sort.
+    Only the passages a query term matched have a positive score, so the partition runs over those."""
+    candidates = np.flatnonzero(scores > 0)
+    if len(candidates) > k:
+        values = scores[candidates]
+        cutoff = values[np.argpartition(-values, k - 1)[:k]].min()
+        candidates = candidates[values >= cutoff]  # every tie at the cut, so the choice is by position
     order = np.lexsort((candidates, -scores[candidates]))
     return candidates[order][:k]
 

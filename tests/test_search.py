@@ -113,6 +113,17 @@ def test_lexical_coverage(tokenizer):
     assert searcher.lexical_coverage([], 0) == 0.0
 
 
+def test_coverage_from_the_bm25_lists_equals_the_passages_words(tokenizer):
+    searcher = make_searcher(tokenizer)
+    positions = np.arange(len(searcher.chunks))
+    for question in ("海燕归巢计划是做什么的", "怎样防止干部带病提拔", "不在任何段落里的词语", "计划"):
+        weights = searcher.term_weights(tokenizer.terms(question))
+        expected = [searcher._shares(weights, set(searcher.chunk_tokens[p]))[0] for p in positions]
+        np.testing.assert_allclose(searcher.coverage(weights, positions), expected, rtol=0, atol=1e-12)
+        assert searcher.coverage(weights, positions[::-1]).tolist() == searcher.coverage(weights, positions)[::-1].tolist()
+    assert searcher.bm25.contains("海燕", np.array([], dtype=np.int64)).shape == (0,)
+
+
 def test_the_bigram_channel_finds_a_mistyped_name(tokenizer):
     # 海艳归巢 (a homophone typo) is no word jieba knows: the word channel misses, the bigram 归巢 matches
     searcher = make_searcher(tokenizer, ranker(bigram=1.0))
@@ -256,7 +267,24 @@ def test_large_corpora_get_an_inverted_file_index_close_to_exact():
         truth = set(exact.search(query, 10)[0].tolist())
         found.append(len(truth & set(ann.search(query, 10)[0].tolist())) / 10)
     assert np.mean(found) >= 0.95
-    np.testing.assert_allclose(ann.vectors([5, 7]), vectors[[5, 7]], atol=1e-6)  # reconstruct works
+    np.testing.assert_allclose(ann.vectors([5, 7]), vectors[[5, 7]], atol=5e-4)  # reconstruct works (fp16)
+
+
+def test_vectors_are_kept_in_half_precision(tmp_path):
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(2000, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = vectors[:20] + rng.normal(scale=0.05, size=(20, 384)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    index = DenseIndex.build(vectors)
+    index.save(tmp_path)
+    assert (tmp_path / "dense.faiss").stat().st_size < vectors.nbytes * 0.55  # half the bytes of float32
+    loaded = DenseIndex.load(tmp_path)
+    for query in queries:
+        ids, scores = loaded.search(query, 10)
+        np.testing.assert_array_equal(ids, np.argsort(-(vectors @ query), kind="stable")[:10])
+        np.testing.assert_allclose(scores, vectors[ids] @ query, atol=1e-4)
+        np.testing.assert_allclose(loaded.vectors(ids.tolist()) @ query, vectors[ids] @ query, atol=1e-4)
 
 
 @pytest.mark.parametrize("question, missing", [
