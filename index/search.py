@@ -60,6 +60,7 @@ CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")}
 SESSION = re.compile(r"第([一二三四五六七八九十]{1,3}|\d{1,2})次(?:全国)?代表大会"
                      r"|([一二三四五六七八九]?十[一二三四五六七八九]?|\d{2})大")
 WHITESPACE = re.compile(r"\s+")
+FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}  # ！ … ～ -> ! … ~, NFKC's own mapping
 # A question that asks for a figure (多少钱, 几年, 多久; not 哪几个, a list), and a figure in a passage: an
 # Arabic number, or a Chinese one with a unit. A passage that states no figure cannot answer it, however
 # close its subject. Numbers that only place or date the text are not figures: an article or list number
@@ -340,19 +341,20 @@ class HybridSearcher:
 
         put("dense_gap", cosine - best_cosine)
         put("dense_z", z_scores(cosine, self.calibration))
-        put("dense_rank", [log_rank(ranks["dense"].get(int(p)), n) for p in positions])
+        listed = positions.tolist()
+        put("dense_rank", [log_rank(ranks["dense"].get(p), n) for p in listed])
         put("sentence_gap", sentence - float(sentence.max()))
-        put("sentence_rank", [log_rank(ranks["sentence"].get(int(p)), n) for p in positions])
+        put("sentence_rank", [log_rank(ranks["sentence"].get(p), n) for p in listed])
         put("bm25", share_of_best(bm25_all[positions]))
-        put("bm25_rank", [log_rank(ranks["bm25"].get(int(p)), fetch) for p in positions])
+        put("bm25_rank", [log_rank(ranks["bm25"].get(p), fetch) for p in listed])
         put("bigram", share_of_best(bigram_all[positions]))
-        put("bigram_rank", [log_rank(ranks["bigram"].get(int(p)), fetch) for p in positions])
+        put("bigram_rank", [log_rank(ranks["bigram"].get(p), fetch) for p in listed])
         weights = self.term_weights(terms)
         put("coverage", self.coverage(weights, positions))
         gram_weights = self.bigram_weights(grams)
-        put("bigram_coverage", [self.bigram_coverage(gram_weights, int(p)) for p in positions])
+        put("bigram_coverage", [self.bigram_coverage(gram_weights, p) for p in listed])
         put("section_coverage", [self._shares(weights, self.section_words(self.chunks[p].section))[0]
-                                 for p in positions])
+                                 for p in listed])
         put("neighbour_gap", self.neighbour_cosine(positions, query_vector) - best_cosine)
         question_tokens = self.query_tokens(text)
         if question_tokens is not None and self.token_index is not None:
@@ -361,7 +363,7 @@ class HybridSearcher:
             put("token_match_gap", match - match.max())
             put("token_low", low)
             put("token_low_gap", low - low.max())
-        put("header", [1.0 if self.chunks[p].section[:1] == (HEADER_SECTION,) else 0.0 for p in positions])
+        put("header", [1.0 if self.chunks[p].section[:1] == (HEADER_SECTION,) else 0.0 for p in listed])
         documents = self.chunk_document[positions]
         # with one document, it is the best document for every question: its features take the values the
         # best of several would, so a ranking's scores mean the same whatever the library's size
@@ -392,13 +394,13 @@ class HybridSearcher:
         order = np.lexsort((found.positions, -np.round(scores, 9)))
         probability = np.exp(scores - scores.max())
         probability /= probability.sum()
-        hits = [Hit(chunk=self.chunks[int(found.positions[i])], score=round(float(probability[i]), 6),
-                    dense=round(float(found.cosine[i]), 6), bm25=round(float(found.bm25[i]), 6),
-                    dense_rank=found.ranks["dense"].get(int(found.positions[i])),
-                    bm25_rank=found.ranks["bm25"].get(int(found.positions[i])),
-                    bigram_rank=found.ranks["bigram"].get(int(found.positions[i])),
-                    position=int(found.positions[i]), doc_prior=round(float(found.doc_prior[i]), 6))
-                for i in order]
+        dense_ranks, bm25_ranks, bigram_ranks = found.ranks["dense"], found.ranks["bm25"], found.ranks["bigram"]
+        columns = (found.positions[order].tolist(), probability[order].tolist(), found.cosine[order].tolist(),
+                   found.bm25[order].tolist(), found.doc_prior[order].tolist())
+        hits = [Hit(chunk=self.chunks[p], score=round(share, 6), dense=round(cosine, 6), bm25=round(bm25, 6),
+                    dense_rank=dense_ranks.get(p), bm25_rank=bm25_ranks.get(p), bigram_rank=bigram_ranks.get(p),
+                    position=p, doc_prior=round(prior, 6))
+                for p, share, cosine, bm25, prior in zip(*columns, strict=True)]
         return hits, scores[order]
 
     def missing_document(self, text: str) -> str | None:
@@ -513,10 +515,7 @@ class HybridSearcher:
         if text is None:
             # the documents' own characters, width-folded and lower-cased (Traditional text still matches
             # through the bigram BM25 index, which is fully normalised; this is only the coverage check)
-            text = WHITESPACE.sub("", self.chunks[position].context_text())
-            if not unicodedata.is_normalized("NFKC", text):  # most passages are: the check is much cheaper
-                text = unicodedata.normalize("NFKC", text)
-            text = text.lower()
+            text = nfkc(WHITESPACE.sub("", self.chunks[position].context_text())).lower()
             if len(self._bigram_text) > 100_000:
                 self._bigram_text.clear()
             self._bigram_text[position] = text
@@ -604,6 +603,14 @@ class HybridSearcher:
         return {t: self.idf(t) for t in longer or unique}
 
 
+def nfkc(text: str) -> str:
+    """``unicodedata.normalize("NFKC", text)``, in half the time for the documents' text: what NFKC changes
+    in it is nearly always full-width punctuation, digits and letters (，２０１９), which map one to one to
+    ASCII; only a text that still needs more (㈠, ①, compatibility ideographs) goes through NFKC."""
+    text = text.translate(FULL_WIDTH)
+    return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
+
+
 def top_positions(scores: np.ndarray, k: int) -> np.ndarray:
     """Positions of the ``k`` best positive scores, best first, ties by position; O(n), not a full sort.
     Only the passages a query term matched have a positive score, so the partition runs over those."""
@@ -620,7 +627,8 @@ def rank_of(positions: np.ndarray, values: np.ndarray) -> dict[int, int]:
     """1-based rank of each position by ``values`` (best first, ties by position); positions whose
     value is not positive are left out (that channel did not match them)."""
     order = np.lexsort((positions, -values))
-    return {int(positions[i]): r + 1 for r, i in enumerate(i for i in order if values[i] > 0)}
+    order = order[values[order] > 0]
+    return dict(zip(positions[order].tolist(), range(1, len(order) + 1), strict=True))
 
 
 def z_scores(cosine: np.ndarray, stats: dict | None) -> np.ndarray:
