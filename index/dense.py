@@ -97,7 +97,7 @@ class DenseIndex:
                 pass
         return cls(faiss.read_index(path))
 
-    def vectors(self, positions: list[int]) -> np.ndarray:
+    def vectors(self, positions: list[int] | np.ndarray) -> np.ndarray:
         """The stored vectors of the given chunk positions."""
         if not len(positions):
             return np.zeros((0, self.dimension), dtype=np.float32)

@@ -352,7 +352,8 @@ class HybridSearcher:
         weights = self.term_weights(terms)
         put("coverage", self.coverage(weights, positions))
         gram_weights = self.bigram_weights(grams)
-        put("bigram_coverage", [self.bigram_coverage(gram_weights, p) for p in listed])
+        gram_total = sum(gram_weights.values())
+        put("bigram_coverage", [self.bigram_coverage(gram_weights, p, gram_total) for p in listed])
         put("section_coverage", [self._shares(weights, self.section_words(self.chunks[p].section))[0]
                                  for p in listed])
         put("neighbour_gap", self.neighbour_cosine(positions, query_vector) - best_cosine)
@@ -487,12 +488,20 @@ class HybridSearcher:
 
     def neighbour_cosine(self, positions: np.ndarray, query_vector: np.ndarray) -> np.ndarray:
         """For each position, the best cosine of the passage just before or after it in the same document."""
-        wanted = sorted({int(q) for p in positions.tolist() for q in (p - 1, p + 1)
-                         if 0 <= q < len(self.chunks) and self.chunk_document[q] == self.chunk_document[p]})
-        if not wanted:
+        last = len(self.chunks) - 1
+        document = self.chunk_document[positions]
+        before, after = positions - 1, positions + 1
+        has_before = (before >= 0) & (self.chunk_document[np.maximum(before, 0)] == document)
+        has_after = (after <= last) & (self.chunk_document[np.minimum(after, last)] == document)
+        wanted = np.unique(np.concatenate([before[has_before], after[has_after]]))
+        if not len(wanted):
             return np.full(len(positions), -1.0)
-        cos = dict(zip(wanted, (self.dense.vectors(wanted) @ query_vector).tolist(), strict=True))
-        return np.array([max(cos.get(p - 1, -1.0), cos.get(p + 1, -1.0)) for p in positions.tolist()])
+        cosine = (self.dense.vectors(wanted) @ query_vector).astype(np.float64)
+
+        def of(neighbours: np.ndarray, has: np.ndarray) -> np.ndarray:
+            return np.where(has, cosine[np.minimum(np.searchsorted(wanted, neighbours), len(wanted) - 1)], -1.0)
+
+        return np.maximum(of(before, has_before), of(after, has_after))
 
     def section_words(self, section: tuple[str, ...]) -> set[str]:
         words = self._section_words.get(section)
@@ -506,9 +515,10 @@ class HybridSearcher:
         return {g: math.log(1 + (n - (df := self.bigram_bm25.document_frequency(g)) + 0.5) / (df + 0.5))
                 for g in dict.fromkeys(grams)}
 
-    def bigram_coverage(self, weights: dict[str, float], position: int) -> float:
-        """IDF-weighted share of the question's bigrams found in the passage's text (and headings)."""
-        total = sum(weights.values())
+    def bigram_coverage(self, weights: dict[str, float], position: int, total: float | None = None) -> float:
+        """IDF-weighted share of the question's bigrams found in the passage's text (and headings);
+        ``total``, the weights' sum, when the caller has it for many passages."""
+        total = sum(weights.values()) if total is None else total
         if total <= 0:
             return 0.0
         text = self._bigram_text.get(position)

@@ -103,8 +103,10 @@ class SentenceIndex:
         has = np.flatnonzero(ends > starts)
         if not len(has):
             return best
-        ids = np.concatenate([np.arange(starts[i], ends[i]) for i in has])
-        cosine = self.dense.vectors(ids.tolist()) @ query_vector
-        bounds = np.concatenate([[0], np.cumsum(ends[has] - starts[has])[:-1]])
+        lengths = ends[has] - starts[has]
+        bounds = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        # every sentence of those passages, in order: each run starts[i] .. ends[i] laid end to end
+        ids = np.arange(int(lengths.sum())) + np.repeat(starts[has] - bounds, lengths)
+        cosine = self.dense.vectors(ids) @ query_vector
         best[has] = np.maximum(best[has], np.maximum.reduceat(cosine, bounds))
         return best

@@ -338,3 +338,17 @@ def test_a_figure_asked_in_members_words_is_still_asked_after_the_rewrite(tokeni
 ])
 def test_a_figure_of_the_kind_asked_is_looked_for_beyond_numbering_and_dates(question, passage, missing):
     assert figure_missing(question, passage) is missing
+
+
+def test_neighbour_cosine_is_the_closer_neighbour_in_the_same_document(tokenizer):
+    searcher = two_documents(tokenizer)
+    query = searcher.query_vector("干部选拔任用")
+    positions = np.arange(len(searcher.chunks))
+    cosine = searcher.dense.vectors(positions) @ query
+    expected = []
+    for p in positions.tolist():
+        near = [float(cosine[q]) for q in (p - 1, p + 1)
+                if 0 <= q < len(positions) and searcher.chunks[q].doc_id == searcher.chunks[p].doc_id]
+        expected.append(max(near, default=-1.0))
+    np.testing.assert_allclose(searcher.neighbour_cosine(positions, query), expected, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(searcher.neighbour_cosine(positions[::-1], query), expected[::-1], rtol=0, atol=1e-7)
