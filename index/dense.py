@@ -82,6 +82,15 @@ class DenseIndex:
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
 
+    def best_scores(self, queries: np.ndarray) -> np.ndarray:
+        """Each query's best cosine over the index, in one FAISS call (many queries share each pass over the
+        vectors); 0 for every query when the index is empty."""
+        queries = np.ascontiguousarray(queries.reshape(-1, self.dimension), dtype=np.float32)
+        if not self.size:
+            return np.zeros(len(queries), dtype=np.float32)
+        scores, _ = self._index.search(queries, 1)
+        return scores[:, 0]
+
     def save(self, directory: Path) -> None:
         faiss.write_index(self._index, str(directory / FILE_NAME))
 

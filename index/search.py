@@ -229,8 +229,7 @@ class HybridSearcher:
 
     def measure_background(self) -> dict:
         """The off-topic noise floor of this corpus: the everyday questions' best cosines (index.calibration)."""
-        return background_stats([float(self.dense.search(v, 1)[1][0]) if self.dense.size else 0.0
-                                 for v in self.everyday])
+        return background_stats(self.dense.best_scores(self.everyday).tolist())
 
     # ---------------------------------------------------------------- search
 

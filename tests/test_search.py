@@ -352,3 +352,14 @@ def test_neighbour_cosine_is_the_closer_neighbour_in_the_same_document(tokenizer
         expected.append(max(near, default=-1.0))
     np.testing.assert_allclose(searcher.neighbour_cosine(positions, query), expected, rtol=0, atol=1e-7)
     np.testing.assert_allclose(searcher.neighbour_cosine(positions[::-1], query), expected[::-1], rtol=0, atol=1e-7)
+
+
+def test_best_scores_are_each_querys_first_search_score():
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(3000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    for index in (DenseIndex.build(vectors), DenseIndex.build(vectors, exact_limit=1000)):
+        queries = vectors[:40] + rng.normal(scale=0.1, size=(40, 32)).astype(np.float32)
+        expected = [index.search(q, 1)[1][0] for q in queries]
+        np.testing.assert_allclose(index.best_scores(queries), expected, rtol=0, atol=1e-6)
+    assert DenseIndex.build(np.zeros((0, 32), dtype=np.float32)).best_scores(queries).tolist() == [0.0] * 40
