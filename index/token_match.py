@@ -36,6 +36,7 @@ MEAN_FILE = "token_mean.npy"
 LOW_QUANTILE = 25  # token_low: this percentile of a question's tokens' best matches
 TOKEN_DIMENSIONS = 192  # principal components kept (a model with fewer dimensions keeps its own)
 BASIS_SAMPLE = 60_000  # tokens the components are fitted on (evenly spread over the library)
+PROJECT_BLOCK = 65_536  # tokens projected and quantised at a time by a build
 
 
 @dataclass
@@ -59,13 +60,14 @@ def quantize(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scales.astype(np.float32)
 
 
-def principal_components(vectors: np.ndarray, dimensions: int) -> tuple[np.ndarray, np.ndarray]:
+def principal_components(vectors: np.ndarray, dimensions: int, sampled: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The mean and the first ``dimensions`` principal directions (columns) of ``vectors``, from an even
-    sample of them; a model no wider than ``dimensions`` keeps its own vectors (zero mean, identity)."""
+    sample of them (``sampled``: ``vectors`` is that sample already); a model no wider than ``dimensions``
+    keeps its own vectors (zero mean, identity)."""
     size = vectors.shape[1]
     if size <= dimensions or len(vectors) < dimensions:
         return np.zeros(size, dtype=np.float32), np.eye(size, dtype=np.float32)
-    sample = vectors[:: max(1, len(vectors) // BASIS_SAMPLE)].astype(np.float64)
+    sample = (vectors if sampled else vectors[:: max(1, len(vectors) // BASIS_SAMPLE)]).astype(np.float64)
     mean = sample.mean(axis=0)
     _, _, directions = np.linalg.svd(sample - mean, full_matrices=False)
     return mean.astype(np.float32), directions[:dimensions].T.astype(np.float32)
@@ -100,13 +102,32 @@ class TokenIndex:
 
     @classmethod
     def build(cls, per_passage: list[TokenVectors], dimensions: int = TOKEN_DIMENSIONS) -> TokenIndex:
+        """The index of every passage's tokens. The library's tokens are never stacked into one float array
+        (at 10k passages that is 1.3M tokens, 2 GB, and a copy for the projection): the components are
+        fitted on the same even sample of them, and the tokens are projected and quantised a block of
+        passages at a time, straight into the index's int8 rows."""
         size = next((t.vectors.shape[1] for t in per_passage if t.vectors.ndim == 2), 0)
-        lengths = [len(t.ids) for t in per_passage]
+        lengths = np.array([len(t.ids) for t in per_passage], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        stacked = np.vstack([t.vectors for t in per_passage if len(t.ids)]) if sum(lengths) else \
-            np.zeros((0, size), dtype=np.float32)
-        mean, basis = principal_components(stacked, dimensions)
-        vectors, scales = quantize(reduce(stacked, mean, basis))
+        total = int(offsets[-1])
+        step = max(1, total // BASIS_SAMPLE)
+        # every step-th token of the library, counting across passages (what principal_components samples)
+        sample = [t.vectors[(-int(start)) % step::step] for t, start in zip(per_passage, offsets[:-1], strict=True)
+                  if len(t.ids)]
+        sampled = np.vstack(sample) if sample else np.zeros((0, size), dtype=np.float32)
+        mean, basis = principal_components(sampled, dimensions, sampled=True)
+        vectors = np.zeros((total, basis.shape[1]), dtype=np.int8)
+        scales = np.zeros(total, dtype=np.float32)
+        block: list[np.ndarray] = []
+        start = 0
+        for i, t in enumerate(per_passage):
+            if len(t.ids):
+                block.append(t.vectors)
+            if block and (i == len(per_passage) - 1 or sum(len(b) for b in block) >= PROJECT_BLOCK):
+                rows = np.vstack(block)
+                end = start + len(rows)
+                vectors[start:end], scales[start:end] = quantize(reduce(rows, mean, basis))
+                start, block = end, []
         ids = np.concatenate([t.ids for t in per_passage]).astype(np.int64) if per_passage else np.zeros(0, np.int64)
         return cls(vectors, scales, ids, offsets, mean, basis)
 

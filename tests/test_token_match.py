@@ -4,11 +4,12 @@ across re-indexes, and the real model's token vectors."""
 import numpy as np
 import pytest
 
+import index.token_match as token_match
 from index.embed import gives_tokens
 from index.embed_cache import EmbeddingCache
 from index.ingest import clean
 from index.store import TOKENS_DIR, IndexStore, _embed
-from index.token_match import TokenIndex, TokenVectors, quantize
+from index.token_match import TokenIndex, TokenVectors, principal_components, quantize, reduce
 from tests.conftest import HashEmbedder, lexical_models
 
 
@@ -170,3 +171,24 @@ def test_a_subset_is_the_passages_alone():
     assert np.allclose(part.match(np.array([0, 1]), question)[0], index.match(np.array([0, 3]), question)[0],
                        atol=0.05)
     assert part.idf(np.array([1]))[0] < index.idf(np.array([4]))[0]
+
+
+def test_a_build_in_blocks_equals_stacking_every_token(monkeypatch):
+    rng = np.random.default_rng(5)
+    per_passage = []
+    for n in [0, *rng.integers(0, 90, 60).tolist(), 0]:
+        vectors = rng.normal(size=(n, 384)).astype(np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+        per_passage.append(TokenVectors(rng.integers(0, 500, n).astype(np.int64), vectors))
+    monkeypatch.setattr(token_match, "BASIS_SAMPLE", 700)  # a sample of every k-th token, k > 1
+    monkeypatch.setattr(token_match, "PROJECT_BLOCK", 500)  # several blocks
+    stacked = np.vstack([t.vectors for t in per_passage])
+    mean, basis = principal_components(stacked, 192)
+    vectors, scales = quantize(reduce(stacked, mean, basis))
+    built = TokenIndex.build(per_passage)
+    assert len(stacked) // 700 > 1 and len(stacked) > 3 * 500
+    np.testing.assert_array_equal(built.mean, mean)
+    np.testing.assert_array_equal(built.basis, basis)
+    np.testing.assert_array_equal(built.vectors, vectors)
+    np.testing.assert_array_equal(built.scales, scales)
+    assert built.offsets[-1] == len(stacked) and built.passages == len(per_passage)
