@@ -1,12 +1,15 @@
 """Passage embeddings cached by content hash, so a re-index embeds only new or changed text.
 
 One SQLite file per instance; the key covers the model name and the exact text the model saw. A passage's
-token vectors (index.token_match) are kept beside its vector, int8 with a scale per token.
+token vectors (index.token_match) are kept beside its vector, int8 with a scale per token. Its jieba words
+and character bigrams are kept too (``lexical``), keyed by the tokenizer's fingerprint and the text, so a
+re-index cuts only new or changed passages (cutting every passage again was 14.6 s of a 10k-passage build).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from pathlib import Path
 
@@ -24,6 +27,7 @@ class EmbeddingCache:
         self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, dim INTEGER, vector BLOB)")
         self._db.execute("CREATE TABLE IF NOT EXISTS tokens (key TEXT PRIMARY KEY, dim INTEGER, ids BLOB, "
                          "vectors BLOB, scales BLOB)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS lexical (key TEXT PRIMARY KEY, tokens TEXT, bigrams TEXT)")
         self._db.commit()
 
     @staticmethod
@@ -71,6 +75,24 @@ class EmbeddingCache:
                          q.tobytes(), scales.tobytes()))
         self._db.executemany("INSERT OR REPLACE INTO tokens (key, dim, ids, vectors, scales) VALUES (?, ?, ?, ?, ?)",
                              rows)
+        self._db.commit()
+
+    def get_lexical_many(self, keys: list[str]) -> dict[str, tuple[list[str], list[str]]]:
+        """(jieba tokens, character bigrams) of the texts cached under ``keys``."""
+        found: dict[str, tuple[list[str], list[str]]] = {}
+        for start in range(0, len(keys), 500):
+            batch = keys[start:start + 500]
+            marks = ",".join("?" * len(batch))
+            for key, tokens, bigrams in self._db.execute(
+                f"SELECT key, tokens, bigrams FROM lexical WHERE key IN ({marks})", batch
+            ):
+                found[key] = (json.loads(tokens), json.loads(bigrams))
+        return found
+
+    def put_lexical_many(self, items: dict[str, tuple[list[str], list[str]]]) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO lexical (key, tokens, bigrams) VALUES (?, ?, ?)",
+                             [(key, json.dumps(tokens, ensure_ascii=False), json.dumps(bigrams, ensure_ascii=False))
+                              for key, (tokens, bigrams) in items.items()])
         self._db.commit()
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,8 +213,8 @@ class IndexStore:
             raise IndexStoreError("no text to index: the corpus is empty")
         terms = find_coined_terms(doc.text for doc in documents)
         tokenizer = Tokenizer(terms)
-        normalized = [tokenizer.normalize(c.context_text()) for c in chunks]  # once for both lexical indexes
-        token_lists = [tokenizer.tokens(t, normalized=True) for t in normalized]
+        texts = [c.context_text() for c in chunks]
+        token_lists, bigram_lists = _lexical(texts, tokenizer, cache)
 
         corpus_hash = hashlib.sha256(
             "\n".join(sorted(f"{d.doc_id}:{d.sha256 or hashlib.sha256(d.text.encode()).hexdigest()}"
@@ -223,7 +224,6 @@ class IndexStore:
         work = self.root / f"{BUILDING_PREFIX}{version}"
         work.mkdir()
         try:
-            texts = [c.context_text() for c in chunks]
             passage_tokens: list[TokenVectors] | None = [] if gives_tokens(embedder) else None
             vectors, embedded = _embed(texts, embedder, cache, progress, passage_tokens)
             dense = DenseIndex.build(vectors)
@@ -231,7 +231,7 @@ class IndexStore:
             sentences = SentenceIndex.build(chunks, lambda texts: _embed(texts, embedder, cache, None)[0],
                                             embedder.dimension)
             bm25 = BM25Index.build(token_lists)
-            bigram_bm25 = BM25Index.build([tokenizer.bigrams(t, normalized=True) for t in normalized])
+            bigram_bm25 = BM25Index.build(bigram_lists)
             searcher = HybridSearcher(chunks, token_lists, bm25, dense, embedder, tokenizer,
                                       bigram_bm25=bigram_bm25, synonyms=synonyms, models=models,
                                       sentences=sentences, token_index=token_index,
@@ -249,6 +249,7 @@ class IndexStore:
             _write_jsonl(work / "chunks.jsonl", (c.to_dict() for c in chunks))
             _write_jsonl(work / "tokens.jsonl", token_lists)
             (work / "userdict.txt").write_text("\n".join(terms), encoding="utf-8")
+            per_document = Counter(c.doc_id for c in chunks)
             manifest = {
                 "manifest_version": MANIFEST_VERSION,
                 "version": version,
@@ -266,7 +267,7 @@ class IndexStore:
                 "documents": [
                     {"doc_id": d.doc_id, "title": d.title, "date": d.date, "author": d.author,
                      "source": d.source, "sha256": d.sha256, "text_key": text_key(d.text),
-                     "chunks": sum(1 for c in chunks if c.doc_id == d.doc_id)} | document_metadata(d, linked[i])
+                     "chunks": per_document[d.doc_id]} | document_metadata(d, linked[i])
                     for i, d in enumerate(documents)
                 ],
                 "versions": {"faiss": faiss.__version__, "numpy": np.__version__},
@@ -332,6 +333,23 @@ class IndexStore:
                                   newest={d["doc_id"]: d["latest"] for d in manifest.get("documents", [])
                                           if d.get("latest")})
         return LoadedIndex(version=version, path=path, manifest=manifest, searcher=searcher, terms=terms)
+
+
+def _lexical(texts: list[str], tokenizer: Tokenizer,
+             cache: EmbeddingCache | None) -> tuple[list[list[str]], list[list[str]]]:
+    """Each text's jieba tokens and character bigrams (for the two BM25 indexes), from the cache where the
+    same tokenizer (``Tokenizer.fingerprint``: its rules and coined terms) cut the same text before."""
+    keys = [EmbeddingCache.key(f"lexical:{tokenizer.fingerprint}", t) for t in texts]
+    found = cache.get_lexical_many(keys) if cache else {}
+    fresh: dict[str, tuple[list[str], list[str]]] = {}
+    for key, text in zip(keys, texts, strict=True):
+        if key not in found and key not in fresh:
+            normalized = tokenizer.normalize(text)  # once for both
+            fresh[key] = (tokenizer.tokens(normalized, normalized=True), tokenizer.bigrams(normalized, normalized=True))
+    if cache and fresh:
+        cache.put_lexical_many(fresh)
+    found.update(fresh)
+    return [found[key][0] for key in keys], [found[key][1] for key in keys]
 
 
 def _embed_queries(texts: list[str], embedder: Embedder, cache: EmbeddingCache | None) -> np.ndarray:

@@ -8,9 +8,12 @@ their known sub-words, so a query that names only part of a term still matches.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable
+from importlib.metadata import version
+from pathlib import Path
 
 import jieba
 from opencc import OpenCC
@@ -43,6 +46,12 @@ HOW_WORDS = frozenset("怎么 怎样 怎么样 如何 怎样才能 怎么才能 
 UNDERSTANDING = frozenset("理解 看待 认识 领会 解读 把握 看".split())
 
 
+# What a text's tokens depend on besides the text and the coined terms: this module's rules (its source),
+# jieba's dictionary and OpenCC's tables (their versions). Part of ``Tokenizer.fingerprint``.
+RULES = hashlib.sha256(Path(__file__).read_bytes() + f"jieba {jieba.__version__}; opencc "
+                       f"{version('opencc-python-reimplemented')}".encode()).hexdigest()
+
+
 class Tokenizer:
     """A private jieba tokenizer with the corpus's coined terms as dictionary words.
 
@@ -66,6 +75,13 @@ class Tokenizer:
                 self.names.add(word)
             self._jieba.add_word(word, freq=max(self._jieba.suggest_freq(word, tune=False), 5))
             self.user_words.append(word)
+
+    @property
+    def fingerprint(self) -> str:
+        """Names everything a text's tokens and bigrams depend on besides the text (``RULES`` and the
+        dictionary words added): two tokenizers with one fingerprint cut every text alike, so a build may
+        take a passage's tokens from the cache (``index.store._lexical``)."""
+        return hashlib.sha256("\n".join([RULES, *self.user_words]).encode()).hexdigest()
 
     def normalize(self, text: str) -> str:
         text = unicodedata.normalize("NFKC", text)

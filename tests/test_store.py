@@ -12,8 +12,9 @@ import pytest
 
 from index.calibration import errand_questions, everyday_questions
 from index.embed_cache import EmbeddingCache
-from index.ingest import load_file
+from index.ingest import clean, load_file
 from index.store import BUILDING_PREFIX, IndexMismatchError, IndexStore, IndexStoreError, NoIndexError
+from index.tokenize import Tokenizer
 from tests.conftest import ROOT, SPEECH, HashEmbedder, lexical_models
 
 
@@ -64,6 +65,33 @@ def test_the_everyday_and_errand_references_are_embedded_once_for_every_build(st
     assert np.array_equal(np.load(store.root / second / "everyday.npy"),
                           HashEmbedder().encode_queries(everyday_questions()))
     assert cache.get_many([EmbeddingCache.key("test-hash", references[0])], 16) == {}  # apart from passages
+    cache.close()
+
+
+def test_a_rebuild_cuts_only_passages_it_has_not_cut_with_the_same_tokenizer(store, speech, tmp_path, monkeypatch):
+    cut: list[str] = []  # the texts a build cut into bigrams (only passages: a build searches nothing)
+    bigrams = Tokenizer.bigrams
+    monkeypatch.setattr(Tokenizer, "bigrams", lambda self, text, normalized=False:
+                        cut.append(text) or bigrams(self, text, normalized))
+    cache = EmbeddingCache(tmp_path / "cache.sqlite3")
+    plain = store.build([speech], HashEmbedder())  # no cache: every passage cut
+    lexical = ("tokens.jsonl", "bm25/data.csc.index.npy", "bm25-bigram/data.csc.index.npy")
+    expected = [(store.root / plain / name).read_bytes() for name in lexical]
+    cut.clear()
+    first = store.build([speech], HashEmbedder(), cache=cache)
+    passages = store.manifest(first)["counts"]["chunks"]
+    assert len(cut) == passages
+    cut.clear()
+    second = store.build([speech], HashEmbedder(), cache=cache)
+    assert cut == []  # every passage's words and bigrams from the cache
+    assert [(store.root / second / name).read_bytes() for name in lexical] == expected
+    changed = clean(speech.text + "\n新增一段关于村情通平台的说明。\n", doc_id=speech.doc_id)
+    changed.title = speech.title
+    cut.clear()
+    store.build([changed], HashEmbedder(), cache=cache)
+    assert any("新增一段" in text for text in cut) and len(cut) <= 2  # the changed passages (and header) only
+    assert Tokenizer(["村情通"]).fingerprint != Tokenizer(["村情通", "凡提四必"]).fingerprint  # other words
+    assert Tokenizer(["村情通"]).fingerprint == Tokenizer(["村情通"]).fingerprint
     cache.close()
 
 
@@ -124,7 +152,7 @@ def test_empty_corpus_is_refused(store):
 KILLED_BUILD = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {root!r})
-    from index.ingest import load_file
+    from index.ingest import clean, load_file
     from index.store import IndexStore
     from tests.conftest import HashEmbedder
 

@@ -192,3 +192,14 @@ def test_a_build_in_blocks_equals_stacking_every_token(monkeypatch):
     np.testing.assert_array_equal(built.vectors, vectors)
     np.testing.assert_array_equal(built.scales, scales)
     assert built.offsets[-1] == len(stacked) and built.passages == len(per_passage)
+
+
+def test_the_principal_directions_are_the_svds():
+    rng = np.random.default_rng(6)
+    sample = rng.normal(size=(3000, 64)) @ rng.normal(size=(64, 64))
+    mean, basis = principal_components(sample.astype(np.float32), 16)
+    _, _, directions = np.linalg.svd(sample.astype(np.float32).astype(np.float64) - mean.astype(np.float64),
+                                     full_matrices=False)
+    np.testing.assert_allclose(np.abs((basis * directions[:16].T).sum(axis=0)), 1.0, atol=1e-5)  # same up to sign
+    np.testing.assert_allclose(basis.T @ basis, np.eye(16), atol=1e-5)
+    assert (basis[np.abs(basis).argmax(axis=0), np.arange(16)] > 0).all()  # a fixed sign
