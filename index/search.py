@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import re
 import time
-import unicodedata
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -41,7 +40,7 @@ from index.rank import DECISION_FEATURES, PASSAGE_FEATURES, LearnedModels, Linea
 from index.sentences import SentenceIndex, sentence_pieces
 from index.synonyms import DEFAULT_SYNONYMS, Rewrite, Synonyms
 from index.token_match import TokenIndex, TokenVectors
-from index.tokenize import Tokenizer
+from index.tokenize import Tokenizer, nfkc
 
 # candidates taken from each channel: the depth the ranker and the decision were fitted with (bm25_rank and
 # bigram_rank count a passage the channel did not return as ranked just past it)
@@ -60,7 +59,6 @@ CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")}
 SESSION = re.compile(r"第([一二三四五六七八九十]{1,3}|\d{1,2})次(?:全国)?代表大会"
                      r"|([一二三四五六七八九]?十[一二三四五六七八九]?|\d{2})大")
 WHITESPACE = re.compile(r"\s+")
-FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}  # ！ … ～ -> ! … ~, NFKC's own mapping
 # A question that asks for a figure (多少钱, 几年, 多久; not 哪几个, a list), and a figure in a passage: an
 # Arabic number, or a Chinese one with a unit. A passage that states no figure cannot answer it, however
 # close its subject. Numbers that only place or date the text are not figures: an article or list number
@@ -514,10 +512,9 @@ class HybridSearcher:
         return {g: math.log(1 + (n - (df := self.bigram_bm25.document_frequency(g)) + 0.5) / (df + 0.5))
                 for g in dict.fromkeys(grams)}
 
-    def bigram_coverage(self, weights: dict[str, float], position: int, total: float | None = None) -> float:
-        """IDF-weighted share of the question's bigrams found in the passage's text (and headings);
-        ``total``, the weights' sum, when the caller has it for many passages."""
-        total = sum(weights.values()) if total is None else total
+    def bigram_coverage(self, weights: dict[str, float], position: int, total: float) -> float:
+        """IDF-weighted share of the question's bigrams found in the passage's text (and headings); ``total``
+        is the weights' sum, taken once for all the candidates."""
         if total <= 0:
             return 0.0
         text = self._bigram_text.get(position)
@@ -610,14 +607,6 @@ class HybridSearcher:
         unique = list(dict.fromkeys(tokens))
         longer = [tok for tok in unique if len(tok) > 1]
         return {t: self.idf(t) for t in longer or unique}
-
-
-def nfkc(text: str) -> str:
-    """``unicodedata.normalize("NFKC", text)``, in half the time for the documents' text: what NFKC changes
-    in it is nearly always full-width punctuation, digits and letters (，２０１９), which map one to one to
-    ASCII; only a text that still needs more (㈠, ①, compatibility ideographs) goes through NFKC."""
-    text = text.translate(FULL_WIDTH)
-    return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
 
 
 def top_positions(scores: np.ndarray, k: int) -> np.ndarray:

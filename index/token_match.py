@@ -60,14 +60,14 @@ def quantize(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scales.astype(np.float32)
 
 
-def principal_components(vectors: np.ndarray, dimensions: int, sampled: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The mean and the first ``dimensions`` principal directions (columns) of ``vectors``, from an even
-    sample of them (``sampled``: ``vectors`` is that sample already); a model no wider than ``dimensions``
-    keeps its own vectors (zero mean, identity)."""
-    size = vectors.shape[1]
-    if size <= dimensions or len(vectors) < dimensions:
+def principal_components(sample: np.ndarray, dimensions: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and the first ``dimensions`` principal directions (columns) of ``sample`` (a build passes
+    every ``BASIS_SAMPLE``-th share of the library's tokens); a model no wider than ``dimensions`` keeps its
+    own vectors (zero mean, identity)."""
+    size = sample.shape[1]
+    if size <= dimensions or len(sample) < dimensions:
         return np.zeros(size, dtype=np.float32), np.eye(size, dtype=np.float32)
-    sample = (vectors if sampled else vectors[:: max(1, len(vectors) // BASIS_SAMPLE)]).astype(np.float64)
+    sample = sample.astype(np.float64)
     mean = sample.mean(axis=0)
     centred = sample - mean
     # the eigenvectors of the scatter matrix are the SVD's right singular vectors (to 1e-15 in cosine),
@@ -117,22 +117,21 @@ class TokenIndex:
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         total = int(offsets[-1])
         step = max(1, total // BASIS_SAMPLE)
-        # every step-th token of the library, counting across passages (what principal_components samples)
+        # every step-th token of the library, counting across passages
         sample = [t.vectors[(-int(start)) % step::step] for t, start in zip(per_passage, offsets[:-1], strict=True)
                   if len(t.ids)]
-        sampled = np.vstack(sample) if sample else np.zeros((0, size), dtype=np.float32)
-        mean, basis = principal_components(sampled, dimensions, sampled=True)
+        mean, basis = principal_components(np.vstack(sample) if sample else np.zeros((0, size), np.float32),
+                                           dimensions)
         vectors = np.zeros((total, basis.shape[1]), dtype=np.int8)
         scales = np.zeros(total, dtype=np.float32)
         block: list[np.ndarray] = []
-        start = 0
+        start = end = 0  # the block's rows in the index
         for i, t in enumerate(per_passage):
             if len(t.ids):
                 block.append(t.vectors)
-            if block and (i == len(per_passage) - 1 or sum(len(b) for b in block) >= PROJECT_BLOCK):
-                rows = np.vstack(block)
-                end = start + len(rows)
-                vectors[start:end], scales[start:end] = quantize(reduce(rows, mean, basis))
+                end += len(t.ids)
+            if block and (i == len(per_passage) - 1 or end - start >= PROJECT_BLOCK):
+                vectors[start:end], scales[start:end] = quantize(reduce(np.vstack(block), mean, basis))
                 start, block = end, []
         ids = np.concatenate([t.ids for t in per_passage]).astype(np.int64) if per_passage else np.zeros(0, np.int64)
         return cls(vectors, scales, ids, offsets, mean, basis)

@@ -46,6 +46,17 @@ HOW_WORDS = frozenset("怎么 怎样 怎么样 如何 怎样才能 怎么才能 
 UNDERSTANDING = frozenset("理解 看待 认识 领会 解读 把握 看".split())
 
 
+FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)}  # ！ … ～ -> ! … ~, NFKC's own mapping
+
+
+def nfkc(text: str) -> str:
+    """``unicodedata.normalize("NFKC", text)``, in half the time for the documents' text: what NFKC changes
+    in it is nearly always full-width punctuation, digits and letters (，２０１９), which map one to one to
+    ASCII; only a text that still needs more (㈠, ①, compatibility ideographs) goes through NFKC."""
+    text = text.translate(FULL_WIDTH)
+    return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
+
+
 # What a text's tokens depend on besides the text and the coined terms: this module's rules (its source),
 # jieba's dictionary and OpenCC's tables (their versions). Part of ``Tokenizer.fingerprint``.
 RULES = hashlib.sha256(Path(__file__).read_bytes() + f"jieba {jieba.__version__}; opencc "
@@ -84,7 +95,7 @@ class Tokenizer:
         return hashlib.sha256("\n".join([RULES, *self.user_words]).encode()).hexdigest()
 
     def normalize(self, text: str) -> str:
-        text = unicodedata.normalize("NFKC", text)
+        text = nfkc(text)
         text = self._cc.convert(text)
         return " ".join(text.lower().split())
 

@@ -1,7 +1,6 @@
 """Candidates, features and the learned ranking; BM25 scoring checked against a reference formula."""
 
 import math
-import unicodedata
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from index.calibration import everyday_questions
 from index.chunk import Chunk
 from index.dense import DenseIndex
 from index.rank import PASSAGE_FEATURES, LearnedModels, LinearModel
-from index.search import HybridSearcher, figure_missing, names_in, nfkc, top_positions
+from index.search import HybridSearcher, figure_missing, names_in, top_positions
 from index.synonyms import Synonyms
 from index.tokenize import Tokenizer
 from tests.conftest import HashEmbedder
@@ -123,12 +122,6 @@ def test_coverage_from_the_bm25_lists_equals_the_passages_words(tokenizer):
         np.testing.assert_allclose(searcher.coverage(weights, positions), expected, rtol=0, atol=1e-12)
         assert searcher.coverage(weights, positions[::-1]).tolist() == searcher.coverage(weights, positions)[::-1].tolist()
     assert searcher.bm25.contains("海燕", np.array([], dtype=np.int64)).shape == (0,)
-
-
-@pytest.mark.parametrize("text", ["海燕归巢计划，２０２２年（一）", "㈠党员①ＡＢＣ", "⼀把手", "﨑", "plain ascii", ""])
-def test_nfkc_is_unicodedatas(text):
-    assert nfkc(text) == unicodedata.normalize("NFKC", text)
-    assert all(nfkc(chr(c)) == unicodedata.normalize("NFKC", chr(c)) for c in range(0xFF00, 0xFFF0))
 
 
 def test_the_bigram_channel_finds_a_mistyped_name(tokenizer):

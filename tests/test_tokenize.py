@@ -1,6 +1,8 @@
+import unicodedata
+
 import pytest
 
-from index.tokenize import STOP_WORDS, WORD, Tokenizer, find_coined_terms
+from index.tokenize import STOP_WORDS, WORD, Tokenizer, find_coined_terms, nfkc
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +87,9 @@ def test_names_are_the_coined_terms_jieba_does_not_know():
     tokenizer = Tokenizer(["村情通", "凡提四必", "一刀切", "牛鼻子"])
     assert tokenizer.names == {"村情通", "凡提四必"}
     assert set(tokenizer.user_words) == {"村情通", "凡提四必", "一刀切", "牛鼻子"}
+
+
+@pytest.mark.parametrize("text", ["海燕归巢计划，２０２２年（一）", "㈠党员①ＡＢＣ", "⼀把手", "﨑", "plain ascii", ""])
+def test_nfkc_is_unicodedatas(text):
+    assert nfkc(text) == unicodedata.normalize("NFKC", text)
+    assert all(nfkc(chr(c)) == unicodedata.normalize("NFKC", chr(c)) for c in range(0xFF00, 0xFFF0))
