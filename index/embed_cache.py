@@ -12,10 +12,11 @@ import hashlib
 import json
 import sqlite3
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
-from index.token_match import TokenVectors, quantize
+from index.token_match import TokenVectors
 
 
 class EmbeddingCache:
@@ -61,18 +62,18 @@ class EmbeddingCache:
             for key, dim, ids, vectors, scales in self._db.execute(
                 f"SELECT key, dim, ids, vectors, scales FROM tokens WHERE key IN ({marks})", batch
             ):
-                if dim == dimension:
-                    q = np.frombuffer(vectors, dtype=np.int8).reshape(-1, dim).astype(np.float32)
+                if dim == dimension:  # kept compact: a library's tokens as floats would take four times the memory
                     found[key] = TokenVectors(np.frombuffer(ids, dtype=np.int64).copy(),
-                                              q * np.frombuffer(scales, dtype=np.float32)[:, None])
+                                              np.frombuffer(vectors, dtype=np.int8).reshape(-1, dim).copy(),
+                                              np.frombuffer(scales, dtype=np.float32).copy())
         return found
 
     def put_tokens_many(self, items: dict[str, TokenVectors]) -> None:
         rows = []
         for key, t in items.items():
-            q, scales = quantize(t.vectors)
-            rows.append((key, int(t.vectors.shape[1]), np.ascontiguousarray(t.ids, dtype=np.int64).tobytes(),
-                         q.tobytes(), scales.tobytes()))
+            small = t.compact()
+            rows.append((key, int(small.vectors.shape[1]), np.ascontiguousarray(small.ids, dtype=np.int64).tobytes(),
+                         small.vectors.tobytes(), cast(np.ndarray, small.scales).tobytes()))
         self._db.executemany("INSERT OR REPLACE INTO tokens (key, dim, ids, vectors, scales) VALUES (?, ?, ?, ?, ?)",
                              rows)
         self._db.commit()

@@ -402,15 +402,16 @@ def _embed(texts: list[str], embedder: Embedder, cache: EmbeddingCache | None,
                 batch_texts, batch_size=EMBED_BATCH)
         else:
             fresh, fresh_tokens = embedder.encode_passages(batch_texts, batch_size=EMBED_BATCH), []
+        compact = [t.compact() for t in fresh_tokens]  # int8, as the cache keeps them
         for j, i in enumerate(batch):
             vectors[wanted[keys[i]]] = fresh[j]
             for k in wanted[keys[i]]:
-                found[k] = fresh_tokens[j] if fresh_tokens else None
+                found[k] = compact[j] if compact else None
             done += len(wanted[keys[i]])
         if cache:
             cache.put_many({keys[i]: fresh[j] for j, i in enumerate(batch)})
-            if fresh_tokens:
-                cache.put_tokens_many({keys[i]: fresh_tokens[j] for j, i in enumerate(batch)})
+            if compact:
+                cache.put_tokens_many({keys[i]: compact[j] for j, i in enumerate(batch)})
         if progress:
             progress(done, len(texts))
     if tokens is not None:

@@ -106,8 +106,16 @@ def test_token_vectors_are_cached_with_the_passage_vectors(tmp_path):
     vectors, embedded = _embed(texts + ["新的一句话。"], embedder, cache, None, again)
     assert embedded == 1 and embedder.embedded[-1] == "新的一句话。"  # only the new text goes to the model
     assert [t.ids.tolist() for t in again[:3]] == [t.ids.tolist() for t in first]
-    for cached, fresh in zip(again[:3], first, strict=True):
-        assert np.allclose(cached.vectors, fresh.vectors, atol=0.01)
+    # both passes hold the passages compact (int8 and a scale a token, a quarter of float32's memory), with
+    # the same values: a build from the cache makes the same token index as the build that embedded them
+    for text, cached, fresh in zip(texts, again[:3], first, strict=True):
+        assert cached.vectors.dtype == fresh.vectors.dtype == np.int8
+        np.testing.assert_array_equal(cached.vectors, fresh.vectors)
+        np.testing.assert_array_equal(cached.scales, fresh.scales)
+        np.testing.assert_allclose(fresh.floats(), embedder._tokens(text).vectors, atol=0.01)
+    built, rebuilt = TokenIndex.build(first), TokenIndex.build(again[:3])
+    np.testing.assert_array_equal(built.vectors, rebuilt.vectors)
+    np.testing.assert_array_equal(built.scales, rebuilt.scales)
 
 
 def test_a_build_keeps_every_passages_token_vectors(tmp_path):
