@@ -49,8 +49,11 @@ class TokenVectors:
     vectors: np.ndarray  # float32 (n, dimension), each of length 1; int8 when ``scales`` is given
     scales: np.ndarray | None = None  # float32 (n,): row i is vectors[i] * scales[i]
 
-    def floats(self) -> np.ndarray:
-        return self.vectors if self.scales is None else self.vectors.astype(np.float32) * self.scales[:, None]
+    def floats(self, rows: slice = slice(None)) -> np.ndarray:
+        """The vectors of ``rows`` (all by default) as float32."""
+        if self.scales is None:
+            return self.vectors[rows]
+        return self.vectors[rows].astype(np.float32) * self.scales[rows, None]
 
     def compact(self) -> TokenVectors:
         if self.scales is not None:
@@ -129,8 +132,7 @@ class TokenIndex:
         total = int(offsets[-1])
         step = max(1, total // BASIS_SAMPLE)
         # every step-th token of the library, counting across passages
-        sample = [TokenVectors(t.ids, t.vectors[(-int(start)) % step::step],
-                               None if t.scales is None else t.scales[(-int(start)) % step::step]).floats()
+        sample = [t.floats(slice((-int(start)) % step, None, step))
                   for t, start in zip(per_passage, offsets[:-1], strict=True) if len(t.ids)]
         mean, basis = principal_components(np.vstack(sample) if sample else np.zeros((0, size), np.float32),
                                            dimensions)
