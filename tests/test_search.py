@@ -256,6 +256,19 @@ def test_top_positions_equals_a_stable_full_sort():
         np.testing.assert_array_equal(top_positions(scores, k), expected)
 
 
+def test_top_positions_of_a_large_library_equals_a_stable_full_sort():
+    """Above 50 blocks of scores the partition starts from the k-th best block maximum: still every tie at
+    the cut (copies of one passage score alike), still no passage with a zero score."""
+    rng = np.random.default_rng(2)
+    base = np.round(rng.random(20_000) * 8, 2).astype(np.float32) * (rng.random(20_000) < 0.4)
+    for scores in (np.tile(base, 10), np.concatenate([np.zeros(150_000, np.float32), base[:100]]),
+                   np.zeros(200_000, np.float32)):
+        for k in (1, 10, 50, 500):
+            expected = np.argsort(-scores, kind="stable")[:k]
+            expected = expected[scores[expected] > 0]
+            np.testing.assert_array_equal(top_positions(scores, k), expected)
+
+
 def test_large_corpora_get_an_inverted_file_index_close_to_exact():
     rng = np.random.default_rng(2)
     centres = rng.normal(size=(50, 32))
