@@ -1,11 +1,20 @@
-"""Lexical index: BM25 (bm25s, Lucene variant) over the shared jieba tokens."""
+"""Lexical index: BM25 (bm25s, Lucene variant) over the shared jieba tokens.
+
+bm25s serves, saves and loads the index; ``score_matrix`` builds its score matrix with whole-array steps
+instead of bm25s's loops over every token of every passage (at 100k passages the character-bigram index
+took 15 s to build that way), to the same scores, bit for bit.
+"""
 
 from __future__ import annotations
 
+import math
+from itertools import chain
 from pathlib import Path
 
 import bm25s
 import numpy as np
+
+PLACEHOLDER = "\u0000"  # an empty token list would break the index; this token matches no query
 
 
 class BM25Index:
@@ -15,9 +24,10 @@ class BM25Index:
 
     @classmethod
     def build(cls, token_lists: list[list[str]]) -> BM25Index:
-        retriever = bm25s.BM25()
-        # an empty token list would break the index; a placeholder token matches no query
-        retriever.index([tokens or ["\u0000"] for tokens in token_lists], show_progress=False)
+        retriever = bm25s.BM25()  # Lucene BM25, k1 1.5, b 0.75, float32 scores
+        retriever.scores, retriever.vocab_dict = score_matrix(token_lists, retriever.k1, retriever.b)
+        retriever.unique_token_ids_set = set(retriever.vocab_dict.values())
+        retriever.nonoccurrence_array = None
         return cls(retriever, len(token_lists))
 
     def scores(self, query_tokens: list[str]) -> np.ndarray:
@@ -57,3 +67,36 @@ class BM25Index:
     def load(cls, directory: Path, size: int, mmap: bool = True) -> BM25Index:
         """Read the index; ``mmap`` maps its score matrix from the files (shared by a node's workers)."""
         return cls(bm25s.BM25.load(str(directory), mmap=mmap, show_progress=False), size)
+
+
+def score_matrix(token_lists: list[list[str]], k1: float, b: float) -> tuple[dict, dict[str, int]]:
+    """The Lucene BM25 score of every term in every passage as bm25s stores it (columns by term, passages
+    ascending in each) and the terms' column numbers.
+
+    Each value is computed as bm25s computes it (``bm25s.scoring``): the idf by ``math.log`` in double
+    precision, then rounded to float32; the term-frequency part in double precision; their product rounded
+    to float32. So a query scores every passage to the same bits as an index bm25s built itself (tested)."""
+    lists = [tokens or [PLACEHOLDER] for tokens in token_lists]
+    vocab = {term: column for column, term in enumerate(dict.fromkeys(chain.from_iterable(lists)))}
+    lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    terms = np.fromiter(map(vocab.__getitem__, chain.from_iterable(lists)), dtype=np.int64,
+                        count=int(lengths.sum()))
+    passages = np.repeat(np.arange(len(lists), dtype=np.int64), lengths)
+    # one key a (term, passage) pair, so sorting orders the matrix by column, then by passage
+    keys = np.sort((terms << 32) | passages)
+    del terms, passages
+    starts = np.flatnonzero(np.concatenate(([len(keys) > 0], keys[1:] != keys[:-1])))
+    pairs, frequency = keys[starts], np.diff(np.append(starts, len(keys)))
+    del keys
+    columns, rows = pairs >> 32, (pairs & 0xFFFFFFFF).astype(np.int32)
+    document_frequency = np.bincount(columns, minlength=len(vocab))
+    idf = np.zeros(len(vocab), dtype=np.float32)
+    for df in np.unique(document_frequency):
+        idf[document_frequency == df] = math.log(1 + (len(lists) - int(df) + 0.5) / (int(df) + 0.5))
+    # bm25s: tf / (k1 * ((1 - b) + b * length / average) + tf), the average a float64 numpy mean
+    saturation = k1 * ((1 - b) + b * lengths / (lengths.mean() if len(lists) else 1.0))
+    tf = frequency.astype(np.float32)
+    data = (idf[columns] * (tf / (saturation[rows] + tf))).astype(np.float32)
+    indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
+    np.cumsum(document_frequency, out=indptr[1:])
+    return {"data": data, "indices": rows, "indptr": indptr, "num_docs": len(lists)}, vocab

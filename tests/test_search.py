@@ -416,3 +416,27 @@ def test_best_scores_are_each_querys_first_search_score():
         expected = [index.search(q, 1)[1][0] for q in queries]
         np.testing.assert_allclose(index.best_scores(queries), expected, rtol=0, atol=1e-6)
     assert DenseIndex.build(np.zeros((0, 32), dtype=np.float32)).best_scores(queries).tolist() == [0.0] * 40
+
+
+def test_bm25_builds_the_scores_bm25s_builds_to_the_bit(tmp_path):
+    """``score_matrix`` replaces bm25s's own build loops: every query scores every passage to the same bits,
+    with repeated terms, empty passages and a term in every passage, and again after a save and a load."""
+    import bm25s
+
+    rng = np.random.default_rng(3)
+    vocabulary = [f"词{i}" for i in range(300)]
+    weights = 1.0 / np.arange(1, len(vocabulary) + 1)
+    corpus = [["的", *rng.choice(vocabulary, size=int(rng.integers(0, 30)), p=weights / weights.sum())]
+              if i % 17 else [] for i in range(800)]
+    ours = BM25Index.build(corpus)
+    reference = bm25s.BM25()
+    reference.index([tokens or ["\u0000"] for tokens in corpus], show_progress=False)
+    ours.save(tmp_path)
+    loaded = BM25Index.load(tmp_path, len(corpus))
+    for _ in range(100):
+        query = list(rng.choice(vocabulary, size=int(rng.integers(1, 12)))) + ["的", "红烧肉"]
+        expected = np.asarray(reference.get_scores([t for t in query if t in reference.vocab_dict]), np.float32)
+        assert ours.scores(query).tobytes() == expected.tobytes()
+        assert loaded.scores(query).tobytes() == expected.tobytes()
+    assert ours.document_frequency("的") == sum(1 for tokens in corpus if tokens)
+    assert not BM25Index.build([]).scores(["的"]).any()
