@@ -79,20 +79,21 @@ def score_matrix(token_lists: list[list[str]], k1: float, b: float) -> tuple[dic
     lists = [tokens or [PLACEHOLDER] for tokens in token_lists]
     vocab = {term: column for column, term in enumerate(dict.fromkeys(chain.from_iterable(lists)))}
     lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
-    terms = np.fromiter(map(vocab.__getitem__, chain.from_iterable(lists)), dtype=np.int64,
-                        count=int(lengths.sum()))
-    passages = np.repeat(np.arange(len(lists), dtype=np.int64), lengths)
-    # one key a (term, passage) pair, so sorting orders the matrix by column, then by passage
-    keys = np.sort((terms << 32) | passages)
-    del terms, passages
+    # one key a (term, passage) pair, so sorting orders the matrix by column, then by passage (made in
+    # place: at a million passages each of these arrays is a gigabyte)
+    keys = np.fromiter(map(vocab.__getitem__, chain.from_iterable(lists)), dtype=np.int64,
+                       count=int(lengths.sum()))
+    keys <<= 32
+    keys |= np.repeat(np.arange(len(lists), dtype=np.int32), lengths)
+    keys.sort()
     starts = np.flatnonzero(np.concatenate(([len(keys) > 0], keys[1:] != keys[:-1])))
     pairs, frequency = keys[starts], np.diff(np.append(starts, len(keys)))
     del keys
     columns, rows = pairs >> 32, (pairs & 0xFFFFFFFF).astype(np.int32)
     document_frequency = np.bincount(columns, minlength=len(vocab))
-    idf = np.zeros(len(vocab), dtype=np.float32)
-    for df in np.unique(document_frequency):
-        idf[document_frequency == df] = math.log(1 + (len(lists) - int(df) + 0.5) / (int(df) + 0.5))
+    frequencies, of_term = np.unique(document_frequency, return_inverse=True)
+    idf = np.array([math.log(1 + (len(lists) - int(df) + 0.5) / (int(df) + 0.5)) for df in frequencies],
+                   dtype=np.float32)[of_term]
     # bm25s: tf / (k1 * ((1 - b) + b * length / average) + tf), the average a float64 numpy mean
     saturation = k1 * ((1 - b) + b * lengths / (lengths.mean() if len(lists) else 1.0))
     tf = frequency.astype(np.float32)
