@@ -48,10 +48,11 @@ bench: install
 	$(PIP) install -q -r requirements-bench.txt
 	$(VENV)/bin/python -m bench.run
 
-# answer quality on every question set (builds two evaluation instances under instance/eval once)
+# answer quality on every question set (builds three evaluation instances under instance/eval once)
 eval: install
 	$(VENV)/bin/python -m bench.quality
 	$(VENV)/bin/python -m bench.domainrag
+	$(VENV)/bin/python -m bench.siblings
 
 lint: install
 	$(VENV)/bin/ruff check .
