@@ -48,6 +48,8 @@ CHANNEL_FETCH = 50
 TOP_BLOCK = 1024  # scores a block in ``kth_floor``
 QUERY_VECTORS_KEPT = 64  # recent question embeddings kept per searcher
 EVIDENCE_HITS = 3  # lexical evidence may come from any of the passages a reply can quote
+# the place a title opens with (浙江省…, 济南市…, 延边朝鲜族自治州…): one regulation as several places enacted it
+TITLE_PLACE = re.compile(r"^(.{1,7}?)(省|市|自治区|自治州|县)")
 YEAR = re.compile(r"(?<!\d)((?:19|20)\d{2})(?!\d)")
 # How far (ranker log-odds) the newest document of a series may trail an older one's best passage and still
 # go first for a question that names no year (HybridSearcher.prefer_current); measured in CHANGES.md
@@ -201,6 +203,9 @@ class HybridSearcher:
             for word in set(tokenizer.tokens(title)):
                 having.setdefault(word, []).append(number[doc_id])
         self.title_documents = {word: np.array(docs, dtype=np.int64) for word, docs in having.items()}
+        # a document whose title opens with a place -> (the place without 省/市/…, the rest of the title)
+        self.document_place = {d: (m[1], title[m.end():]) for d, title in titles.items()
+                               if (m := TITLE_PLACE.match(title)) and len(m[1]) > 1}
         # what a question may name a document by: the years and congress sessions of its title and header
         # (and of its id, the admin's file name, for reports whose text carries no title or date)
         self.document_labels = [" ".join((titles[d], heads.get(d, "")[:200])) for d in documents]
@@ -298,7 +303,8 @@ class HybridSearcher:
     def ranking(self, found: Candidates, ranker: LinearModel | None = None) -> Ranking:
         """The candidates ranked (by ``ranker`` when given: fitting tries rankers) and the evidence for the
         answer decision."""
-        hits, scores = self.prefer_current(found, *self.prefer_named(found, *self.rank(found, ranker)))
+        hits, scores = self.prefer_current(found, *self.prefer_placed(found, *self.prefer_named(
+            found, *self.rank(found, ranker))))
         semantic = float(found.cosine.max()) if len(found.cosine) else 0.0
         action = self.tokenizer.asked_action(found.text)
         lexical, named, action_found = self.evidence(found.terms, action, hits[:EVIDENCE_HITS])
@@ -428,6 +434,20 @@ class HybridSearcher:
         siblings = {doc for doc in self.series_of(top) if self.document_names[self.document_number[doc]] & named}
         for i in range(1, len(hits)):
             if hits[i].chunk.doc_id in siblings:
+                return moved_first(hits, scores, i)
+        return hits, scores
+
+    def prefer_placed(self, found: Candidates, hits: list[Hit], scores: np.ndarray) -> tuple[list[Hit], np.ndarray]:
+        """A question that names a place (在青岛…, 咱们浙江…) asks about that place's regulation: when the best
+        passage comes from another place's enactment of the same regulation (青岛市劳动保障监察条例 beside
+        浙江省劳动保障监察条例: the titles differ only in the place they open with), the named place's best
+        passage goes first. A question naming no place, or the best passage's own, keeps the ranker's order."""
+        top = self.document_place.get(hits[0].chunk.doc_id) if hits else None
+        if top is None or top[0] in found.asked:
+            return hits, scores
+        for i in range(1, len(hits)):
+            place = self.document_place.get(hits[i].chunk.doc_id)
+            if place is not None and place[1] == top[1] and place[0] in found.asked:
                 return moved_first(hits, scores, i)
         return hits, scores
 

@@ -195,6 +195,23 @@ def test_a_year_naming_one_document_of_a_series_puts_it_first(tokenizer):
     assert searcher.search("2035年干部考核评价", k=2).hits[0].chunk.chunk_id == "cadres#2"  # names no document
 
 
+def test_a_question_naming_a_place_gets_that_places_enactment_first(tokenizer):
+    """Two cities' enactments of one regulation; 济南's says more of the question's words, so the ranker puts
+    it first even for a question naming 青岛. Naming 青岛 gets 青岛's passage first; naming neither city, or
+    a place only an unrelated regulation's title has, keeps the ranker's order."""
+    shared = "物业服务收费实行政府指导价和市场调节价。"
+    texts = [("jinan", "济南市物业管理条例", shared + "物业服务收费定价应当公开，物业服务收费标准定价合理。"),
+             ("qingdao", "青岛市物业管理条例", shared),
+             ("dogs", "上海市养犬管理条例", "养犬人应当为犬只办理养犬登记。")]
+    chunks = [Chunk(f"{doc}#{i}", doc, title, (), text, 0, len(text)) for i, (doc, title, text) in enumerate(texts)]
+    searcher = make_searcher(tokenizer, ranker(bm25=1.0), chunks=chunks)
+    first = lambda question: searcher.search(question, k=2).hits[0].chunk.doc_id  # noqa: E731
+    assert first("物业服务收费怎么定价") == "jinan"
+    assert first("青岛物业服务收费怎么定价") == "qingdao"
+    assert first("在济南，物业服务收费怎么定价") == "jinan"
+    assert first("上海物业服务收费怎么定价") == "jinan"  # 上海's regulation is another one
+
+
 def test_a_report_the_library_lacks_is_found_missing(tokenizer):
     texts = [("r2019", "2019年政府工作报告", "今年经济社会发展的主要预期目标是：国内生产总值增长6%－6.5%。"),
              ("r2022", "2022年政府工作报告", "今年发展主要预期目标是：国内生产总值增长5.5%左右。"),
