@@ -14,6 +14,7 @@ from pathlib import Path
 import bm25s
 import numpy as np
 
+SCORE_BLOCK = 1 << 22  # entries of the score matrix computed at a time (``score_matrix``)
 PLACEHOLDER = "\u0000"  # an empty token list would break the index; this token matches no query
 
 
@@ -87,17 +88,23 @@ def score_matrix(token_lists: list[list[str]], k1: float, b: float) -> tuple[dic
     keys |= np.repeat(np.arange(len(lists), dtype=np.int32), lengths)
     keys.sort()
     starts = np.flatnonzero(np.concatenate(([len(keys) > 0], keys[1:] != keys[:-1])))
-    pairs, frequency = keys[starts], np.diff(np.append(starts, len(keys)))
+    frequency = np.diff(starts, append=len(keys)).astype(np.int32)
+    keys = keys[starts]
+    del starts
+    columns, rows = (keys >> 32).astype(np.int32), (keys & 0xFFFFFFFF).astype(np.int32)
     del keys
-    columns, rows = pairs >> 32, (pairs & 0xFFFFFFFF).astype(np.int32)
     document_frequency = np.bincount(columns, minlength=len(vocab))
     frequencies, of_term = np.unique(document_frequency, return_inverse=True)
     idf = np.array([math.log(1 + (len(lists) - int(df) + 0.5) / (int(df) + 0.5)) for df in frequencies],
                    dtype=np.float32)[of_term]
-    # bm25s: tf / (k1 * ((1 - b) + b * length / average) + tf), the average a float64 numpy mean
+    # bm25s: tf / (k1 * ((1 - b) + b * length / average) + tf), the average a float64 numpy mean; computed a
+    # block at a time, as its double-precision steps take 8 bytes an entry each
     saturation = k1 * ((1 - b) + b * lengths / (lengths.mean() if len(lists) else 1.0))
-    tf = frequency.astype(np.float32)
-    data = (idf[columns] * (tf / (saturation[rows] + tf))).astype(np.float32)
+    data = np.empty(len(rows), dtype=np.float32)
+    for start in range(0, len(rows), SCORE_BLOCK):
+        block = slice(start, start + SCORE_BLOCK)
+        tf = frequency[block].astype(np.float32)
+        data[block] = idf[columns[block]] * (tf / (saturation[rows[block]] + tf))
     indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
     np.cumsum(document_frequency, out=indptr[1:])
     return {"data": data, "indices": rows, "indptr": indptr, "num_docs": len(lists)}, vocab
