@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -203,9 +204,12 @@ class HybridSearcher:
             for word in set(tokenizer.tokens(title)):
                 having.setdefault(word, []).append(number[doc_id])
         self.title_documents = {word: np.array(docs, dtype=np.int64) for word, docs in having.items()}
-        # a document whose title opens with a place -> (the place without 省/市/…, the rest of the title)
-        self.document_place = {d: (m[1], title[m.end():]) for d, title in titles.items()
-                               if (m := TITLE_PLACE.match(title)) and len(m[1]) > 1}
+        # a document whose title opens with a place, and another place enacted the same title's rest ->
+        # (the place without 省/市/…, the rest of the title)
+        placed = {d: (m[1], title[m.end():]) for d, title in titles.items()
+                  if (m := TITLE_PLACE.match(title)) and len(m[1]) > 1}
+        enacted = Counter(rest for _, rest in placed.values())
+        self.document_place = {d: place for d, place in placed.items() if enacted[place[1]] > 1}
         # what a question may name a document by: the years and congress sessions of its title and header
         # (and of its id, the admin's file name, for reports whose text carries no title or date)
         self.document_labels = [" ".join((titles[d], heads.get(d, "")[:200])) for d in documents]

@@ -210,6 +210,7 @@ def test_a_question_naming_a_place_gets_that_places_enactment_first(tokenizer):
     assert first("青岛物业服务收费怎么定价") == "qingdao"
     assert first("在济南，物业服务收费怎么定价") == "jinan"
     assert first("上海物业服务收费怎么定价") == "jinan"  # 上海's regulation is another one
+    assert set(searcher.document_place) == {"jinan", "qingdao"}  # a title no other place enacted: no place
 
 
 def test_a_report_the_library_lacks_is_found_missing(tokenizer):
