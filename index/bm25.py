@@ -25,7 +25,8 @@ class BM25Index:
 
     @classmethod
     def build(cls, token_lists: list[list[str]]) -> BM25Index:
-        retriever = bm25s.BM25()  # Lucene BM25, k1 1.5, b 0.75, float32 scores
+        # the variant and types score_matrix computes, named rather than left to bm25s's defaults
+        retriever = bm25s.BM25(method="lucene", idf_method="lucene", dtype="float32", int_dtype="int32")
         retriever.scores, retriever.vocab_dict = score_matrix(token_lists, retriever.k1, retriever.b)
         retriever.unique_token_ids_set = set(retriever.vocab_dict.values())
         retriever.nonoccurrence_array = None
