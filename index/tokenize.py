@@ -8,6 +8,7 @@ their known sub-words, so a query that names only part of a term still matches.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -57,6 +58,26 @@ def nfkc(text: str) -> str:
     return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
 
 
+@functools.cache
+def base_dictionary() -> tuple[dict[str, int], int]:
+    """jieba's own prefix dictionary (word -> frequency) and its total, read once a process (half a second:
+    it is unmarshalled from jieba's cache file). Each ``Tokenizer`` gets a copy, to which it adds the coined
+    terms, so an index load or a re-index no longer reads it again."""
+    reader = jieba.Tokenizer()
+    reader.initialize()
+    return reader.FREQ, reader.total
+
+
+def converted_chars(cc: OpenCC) -> frozenset[str]:
+    """Characters one of which is in every text ``cc`` changes: a text with none of them converts to
+    itself, so ``Tokenizer.normalize`` skips OpenCC's conversion (pure Python, most of a normalisation) for
+    it. Every entry of its dictionaries that changes something either is a Traditional character or holds
+    one; the few that hold none (沈默 -> 沉默) give their first character."""
+    changing = [k for group in cc._dict_chain_data for entry in group for k, v in entry[2].items() if v != k]
+    single = {k for k in changing if len(k) == 1}
+    return frozenset(single | {k[0] for k in changing if len(k) > 1 and single.isdisjoint(k)})
+
+
 # What a text's tokens depend on besides the text and the coined terms: this module's rules (its source),
 # jieba's dictionary and OpenCC's tables (their versions). Part of ``Tokenizer.fingerprint``.
 RULES = hashlib.sha256(Path(__file__).read_bytes() + f"jieba {jieba.__version__}; opencc "
@@ -72,8 +93,10 @@ class Tokenizer:
 
     def __init__(self, user_words: Iterable[str] = ()) -> None:
         self._jieba = jieba.Tokenizer()
-        self._jieba.initialize()
+        frequencies, total = base_dictionary()
+        self._jieba.FREQ, self._jieba.total, self._jieba.initialized = dict(frequencies), total, True
         self._cc = OpenCC("t2s")
+        self._converted = converted_chars(self._cc)
         self.user_words: list[str] = []
         self.names: set[str] = set()
         for word in sorted(set(user_words)):
@@ -96,7 +119,8 @@ class Tokenizer:
 
     def normalize(self, text: str) -> str:
         text = nfkc(text)
-        text = self._cc.convert(text)
+        if not self._converted.isdisjoint(text):
+            text = self._cc.convert(text)
         return " ".join(text.lower().split())
 
     def cut(self, text: str) -> list[str]:

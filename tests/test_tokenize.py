@@ -1,5 +1,6 @@
 import unicodedata
 
+import jieba
 import pytest
 
 from index.tokenize import STOP_WORDS, WORD, Tokenizer, find_coined_terms, nfkc
@@ -93,3 +94,36 @@ def test_names_are_the_coined_terms_jieba_does_not_know():
 def test_nfkc_is_unicodedatas(text):
     assert nfkc(text) == unicodedata.normalize("NFKC", text)
     assert all(nfkc(chr(c)) == unicodedata.normalize("NFKC", chr(c)) for c in range(0xFF00, 0xFFF0))
+
+
+def test_normalize_skips_opencc_only_where_opencc_would_change_nothing(tokenizer):
+    """``converted_chars`` lets a text with no character OpenCC's tables convert skip the conversion; every
+    line of the documents, the members' words dictionary and Traditional questions normalise as a full
+    conversion does, the phrases that hold no Traditional character (沈默) included."""
+    from opencc import OpenCC
+
+    from index.synonyms import DEFAULT_SYNONYMS
+    from tests.conftest import ROOT, SHARED
+
+    cc = OpenCC("t2s")
+    lines = [line for path in sorted((SHARED / "docs").glob("*.txt")) for line in path.read_text("utf-8").splitlines()]
+    lines += (ROOT / "corpus").joinpath(next(p.name for p in (ROOT / "corpus").iterdir())).read_text("utf-8").splitlines()
+    lines += DEFAULT_SYNONYMS.read_text("utf-8").splitlines()
+    lines += ["怎樣防止幹部帶病提拔？", "黨員連續多久不參加組織生活", "他沈默了很久", "打撈沈船", "發展ＡＩ產業２０１９"]
+    skipped = 0
+    for line in lines:
+        expected = " ".join(cc.convert(nfkc(line)).lower().split())
+        assert tokenizer.normalize(line) == expected, line
+        skipped += tokenizer._converted.isdisjoint(nfkc(line))
+    assert skipped > len(lines) / 2  # most of the documents' text needs no conversion
+    assert tokenizer.normalize("他沈默了") == "他沉默了"
+
+
+def test_tokenizers_share_jiebas_dictionary_read_once_but_not_their_coined_terms():
+    from index.tokenize import base_dictionary
+
+    coined = Tokenizer(["凡提四必"])
+    plain = Tokenizer()
+    assert "凡提四必" in coined.cut("落实凡提四必制度") and "凡提四必" not in plain.cut("落实凡提四必制度")
+    assert "凡提四必" not in base_dictionary()[0]
+    assert plain.cut("怎样防止干部带病提拔") == list(jieba.Tokenizer().cut("怎样防止干部带病提拔"))  # as jieba reads it itself
