@@ -33,8 +33,14 @@ COLUMNS = ("R@1", "R@3", "right", "useful", "wrong", "related", "declined", "sho
 INTERVAL_COLUMNS = ("R@1", "R@3", "right", "useful", "wrong", "declined", "shown")
 
 
-def instance(folder: Path, documents: list[Path]):
-    """An app over the speech plus ``documents``, built when the folder has no index yet."""
+def instance(folder: Path, documents: list[Path], models: Path | None = None):
+    """An app over the speech plus ``documents``, built when the folder has no index yet. ``models``: a folder
+    of exported models the instances share (linked as the instance's own), so the model is exported once."""
+    if models is not None:
+        models.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "models").exists():
+            (folder / "models").symlink_to(models.resolve(), target_is_directory=True)
     app = create_app({"INSTANCE_PATH": str(folder)})
     engine = app.extensions["engine"]
     with app.app_context():
@@ -82,8 +88,6 @@ def main() -> None:
         earlier = LearnedModels.load(args.against) if args.against else None
     except ModelError as exc:
         parser.error(str(exc))
-    models = args.instances / "models"
-    models.mkdir(parents=True, exist_ok=True)
     runs = [
         ("speech alone", [], [args.shared / "eval" / "dev.jsonl",
                               ROOT / "tests" / "fixtures" / "written-first-doc.jsonl"]),
@@ -96,11 +100,7 @@ def main() -> None:
     print("|" + " --- |" * (len(COLUMNS) + 3))
     intervals, changes = [], []
     for name, documents, sets in runs:
-        folder = args.instances / name.replace(" ", "-")
-        folder.mkdir(parents=True, exist_ok=True)
-        if not (folder / "models").exists():
-            (folder / "models").symlink_to(models.resolve(), target_is_directory=True)
-        app = instance(folder, documents)
+        app = instance(args.instances / name.replace(" ", "-"), documents, args.instances / "models")
         for path in sets:
             m, rows = run(app, path)
             label = f"{m['answerable']}+{m['out_of_scope']}"

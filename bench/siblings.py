@@ -21,17 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 from collections import defaultdict
 from pathlib import Path
 
 from bench.quality import fmt, instance
 from bot.answer import RELATED_SHOWN, Answer
 from bot.evaluate import WHITESPACE, load_questions
+from index.search import TITLE_PLACE
 
 ROOT = Path(__file__).resolve().parent.parent
 REGULATIONS = "lawrefbook_local_regulations.jsonl"
-PLACE = re.compile(r"^(.{1,7}?(?:省|市|自治区|自治州|县))")  # the place a regulation's title opens with
 GROUPS, MEMBERS, SEED = 90, 4, 20261206
 MIN_CHARS = 800
 
@@ -43,9 +42,9 @@ def select_documents(shared: Path, folder: Path) -> list[Path]:
     with open(shared / "bench" / REGULATIONS, encoding="utf-8") as fh:
         for line in fh:
             row = json.loads(line)
-            place = PLACE.match(row["title"])
+            place = TITLE_PLACE.match(row["title"])
             if place and len(row["text"]) >= MIN_CHARS:
-                row["place"] = place[1]
+                row["place"] = place[0]
                 groups[row["title"][place.end():]].append(row)
     several = sorted(k for k, rows in groups.items() if len({r["place"] for r in rows}) > 1)
     random.Random(SEED).shuffle(several)
@@ -66,9 +65,8 @@ def select_documents(shared: Path, folder: Path) -> list[Path]:
 
 def place_of(path: Path) -> str:
     """The place a regulation's title opens with, without 省/市/…: 济南 for 济南市优化营商环境条例."""
-    title = path.read_text(encoding="utf-8").split("\n", 1)[0]
-    place = PLACE.match(title)
-    return re.sub(r"(省|市|自治区|自治州|县)$", "", place[1]) if place else ""
+    place = TITLE_PLACE.match(path.read_text(encoding="utf-8").split("\n", 1)[0])
+    return place[1] if place else ""
 
 
 def right_rank(answer: Answer, doc: str, gold: list[str]) -> int | None:
@@ -110,11 +108,7 @@ def main() -> None:
     parser.add_argument("--questions", type=Path, default=ROOT / "eval" / "siblings.jsonl")
     args = parser.parse_args()
     documents = select_documents(args.shared, args.instance / "documents")
-    models = args.instance.parent / "models"  # the exported model, shared with make eval's instances
-    models.mkdir(parents=True, exist_ok=True)
-    if not (args.instance / "models").exists():
-        (args.instance / "models").symlink_to(models.resolve(), target_is_directory=True)
-    app = instance(args.instance, documents)
+    app = instance(args.instance, documents, args.instance.parent / "models")  # the model make eval exported
     questions = load_questions(args.questions)
     places = {path.stem: place_of(path) for path in documents}
     named = [q for q in questions if places.get(q["doc"]) and places[q["doc"]] in q["q"]]
