@@ -61,6 +61,9 @@ class Message:
     k: int = 5  # passages kept in the Answer (the console and the API show them)
     logged: bool = True  # False: write nothing (a stateless /api/ask call stays read-only)
     key: str | None = None  # the WeChat message's dedupe key: it is logged once, whichever node answers
+    # time.monotonic() by which the reply must be ready (the webhook's: its request's arrival plus the reply
+    # budget, so work before retrieval counts too); None: the budget counts from when retrieval starts
+    deadline: float | None = None
 
 
 @dataclass
@@ -171,7 +174,7 @@ class ReplyPipeline:
         question = message.text if question is None else question
         future: Future[Answer] = self.pool.submit(self.answerer.answer, question, message.k, message.lead)
         try:
-            answer = future.result(timeout=self.settings.reply_budget)
+            answer = future.result(timeout=self.time_left(message))
         except FutureTimeout:
             if message.user is not None:
                 self.store.set_state(message.user, {"question": question, "shown": 0, "pending": True,
@@ -180,6 +183,13 @@ class ReplyPipeline:
             return Reply(t.render(t.TIMEOUT, question=question[:60]), SOURCE_SEARCH, question=question)
         log_id = self.remember(message, question, answer)
         return Reply(answer.text, SOURCE_SEARCH, answer=answer, question=question, log_id=log_id)
+
+    def time_left(self, message: Message) -> float:
+        """Seconds retrieval may take for ``message``: what its deadline leaves (none once it has passed),
+        or the whole reply budget for a message without one."""
+        if message.deadline is None:
+            return self.settings.reply_budget
+        return max(0.0, message.deadline - time.monotonic())
 
     def remember(self, message: Message, question: str, answer: Answer) -> int | None:
         """Keep the member's last question (for 更多) and log the question, in one write; the log row's id."""

@@ -172,6 +172,7 @@ def webhook() -> Response:
 
 
 def _webhook() -> Response:
+    arrived = time.monotonic()  # the reply budget counts from here: WeChat's 5 s run from its request
     cfg = current_app.config
     token = cfg.get("WECHAT_TOKEN")
     if not token:
@@ -219,7 +220,7 @@ def _webhook() -> Response:
     except MessageError as exc:
         return _plain(400, str(exc))
     g.wechat_inbound = inbound
-    reply = get_webhook().reply_for(inbound)
+    reply = get_webhook().reply_for(inbound, arrived)
     if crypto is not None and reply != "success":
         reply = crypto.encrypt_message(reply, nonce, timestamp)
     return Response(reply, status=200, mimetype="application/xml" if reply != "success" else "text/plain")
@@ -254,7 +255,7 @@ def _decrypt(crypto: WeChatCrypto, token: str, body: bytes, args) -> str:
 
 @dataclass
 class WebhookSettings:
-    reply_budget: float = 4.0  # seconds to produce an answer before replying "send 更多 shortly"
+    reply_budget: float = 4.0  # seconds from a request's arrival to its reply ("send 更多 shortly" when late)
     rate_limit: int = 20  # messages per user per minute
     state_ttl: float = 1800.0  # how long 更多 remembers a user's last question
     dedupe_keep: float = 3600.0  # how long reply keys are kept (WeChat retries within ~15 s)
@@ -272,24 +273,26 @@ class Webhook:
         self._last_purge = 0.0
         self._purge_lock = threading.Lock()
 
-    def reply_for(self, inbound: Inbound) -> str:
-        """The reply body for a message: text-reply XML, or ``success`` for no reply."""
+    def reply_for(self, inbound: Inbound, arrived: float | None = None) -> str:
+        """The reply body for a message: text-reply XML, or ``success`` for no reply. ``arrived``: when its
+        request came (time.monotonic()); the reply is due ``reply_budget`` seconds after it."""
         message = inbound.message
         key = dedupe_key(inbound)
+        deadline = (time.monotonic() if arrived is None else arrived) + self.settings.reply_budget
         try:
             first = self.store.claim(key)
         except Exception:
             log.exception("dedupe store failed for %s; answering without dedupe", key)
             first = True
         if not first:  # another worker or node is answering: wait for its reply, or take over if it died
-            outcome, stored = self.store.await_reply(key, self.settings.reply_budget)
+            outcome, stored = self.store.await_reply(key, max(0.0, deadline - time.monotonic()))
             if outcome == DONE and stored is not None:
                 return stored
             if outcome != CLAIMED:
                 return self._xml(message, t.render(t.STILL_WORKING,
                                                    question=getattr(message, "content", "") or "您的问题"))
         try:
-            content = self.handle_message(message, key)
+            content = self.handle_message(message, key, deadline)
             reply = "success" if content is None else self._xml(message, content)
         except Exception:
             self.internal_errors += 1
@@ -322,8 +325,9 @@ class Webhook:
 
     # --------------------------------------------------------------------- routing
 
-    def handle_message(self, message: BaseMessage, key: str | None = None) -> str | None:
-        """Reply text for a message (None: no reply); ``key`` (its dedupe key) makes it logged once."""
+    def handle_message(self, message: BaseMessage, key: str | None = None, deadline: float | None = None) -> str | None:
+        """Reply text for a message (None: no reply); ``key`` (its dedupe key) makes it logged once;
+        ``deadline`` (time.monotonic()) is when the reply is due (None: the reply budget from retrieval)."""
         kind = message._data.get("MsgType", "")
         if kind == "event":
             return self.handle_event(message)
@@ -331,12 +335,13 @@ class Webhook:
         if self.store.hit_rate_limit(user, self.settings.rate_limit):
             return t.RATE_LIMITED
         if kind == "text":
-            return self.reply_text(user, message.content or "", key=key)
+            return self.reply_text(user, message.content or "", key=key, deadline=deadline)
         if kind == "voice":
             heard = (message._data.get("Recognition") or "").strip()
             if not heard:
                 return t.render(t.VOICE_EMPTY, examples=self.answerer.examples())
-            return self.reply_text(user, heard, lead=t.render(t.VOICE_HEARD, text=heard[:100]), key=key)
+            return self.reply_text(user, heard, lead=t.render(t.VOICE_HEARD, text=heard[:100]), key=key,
+                                   deadline=deadline)
         what = UNSUPPORTED_NAMES.get(kind, "消息")
         return t.render(t.UNSUPPORTED, what=what, examples=self.answerer.examples())
 
@@ -366,9 +371,11 @@ class Webhook:
 
     # ---------------------------------------------------------------- questions
 
-    def reply_text(self, user: str, text: str, channel: str = "wechat", lead: str = "", key: str | None = None) -> str:
+    def reply_text(self, user: str, text: str, channel: str = "wechat", lead: str = "", key: str | None = None,
+                   deadline: float | None = None) -> str:
         """The reply to a text message, through the one reply pipeline the API and the console share."""
-        return self.pipeline.reply(Message(text=text, user=user, channel=channel, lead=lead, key=key)).text
+        return self.pipeline.reply(Message(text=text, user=user, channel=channel, lead=lead, key=key,
+                                           deadline=deadline)).text
 
 
 def init_app(app: Flask, pipeline: ReplyPipeline) -> Webhook:

@@ -1,5 +1,8 @@
 """The reply pipeline: responders in order, the first that answers wins, finishers see every reply."""
 
+import threading
+import time
+
 from bot.pipeline import Message, Reply
 
 
@@ -55,3 +58,26 @@ def test_still_more_continues_and_a_follow_up_without_a_question_asks_for_one(ap
     assert again.extra["understood"] == "怎样防止干部带病提拔？"
     assert lone.source == "followup" and "关于考核有哪些规定？" in lone.text and lone.answer is None
     assert plain.source == "search" and "understood" not in plain.extra  # a whole question stays as it is
+
+
+def test_a_message_past_its_deadline_is_told_to_send_more_and_keeps_the_answer(app):
+    pipeline = app.extensions["pipeline"]
+    release = threading.Event()
+    original = pipeline.answerer.answer
+
+    def held(*args, **kwargs):
+        release.wait(30)
+        return original(*args, **kwargs)
+
+    pipeline.answerer.answer = held
+    with app.app_context():
+        late = pipeline.reply(Message(text="海燕归巢计划是做什么的？", user="u_late", deadline=time.monotonic() - 1))
+        assert pipeline.time_left(Message(text="x", deadline=time.monotonic() - 1)) == 0.0
+        assert pipeline.time_left(Message(text="x")) == pipeline.settings.reply_budget
+        assert "请稍等几秒后发送“更多”" in late.text and late.answer is None
+        release.set()
+        deadline = time.monotonic() + 30
+        while "late" not in pipeline.store.get_state("u_late", 3600) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        more = pipeline.reply(Message(text="更多", user="u_late"))
+    assert "海燕归巢" in more.text and more.source == "more"

@@ -330,6 +330,28 @@ def test_slow_answer_replies_in_time_and_keeps_the_answer_for_more(built_instanc
     assert "海燕归巢" in later and "文件中" in later
 
 
+def test_work_before_retrieval_counts_against_the_reply_budget(built_instance, tmp_path):
+    app = make_app(built_instance, tmp_path, WECHAT_TOKEN=TOKEN, WECHAT_REPLY_BUDGET_SECONDS=0.2)
+    pipeline = app.extensions["pipeline"]
+    release, left = threading.Event(), []
+    original_answer, original_left = pipeline.answerer.answer, pipeline.time_left
+
+    def held(*args, **kwargs):
+        release.wait(30)
+        return original_answer(*args, **kwargs)
+
+    def time_left(message):
+        left.append(original_left(message))
+        return left[-1]
+
+    pipeline.answerer.answer, pipeline.time_left = held, time_left
+    pipeline.refreshers.append(lambda: time.sleep(0.3))  # a slow step before retrieval uses up the budget
+    r = WeChatClient(app.test_client()).send_text(QUESTION, user="o_budget")
+    release.set()
+    assert left == [0.0]  # retrieval was not given a fresh budget of its own
+    assert "请稍等几秒后发送“更多”" in r.content
+
+
 def test_questions_are_logged_with_hashed_users(wechat, wechat_app):
     wechat.send_text(QUESTION, user="o_log_user")
     wechat.send_text("红烧肉怎么做？", user="o_log_user")
