@@ -27,6 +27,7 @@ from bot.evaluate import QuestionSetError, evaluate, load_questions
 from bot.inputs import InputError, clean_file_name, clean_text, question_set_lines
 from bot.library import LibraryError
 from bot.pipeline import Message, get_pipeline
+from index.embed import limit_this_thread
 from index.metadata import FIELDS as METADATA_FIELDS
 from index.metadata import STATUSES
 from index.store import LoadedIndex
@@ -160,6 +161,7 @@ def sets_dir(engine: Engine) -> Path:
 
 def run_batch(app: Flask, batch_id: int, path: Path, versions: list[str]) -> None:
     """Run a question set on one or two index versions in a background thread; results go to SQLite."""
+    limit_this_thread()  # this worker's serving thread limit, as its answer threads keep
     with app.app_context():
         engine = get_engine()
         store = engine.bot_store

@@ -24,7 +24,7 @@ from bot.library import Library, check_chunk_count, with_setting
 from bot.original import Links, check_base_url, link_secret
 from bot.store import BotStore
 from bot.versions import POLL_SECONDS, DatabasePointer
-from index.embed import Embedder, load_embedder, set_threads
+from index.embed import Embedder, limit_this_thread, load_embedder, set_threads
 from index.embed_cache import EmbeddingCache
 from index.ingest import Document, IngestError, LimitError, ReadLimits
 from index.rank import DEFAULT_LEARNED, LearnedModels, ModelError
@@ -152,6 +152,7 @@ class Engine:
             self._loading = version
 
         def load() -> None:
+            limit_this_thread()
             try:
                 index = self._load(version)
                 with self._lock:

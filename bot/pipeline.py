@@ -40,6 +40,7 @@ from bot import templates as t
 from bot.answer import Answer, Answerer
 from bot.followup import FOLLOWUP_SECONDS
 from bot.store import BotStore
+from index.embed import limit_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class ReplyPipeline:
         """Retrieval for ``question`` (default: the message's text) within the reply budget; the answer
         is remembered for 更多 and logged. A late answer is kept for the member's 更多."""
         question = message.text if question is None else question
-        future: Future[Answer] = self.pool.submit(self.answerer.answer, question, message.k, message.lead)
+        future: Future[Answer] = self.pool.submit(self._answer, question, message.k, message.lead)
         try:
             answer = future.result(timeout=self.time_left(message))
         except FutureTimeout:
@@ -183,6 +184,11 @@ class ReplyPipeline:
             return Reply(t.render(t.TIMEOUT, question=question[:60]), SOURCE_SEARCH, question=question)
         log_id = self.remember(message, question, answer)
         return Reply(answer.text, SOURCE_SEARCH, answer=answer, question=question, log_id=log_id)
+
+    def _answer(self, question: str, k: int, lead: str) -> Answer:
+        """The answerer's answer, on a pool thread held to the serving thread limit (``limit_this_thread``)."""
+        limit_this_thread()
+        return self.answerer.answer(question, k, lead)
 
     def time_left(self, message: Message) -> float:
         """Seconds retrieval may take for ``message``: what its deadline leaves (none once it has passed),

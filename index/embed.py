@@ -165,6 +165,16 @@ def set_threads(count: int) -> None:
         pass
 
 
+def limit_this_thread() -> None:
+    """Apply ``set_threads``'s FAISS limit to the calling thread. OpenMP keeps its thread count per thread:
+    a thread that did not set it (the reply pipeline's answer threads) searched with one OpenMP thread a
+    core, and the extra one spun at its barrier between questions, half a core a worker."""
+    if _threads:
+        import faiss
+
+        faiss.omp_set_num_threads(_threads)
+
+
 def resolve_model_path(setting: str, models_dir: Path) -> str:
     """The bundled names convert (once) into ``models_dir`` — the adapted one with the shipped adapter added;
     anything else is passed through."""

@@ -101,3 +101,30 @@ def test_unanswered_entries_count_and_group_by_closeness():
         ("红烧肉怎么做", 3, 5.0, 2), ("明天天气如何", 1, 2.0, 1)]
     lines = groups[0].eval_lines().splitlines()
     assert len(lines) == 2 and '"gold": []' in lines[0] and '"q": "红烧肉咋做"' in lines[1]
+
+
+def test_curation_reads_do_not_wait_for_a_writer(tmp_path):
+    """Every message checks the curation version: on SQLite that read must not queue behind a write
+    transaction held elsewhere (a re-index, an admin's edit, another worker's log write)."""
+    import sqlite3
+    import threading
+
+    from bot.curation.store import CurationStore
+    from bot.store import BotStore
+
+    path = tmp_path / "bot.sqlite3"
+    store = BotStore.open(f"sqlite:///{path}")
+    curation = CurationStore(store.engine)
+    before = curation.version()
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    done: list[object] = []
+    reader = threading.Thread(target=lambda: done.extend([curation.version(), curation.words(),
+                                                          curation.settings(), store.get_state("u", 60)]))
+    reader.start()
+    reader.join(5)  # a read that takes the write lock would wait out the 30 s busy timeout
+    finished_while_locked = not reader.is_alive()
+    writer.execute("ROLLBACK")
+    writer.close()
+    reader.join()
+    assert finished_while_locked and done[0] == before

@@ -81,3 +81,22 @@ def test_a_message_past_its_deadline_is_told_to_send_more_and_keeps_the_answer(a
             time.sleep(0.05)
         more = pipeline.reply(Message(text="更多", user="u_late"))
     assert "海燕归巢" in more.text and more.source == "more"
+
+
+def test_answers_are_searched_with_the_serving_thread_limit(app):
+    """OpenMP keeps its thread count per thread: the pool thread that answers must be held to
+    SERVE_THREADS as the worker's own thread is, or FAISS's extra OpenMP thread spins between questions."""
+    import faiss
+
+    pipeline = app.extensions["pipeline"]
+    seen: list[int] = []
+    original = pipeline.answerer.answer
+
+    def watched(*args, **kwargs):
+        seen.append(faiss.omp_get_max_threads())
+        return original(*args, **kwargs)
+
+    pipeline.answerer.answer = watched
+    with app.app_context():
+        pipeline.reply(Message(text="海燕归巢计划是做什么的？", user="u_threads"))
+    assert app.config["SERVE_THREADS"] == 1 and seen == [1]  # a thread that set nothing: one a core

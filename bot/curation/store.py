@@ -138,17 +138,22 @@ class CurationStore:
         """The curation tables on the bot store's engine; its migrations (bot/migrations, 0003) created them."""
         self.engine = engine
 
+    def _read(self):  # type: ignore[no-untyped-def]
+        """A read-only connection: on SQLite a deferred transaction, which takes no write lock (every other
+        transaction begins IMMEDIATE), so the version check each message makes never waits on a writer."""
+        return self.engine.connect().execution_options(readonly=True)
+
     # ------------------------------------------------------------ version
 
     def version(self) -> int:
-        with self.engine.connect() as db:
+        with self._read() as db:
             return int(db.execute(select(state_table.c.version).where(state_table.c.id == 1)).scalar_one())
 
     def _bump(self, db) -> None:  # type: ignore[no-untyped-def]
         db.execute(update(state_table).where(state_table.c.id == 1).values(version=state_table.c.version + 1))
 
     def snapshot(self) -> Snapshot:
-        with self.engine.connect() as db:
+        with self._read() as db:
             version = int(db.execute(select(state_table.c.version).where(state_table.c.id == 1)).scalar_one())
             faqs = [_faq(r) for r in db.execute(select(faq_table).order_by(faq_table.c.id))]
             words = [dict(r._mapping) for r in db.execute(select(words_table).order_by(words_table.c.id))]
@@ -159,11 +164,11 @@ class CurationStore:
     # ---------------------------------------------------------------- faq
 
     def faqs(self) -> list[Faq]:
-        with self.engine.connect() as db:
+        with self._read() as db:
             return [_faq(r) for r in db.execute(select(faq_table).order_by(faq_table.c.id))]
 
     def faq(self, faq_id: int) -> Faq | None:
-        with self.engine.connect() as db:
+        with self._read() as db:
             row = db.execute(select(faq_table).where(faq_table.c.id == faq_id)).first()
         return _faq(row) if row else None
 
@@ -194,7 +199,7 @@ class CurationStore:
     # ------------------------------------------------------ sensitive words
 
     def words(self) -> list[dict]:
-        with self.engine.connect() as db:
+        with self._read() as db:
             return [dict(r._mapping) for r in db.execute(select(words_table).order_by(words_table.c.id))]
 
     def add_words(self, pairs: Iterable[tuple[str, str]], who: str) -> list[int]:
@@ -235,7 +240,7 @@ class CurationStore:
     # ---------------------------------------------------- keyword replies
 
     def keywords(self) -> list[dict]:
-        with self.engine.connect() as db:
+        with self._read() as db:
             return [dict(r._mapping) for r in db.execute(select(keywords_table).order_by(keywords_table.c.id))]
 
     def add_keyword(self, keyword: str, match: str, reply: str, who: str) -> int:
@@ -262,7 +267,7 @@ class CurationStore:
     # ----------------------------------------------------------- settings
 
     def settings(self) -> dict[str, str]:
-        with self.engine.connect() as db:
+        with self._read() as db:
             return {r.name: r.value for r in db.execute(select(settings_table))}
 
     def put_settings(self, values: dict[str, str]) -> None:
@@ -287,7 +292,7 @@ class CurationStore:
             upsert(db, pending_table, values, "user_hash", update=["at", "data"])
 
     def pending(self, user_hash: str, max_age: float) -> dict | None:
-        with self.engine.connect() as db:
+        with self._read() as db:
             row = db.execute(select(pending_table).where(pending_table.c.user_hash == user_hash)).first()
         if row is None or time.time() - row.at > max_age:
             return None
@@ -304,7 +309,7 @@ class CurationStore:
         return _new_id(result)
 
     def feedback(self, limit: int = 200) -> list[dict]:
-        with self.engine.connect() as db:
+        with self._read() as db:
             rows = db.execute(select(feedback_table).order_by(feedback_table.c.id.desc()).limit(limit))
             return [dict(r._mapping) for r in rows]
 
@@ -312,7 +317,7 @@ class CurationStore:
         """Useful / useless counts per document (search answers) and per official answer."""
         useful = func.sum((feedback_table.c.verdict == "useful").cast(Integer))
         useless = func.sum((feedback_table.c.verdict == "useless").cast(Integer))
-        with self.engine.connect() as db:
+        with self._read() as db:
             docs = db.execute(select(feedback_table.c.doc, useful, useless)
                               .where(feedback_table.c.source == "search")
                               .group_by(feedback_table.c.doc).order_by(feedback_table.c.doc)).all()
@@ -323,7 +328,7 @@ class CurationStore:
                 "faqs": [{"faq_id": f, "useful": int(u or 0), "useless": int(n or 0)} for f, u, n in faqs]}
 
     def useless_questions(self, limit: int) -> list[dict]:
-        with self.engine.connect() as db:
+        with self._read() as db:
             rows = db.execute(select(feedback_table.c.question, feedback_table.c.at)
                               .where(feedback_table.c.verdict == "useless")
                               .order_by(feedback_table.c.id.desc()).limit(limit))
@@ -332,7 +337,7 @@ class CurationStore:
     # ---------------------------------------------------------- dismissed
 
     def dismissed(self) -> set[str]:
-        with self.engine.connect() as db:
+        with self._read() as db:
             return {r.key for r in db.execute(select(dismissed_table.c.key))}
 
     def dismiss(self, keys: Iterable[str], who: str) -> None:
