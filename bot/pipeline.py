@@ -193,9 +193,7 @@ class ReplyPipeline:
     def time_left(self, message: Message) -> float:
         """Seconds retrieval may take for ``message``: what its deadline leaves (none once it has passed),
         or the whole reply budget for a message without one."""
-        if message.deadline is None:
-            return self.settings.reply_budget
-        return max(0.0, message.deadline - time.monotonic())
+        return self.settings.reply_budget if message.deadline is None else seconds_left(message.deadline)
 
     def remember(self, message: Message, question: str, answer: Answer) -> int | None:
         """Keep the member's last question (for 更多) and log the question, in one write; the log row's id."""
@@ -224,6 +222,11 @@ class ReplyPipeline:
         except Exception:
             log.exception("late answer failed for a question of %s", self.store.hash_user(user))
             self.store.set_state(user, {"question": question, "shown": 0, "late": t.INTERNAL_ERROR})
+
+
+def seconds_left(deadline: float) -> float:
+    """Seconds until ``deadline`` (time.monotonic()), none once it has passed."""
+    return max(0.0, deadline - time.monotonic())
 
 
 # ----------------------------------------------------------------------------------- responders

@@ -39,7 +39,7 @@ from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.messages import BaseMessage
 
 from bot import templates as t
-from bot.pipeline import Event, Message, Reply, ReplyPipeline
+from bot.pipeline import Event, Message, Reply, ReplyPipeline, seconds_left
 from bot.store import CLAIMED, DONE
 
 log = logging.getLogger(__name__)
@@ -285,7 +285,7 @@ class Webhook:
             log.exception("dedupe store failed for %s; answering without dedupe", key)
             first = True
         if not first:  # another worker or node is answering: wait for its reply, or take over if it died
-            outcome, stored = self.store.await_reply(key, max(0.0, deadline - time.monotonic()))
+            outcome, stored = self.store.await_reply(key, seconds_left(deadline))
             if outcome == DONE and stored is not None:
                 return stored
             if outcome != CLAIMED:

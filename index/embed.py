@@ -151,10 +151,8 @@ def set_threads(count: int) -> None:
     instead of 0.5 ms while the cores were busy). A build from the command line keeps every core; a
     re-index job under query load gets BUILD_THREADS (and a lower priority, BUILD_NICE)."""
     global _threads
-    import faiss
-
     _threads = max(1, count)
-    faiss.omp_set_num_threads(_threads)
+    limit_this_thread()  # this thread's FAISS (OpenMP); other threads that search call it themselves
     if "torch" in sys.modules:  # else the torch back end sets it when it loads; onnx never imports torch
         sys.modules["torch"].set_num_threads(_threads)
     try:  # numpy's BLAS and any other OpenMP pool already loaded (threadpoolctl comes with scikit-learn)
