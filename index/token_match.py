@@ -98,6 +98,22 @@ def reduce(vectors: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.ndarr
     return unit_rows((vectors - mean) @ basis) if len(vectors) else np.zeros((0, basis.shape[1]), np.float32)
 
 
+def passage_counts(ids: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each token id that occurs, in order, and how many passages have it (passage ``i`` owns
+    ``ids[offsets[i]:offsets[i + 1]]``): one sort of a (id, passage) key a token, then its runs. Every index
+    load does it. ``np.unique`` of the (id, passage) pairs took 0.67 s at 5,855 passages (810k tokens) and
+    16 s at 100k passages (14M tokens, random ids); this 0.2 s and 1.0 s."""
+    passages = len(offsets) - 1
+    if not len(ids):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    owner = np.repeat(np.arange(passages, dtype=np.int64), np.diff(offsets))
+    keys = np.sort(np.asarray(ids, dtype=np.int64) * passages + owner)  # by id, then by passage
+    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]  # each (id, passage) once
+    token = keys // passages
+    starts = np.flatnonzero(np.concatenate([[True], token[1:] != token[:-1]]))
+    return token[starts], np.diff(np.append(starts, len(token)))
+
+
 class TokenIndex:
     """Every passage's token vectors, in passage order: passage ``i`` owns rows ``offsets[i]:offsets[i+1]``.
     Stored reduced (``mean``, ``basis``: see ``reduce``) and quantised."""
@@ -113,10 +129,7 @@ class TokenIndex:
         passages = len(self.offsets) - 1
         # IDF of a token id over the passages; an id no passage has gets the highest (it cannot be matched
         # by its like, and it weighs as the rarest word)
-        owner = np.repeat(np.arange(passages), np.diff(self.offsets))
-        pairs = np.unique(np.stack([self.ids, owner]), axis=1) if len(self.ids) else np.zeros((2, 0), np.int64)
-        known, counts = np.unique(pairs[0], return_counts=True)
-        self.known_ids = known
+        self.known_ids, counts = passage_counts(self.ids, self.offsets)
         self.known_idf = np.log(max(passages, 1) / (1.0 + counts)) + 1.0
         self.unseen_idf = float(np.log(max(passages, 1)) + 1.0)
 

@@ -9,7 +9,7 @@ from index.embed import gives_tokens
 from index.embed_cache import EmbeddingCache
 from index.ingest import clean
 from index.store import TOKENS_DIR, IndexStore, _embed
-from index.token_match import TokenIndex, TokenVectors, principal_components, quantize, reduce
+from index.token_match import TokenIndex, TokenVectors, passage_counts, principal_components, quantize, reduce
 from tests.conftest import HashEmbedder, lexical_models
 
 
@@ -211,3 +211,18 @@ def test_the_principal_directions_are_the_svds():
     np.testing.assert_allclose(np.abs((basis * directions[:16].T).sum(axis=0)), 1.0, atol=1e-5)  # same up to sign
     np.testing.assert_allclose(basis.T @ basis, np.eye(16), atol=1e-5)
     assert (basis[np.abs(basis).argmax(axis=0), np.arange(16)] > 0).all()  # a fixed sign
+
+
+def test_passage_counts_count_each_passage_once():
+    rng = np.random.default_rng(7)
+    lengths = [0, *rng.integers(0, 40, 50).tolist(), 0]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = rng.integers(0, 60, int(offsets[-1])).astype(np.int64)  # repeats within a passage, too
+    known, counts = passage_counts(ids, offsets)
+    expected: dict[int, int] = {}
+    for i in range(len(lengths)):
+        for token in set(ids[offsets[i]:offsets[i + 1]].tolist()):
+            expected[token] = expected.get(token, 0) + 1
+    assert known.tolist() == sorted(expected)
+    assert counts.tolist() == [expected[t] for t in sorted(expected)]
+    assert [a.tolist() for a in passage_counts(np.zeros(0, np.int64), np.array([0, 0]))] == [[], []]
