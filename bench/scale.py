@@ -231,7 +231,8 @@ def measure(size: int) -> dict:
     searcher = HybridSearcher(chunks, tokens, bm25, dense, model, tokenizer, bigram_bm25=BM25Index.build(bigrams),
                               sentences=sentences, everyday=everyday, errands=errands)
     build_s = time.perf_counter() - started
-    del sentence_vectors, bigrams  # the indexes hold what they need; the process's memory is the searcher's
+    # the indexes hold what they need (the searcher its words as numbers): the process's memory is the searcher's
+    del sentence_vectors, bigrams, tokens, base_tokens
     index = LoadedIndex(version=f"scale-{size}", path=ROOT, manifest={}, searcher=searcher, terms=[])
     answerer = Answerer(lambda: index)
     qs = questions()

@@ -32,6 +32,24 @@ class BM25Index:
         retriever.nonoccurrence_array = None
         return cls(retriever, len(token_lists))
 
+    @classmethod
+    def from_ids(cls, ids: np.ndarray, offsets: np.ndarray, terms: list[str]) -> BM25Index:
+        """The index of the token lists ``terms[ids[offsets[i]:offsets[i + 1]]]`` (``index.chunk_tokens``),
+        scoring every query as ``build`` over the same lists would, bit for bit, without making the lists."""
+        lengths = np.diff(np.asarray(offsets, dtype=np.int64))
+        columns = np.array(ids, dtype=np.int64)  # a copy: score_columns sorts it in place
+        empty = lengths == 0
+        if empty.any():  # as build does: an empty list holds the placeholder
+            terms = [*terms, PLACEHOLDER]
+            columns = np.insert(columns, np.asarray(offsets[:-1])[empty], len(terms) - 1)
+            lengths = np.where(empty, 1, lengths)
+        retriever = bm25s.BM25(method="lucene", idf_method="lucene", dtype="float32", int_dtype="int32")
+        retriever.scores = score_columns(columns, lengths, len(terms), retriever.k1, retriever.b)
+        retriever.vocab_dict = {term: column for column, term in enumerate(terms)}
+        retriever.unique_token_ids_set = set(retriever.vocab_dict.values())
+        retriever.nonoccurrence_array = None
+        return cls(retriever, len(lengths))
+
     def scores(self, query_tokens: list[str]) -> np.ndarray:
         """BM25 score of every chunk for the query (zeros where nothing matches)."""
         known = [t for t in query_tokens if t in self._retriever.vocab_dict]
@@ -81,12 +99,19 @@ def score_matrix(token_lists: list[list[str]], k1: float, b: float) -> tuple[dic
     lists = [tokens or [PLACEHOLDER] for tokens in token_lists]
     vocab = {term: column for column, term in enumerate(dict.fromkeys(chain.from_iterable(lists)))}
     lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    columns = np.fromiter(map(vocab.__getitem__, chain.from_iterable(lists)), dtype=np.int64,
+                          count=int(lengths.sum()))
+    return score_columns(columns, lengths, len(vocab), k1, b), vocab
+
+
+def score_columns(columns: np.ndarray, lengths: np.ndarray, terms: int, k1: float, b: float) -> dict:
+    """``score_matrix`` from each token's column number (int64, overwritten), passage after passage, and
+    each passage's token count."""
     # one key a (term, passage) pair, so sorting orders the matrix by column, then by passage (made in
     # place: at a million passages each of these arrays is a gigabyte)
-    keys = np.fromiter(map(vocab.__getitem__, chain.from_iterable(lists)), dtype=np.int64,
-                       count=int(lengths.sum()))
+    keys = columns
     keys <<= 32
-    keys |= np.repeat(np.arange(len(lists), dtype=np.int32), lengths)
+    keys |= np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
     keys.sort()
     starts = np.flatnonzero(np.concatenate(([len(keys) > 0], keys[1:] != keys[:-1])))
     frequency = np.diff(starts, append=len(keys)).astype(np.int32)
@@ -94,18 +119,18 @@ def score_matrix(token_lists: list[list[str]], k1: float, b: float) -> tuple[dic
     del starts
     columns, rows = (keys >> 32).astype(np.int32), (keys & 0xFFFFFFFF).astype(np.int32)
     del keys
-    document_frequency = np.bincount(columns, minlength=len(vocab))
+    document_frequency = np.bincount(columns, minlength=terms)
     frequencies, of_term = np.unique(document_frequency, return_inverse=True)
-    idf = np.array([math.log(1 + (len(lists) - int(df) + 0.5) / (int(df) + 0.5)) for df in frequencies],
+    idf = np.array([math.log(1 + (len(lengths) - int(df) + 0.5) / (int(df) + 0.5)) for df in frequencies],
                    dtype=np.float32)[of_term]
     # bm25s: tf / (k1 * ((1 - b) + b * length / average) + tf), the average a float64 numpy mean; computed a
     # block at a time, as its double-precision steps take 8 bytes an entry each
-    saturation = k1 * ((1 - b) + b * lengths / (lengths.mean() if len(lists) else 1.0))
+    saturation = k1 * ((1 - b) + b * lengths / (lengths.mean() if len(lengths) else 1.0))
     data = np.empty(len(rows), dtype=np.float32)
     for start in range(0, len(rows), SCORE_BLOCK):
         block = slice(start, start + SCORE_BLOCK)
         tf = frequency[block].astype(np.float32)
         data[block] = idf[columns[block]] * (tf / (saturation[rows[block]] + tf))
-    indptr = np.zeros(len(vocab) + 1, dtype=np.int64)
+    indptr = np.zeros(terms + 1, dtype=np.int64)
     np.cumsum(document_frequency, out=indptr[1:])
-    return {"data": data, "indices": rows, "indptr": indptr, "num_docs": len(lists)}, vocab
+    return {"data": data, "indices": rows, "indptr": indptr, "num_docs": len(lengths)}

@@ -35,6 +35,7 @@ import numpy as np
 from index.bm25 import BM25Index
 from index.calibration import background_stats, errand_questions, everyday_questions, z_score
 from index.chunk import HEADER_SECTION, Chunk
+from index.chunk_tokens import ChunkTokens
 from index.dense import DenseIndex
 from index.embed import Embedder, TokenEmbedder, gives_tokens
 from index.rank import DECISION_FEATURES, PASSAGE_FEATURES, LearnedModels, LinearModel, log_rank
@@ -169,7 +170,7 @@ class Candidates:
 
 
 class HybridSearcher:
-    def __init__(self, chunks: list[Chunk], chunk_tokens: list[list[str]], bm25: BM25Index,
+    def __init__(self, chunks: list[Chunk], chunk_tokens: list[list[str]] | ChunkTokens, bm25: BM25Index,
                  dense: DenseIndex, embedder: Embedder, tokenizer: Tokenizer,
                  bigram_bm25: BM25Index | None = None, synonyms: Synonyms | None = None,
                  models: LearnedModels | None = None, calibration: dict | None = None,
@@ -179,25 +180,30 @@ class HybridSearcher:
         self.chunks = chunks
         # an older document of a series -> the series' newest document (index.metadata.link_series)
         self.newest = {old: new for old, new in (newest or {}).items() if old != new}
-        self.chunk_tokens = chunk_tokens
+        # each passage's words, as numbers (index.chunk_tokens); lists are converted
+        self.chunk_tokens = (chunk_tokens if isinstance(chunk_tokens, ChunkTokens)
+                             else ChunkTokens.from_lists(chunk_tokens))
         self.bm25 = bm25
         self.bigram_bm25 = bigram_bm25 or BM25Index.build([tokenizer.bigrams(c.context_text()) for c in chunks])
         self.synonyms = (synonyms if synonyms is not None else Synonyms.from_file(DEFAULT_SYNONYMS)).normalized(
             tokenizer.normalize)
         self.models = models or LearnedModels.load()
-        documents: dict[str, list[str]] = {}
-        titles: dict[str, str] = {}
+        if len(self.chunk_tokens) != len(chunks):
+            raise ValueError(f"{len(self.chunk_tokens)} passages' tokens for {len(chunks)} passages")
+        titles: dict[str, str] = {}  # each document's, in the order of their first passages
         heads: dict[str, str] = {}
-        for chunk, tokens in zip(chunks, chunk_tokens, strict=True):
-            documents.setdefault(chunk.doc_id, []).extend(tokens)
+        for chunk in chunks:
             titles.setdefault(chunk.doc_id, chunk.title)
             if chunk.section[:1] == (HEADER_SECTION,):
                 heads.setdefault(chunk.doc_id, chunk.text)
+        documents = list(titles)
         number = {doc_id: i for i, doc_id in enumerate(documents)}
-        self.document_ids = list(documents)
+        self.document_ids = documents
         self.document_number = number
         self.chunk_document = np.array([number[c.doc_id] for c in chunks], dtype=np.int64)
-        self.document_bm25 = BM25Index.build(list(documents.values())) if len(documents) > 1 else None
+        # whole documents: their passages' words one after another
+        self.document_bm25 = BM25Index.from_ids(*self.chunk_tokens.grouped(self.chunk_document, len(documents)),
+                                                self.chunk_tokens.terms) if len(documents) > 1 else None
         self.title_documents: dict[str, np.ndarray] = {}  # a title word -> the documents whose title has it
         having: dict[str, list[int]] = {}
         for doc_id, title in titles.items():
@@ -591,7 +597,7 @@ class HybridSearcher:
         Single characters are too ambiguous to count as evidence; they count only when the query has
         no longer term.
         """
-        return self._shares(self.term_weights(tokens), set(self.chunk_tokens[position]))[0]
+        return self._shares(self.term_weights(tokens), self.chunk_tokens.words(position))[0]
 
     def evidence(self, terms: list[str], action: str | None, hits: list[Hit]) -> tuple[float, float, bool | None]:
         """Over ``hits``: the best lexical coverage, the best share of coined names, and whether one has the
@@ -600,7 +606,7 @@ class HybridSearcher:
         lexical = named = 0.0
         action_found = None if action is None else False
         for hit in hits:
-            words = set(self.chunk_tokens[hit.position])
+            words = self.chunk_tokens.words(hit.position)
             share, names_share = self._shares(weights, words)
             lexical, named = max(lexical, share), max(named, names_share)
             if action is not None:

@@ -5,8 +5,9 @@ Layout under the index root (in the Flask instance folder)::
     CURRENT                     the serving version's name, replaced atomically (os.replace); PREVIOUS the
                                 one before it. A cluster publishes the serving version in its database
                                 instead (``VersionPointer``; bot.versions)
-    v20261125-013000-1a2b3c/    one complete build: manifest.json, chunks.jsonl, tokens.jsonl,
-                                userdict.txt, dense.faiss, bm25/ (jieba words), bm25-bigram/,
+    v20261125-013000-1a2b3c/    one complete build: manifest.json, chunks.jsonl, words/ (each passage's
+                                search tokens, index.chunk_tokens; tokens.jsonl before), userdict.txt,
+                                dense.faiss, bm25/ (jieba words), bm25-bigram/,
                                 everyday.npy and errands.npy (the everyday questions' and the personal
                                 errands' vectors, index.calibration), sentences/ (index.sentences),
                                 token-vectors/ (every passage's token vectors, index.token_match)
@@ -37,6 +38,7 @@ import numpy as np
 from index.bm25 import BM25Index
 from index.calibration import errand_questions, everyday_questions
 from index.chunk import DEFAULT_TARGET_CHARS, Chunk, chunk_document
+from index.chunk_tokens import ChunkTokens
 from index.dense import DenseIndex
 from index.embed import Embedder, TokenEmbedder, gives_tokens
 from index.embed_cache import EmbeddingCache
@@ -51,6 +53,7 @@ from index.token_match import TokenIndex, TokenVectors
 from index.tokenize import Tokenizer, find_coined_terms
 
 SENTENCES_DIR = "sentences"
+WORDS_DIR = "words"  # every passage's search tokens as numbers (index.chunk_tokens); before: tokens.jsonl
 TOKENS_DIR = "token-vectors"
 QUERY_KEY = "query\0"  # the embedding cache's key of a question starts so; a passage's never does
 MANIFEST_VERSION = 5  # 2: a character-bigram BM25 index beside the jieba one, everyday.npy; 3: sentences/;
@@ -247,7 +250,7 @@ class IndexStore:
             bm25.save(work / "bm25")
             bigram_bm25.save(work / "bm25-bigram")
             _write_jsonl(work / "chunks.jsonl", (c.to_dict() for c in chunks))
-            _write_jsonl(work / "tokens.jsonl", token_lists)
+            searcher.chunk_tokens.save(work / WORDS_DIR)
             (work / "userdict.txt").write_text("\n".join(terms), encoding="utf-8")
             per_document = Counter(c.doc_id for c in chunks)
             manifest = {
@@ -316,12 +319,14 @@ class IndexStore:
                 "or set FLASK_EMBED_MODEL to the model the index was built with"
             )
         chunks = [Chunk.from_dict(row) for row in _read_jsonl(path / "chunks.jsonl")]
-        token_lists = list(_read_jsonl(path / "tokens.jsonl"))
+        # a version built before the words were kept as numbers has tokens.jsonl, a list of words a passage
+        chunk_tokens = ChunkTokens.load(path / WORDS_DIR) if (path / WORDS_DIR).is_dir() \
+            else list(_read_jsonl(path / "tokens.jsonl"))
         terms = [t for t in (path / "userdict.txt").read_text(encoding="utf-8").split("\n") if t]
         dense = DenseIndex.load(path)
         if dense.size != len(chunks):
             raise IndexMismatchError(f"index {version} is inconsistent: {dense.size} vectors, {len(chunks)} chunks")
-        searcher = HybridSearcher(chunks, token_lists, BM25Index.load(path / "bm25", len(chunks)), dense,
+        searcher = HybridSearcher(chunks, chunk_tokens, BM25Index.load(path / "bm25", len(chunks)), dense,
                                   embedder, Tokenizer(terms),
                                   bigram_bm25=BM25Index.load(path / "bm25-bigram", len(chunks)),
                                   synonyms=synonyms, models=models, calibration=manifest.get("calibration"),

@@ -37,7 +37,7 @@ def test_build_writes_a_complete_version_with_manifest(store, speech):
     assert manifest["counts"]["documents"] == 1 and manifest["counts"]["chunks"] > 10
     assert manifest["documents"][0]["title"] == "在全市组织部长会议上的讲话摘要"
     assert len(manifest["corpus_sha256"]) == 64
-    for name in ("chunks.jsonl", "tokens.jsonl", "userdict.txt", "dense.faiss", "bm25"):
+    for name in ("chunks.jsonl", "words/ids.npy", "userdict.txt", "dense.faiss", "bm25"):
         assert (store.root / version / name).exists()
     assert "海燕归巢" in (store.root / version / "userdict.txt").read_text(encoding="utf-8")
 
@@ -75,7 +75,7 @@ def test_a_rebuild_cuts_only_passages_it_has_not_cut_with_the_same_tokenizer(sto
                         cut.append(text) or bigrams(self, text, normalized))
     cache = EmbeddingCache(tmp_path / "cache.sqlite3")
     plain = store.build([speech], HashEmbedder())  # no cache: every passage cut
-    lexical = ("tokens.jsonl", "bm25/data.csc.index.npy", "bm25-bigram/data.csc.index.npy")
+    lexical = ("words/ids.npy", "words/terms.json", "bm25/data.csc.index.npy", "bm25-bigram/data.csc.index.npy")
     expected = [(store.root / plain / name).read_bytes() for name in lexical]
     cut.clear()
     first = store.build([speech], HashEmbedder(), cache=cache)
@@ -226,3 +226,26 @@ def test_each_new_text_is_embedded_once_shortest_first():
     assert embedded == 3 and embedder.seen == ["短句。", "中等长度的一句话。", "第三条 党员必须履行下列义务。"]
     for text, vector in zip(texts, vectors, strict=True):
         assert (vector == HashEmbedder().encode_passages([text])[0]).all()
+
+
+def test_a_version_that_kept_its_words_as_lists_still_loads(store, speech, tmp_path):
+    """Versions built before index.chunk_tokens have tokens.jsonl (a list of words a passage), not words/."""
+    import shutil
+
+    other = clean("第一条 党员必须履行义务，党员享有权利。\n第二条 村民委员会每届任期五年。", doc_id="rules")
+    other.title = "规则"
+    version = store.build([speech, other], HashEmbedder())
+    fresh = store.load(HashEmbedder(), models=lexical_models())
+    lists = [fresh.searcher.chunk_tokens[i] for i in range(len(fresh.chunks))]
+    folder = store.root / version
+    shutil.rmtree(folder / "words")
+    (folder / "tokens.jsonl").write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in lists),
+                                         encoding="utf-8")
+    older = store.load(HashEmbedder(), models=lexical_models())
+    assert [older.searcher.chunk_tokens[i] for i in range(len(older.chunks))] == lists
+    for question in ("海燕归巢计划", "村委会任期几年", "党员有什么权利"):
+        a, b = fresh.searcher.search(question, k=3), older.searcher.search(question, k=3)
+        assert [h.position for h in a.hits] == [h.position for h in b.hits]
+        assert [h.score for h in a.hits] == [h.score for h in b.hits]
+    tokens = fresh.searcher.tokenizer.tokens("村民委员会任期")
+    np.testing.assert_array_equal(fresh.searcher.doc_prior(tokens), older.searcher.doc_prior(tokens))
