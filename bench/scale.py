@@ -157,7 +157,7 @@ def cached_references(model) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cached_tokens(chunks: list, tokenizer, path: Path | None = None) -> list[list[str]]:
-    """Search tokens of the chunks (cached as JSONL beside the chunks, like the index's tokens.jsonl);
+    """Search tokens of the chunks (cached as JSONL beside the chunks, a list of words a passage);
     with ``path`` = BIGRAMS_FILE, their character bigrams."""
     path = path or TOKENS_FILE
     split = tokenizer.bigrams if path == BIGRAMS_FILE else tokenizer.tokens
