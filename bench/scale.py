@@ -117,7 +117,7 @@ def cached_vectors(texts: list[str], model, progress: bool = True) -> np.ndarray
             print(f"embedded {done}/{total} ({rate:.0f}/s incl. cache hits)", file=sys.stderr, flush=True)
 
     try:
-        vectors, _ = _embed(texts, model, cache, report)
+        vectors = _embed(texts, model, cache, report)[0]
     finally:
         cache.close()
     return vectors

@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
 import numpy as np
 
 from index.token_match import TokenVectors
+
+PASSAGE_BLOCK = 2048  # passages' token vectors read at a time by CachedTokens (about 100 MB at 2048)
 
 
 class EmbeddingCache:
@@ -78,6 +81,28 @@ class EmbeddingCache:
                              rows)
         self._db.commit()
 
+    def tokens_present(self, keys: list[str], dimension: int) -> set[str]:
+        """Which of ``keys`` have token vectors of ``dimension`` cached (without reading them)."""
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            batch = keys[start:start + 500]
+            marks = ",".join("?" * len(batch))
+            found.update(key for (key,) in self._db.execute(
+                f"SELECT key FROM tokens WHERE key IN ({marks}) AND dim = ?", [*batch, dimension]))
+        return found
+
+    def token_counts(self, keys: list[str], dimension: int) -> dict[str, int]:
+        """How many tokens each of ``keys`` has cached (from the length of its ids, not reading them)."""
+        found: dict[str, int] = {}
+        for start in range(0, len(keys), 500):
+            batch = keys[start:start + 500]
+            marks = ",".join("?" * len(batch))
+            for key, size in self._db.execute(
+                f"SELECT key, length(ids) FROM tokens WHERE key IN ({marks}) AND dim = ?", [*batch, dimension]
+            ):
+                found[key] = size // 8  # int64 ids
+        return found
+
     def get_lexical_many(self, keys: list[str]) -> dict[str, tuple[list[str], list[str]]]:
         """(jieba tokens, character bigrams) of the texts cached under ``keys``."""
         found: dict[str, tuple[list[str], list[str]]] = {}
@@ -98,3 +123,24 @@ class EmbeddingCache:
 
     def close(self) -> None:
         self._db.close()
+
+
+class CachedTokens:
+    """The token vectors of passages ``keys`` (in order) as the cache holds them: a ``TokenSource`` for
+    ``TokenIndex.build`` that reads ``PASSAGE_BLOCK`` passages at a time. Every key must be cached."""
+
+    def __init__(self, cache: EmbeddingCache, keys: list[str], dimension: int) -> None:
+        self.cache, self.keys, self.dimension = cache, keys, dimension
+
+    def lengths(self) -> np.ndarray:
+        counts = self.cache.token_counts(list(dict.fromkeys(self.keys)), self.dimension)
+        missing = [k for k in self.keys if k not in counts]
+        if missing:
+            raise KeyError(f"{len(missing)} passages' token vectors are not in the cache")
+        return np.array([counts[k] for k in self.keys], dtype=np.int64)
+
+    def blocks(self) -> Iterator[list[TokenVectors]]:
+        for start in range(0, len(self.keys), PASSAGE_BLOCK):
+            part = self.keys[start:start + PASSAGE_BLOCK]
+            found = self.cache.get_tokens_many(list(dict.fromkeys(part)), self.dimension)
+            yield [found[k] for k in part]

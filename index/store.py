@@ -41,7 +41,7 @@ from index.chunk import DEFAULT_TARGET_CHARS, Chunk, chunk_document
 from index.chunk_tokens import ChunkTokens
 from index.dense import DenseIndex
 from index.embed import Embedder, TokenEmbedder, gives_tokens
-from index.embed_cache import EmbeddingCache
+from index.embed_cache import CachedTokens, EmbeddingCache
 from index.ingest import Document
 from index.metadata import STATUS_IN_FORCE, link_series
 from index.rank import LearnedModels
@@ -49,7 +49,7 @@ from index.search import HybridSearcher
 from index.sentences import SentenceIndex
 from index.sources import SourceArchive, text_key
 from index.synonyms import Synonyms
-from index.token_match import TokenIndex, TokenVectors
+from index.token_match import ListedTokens, TokenIndex, TokenSource, TokenVectors
 from index.tokenize import Tokenizer, find_coined_terms
 
 SENTENCES_DIR = "sentences"
@@ -227,10 +227,11 @@ class IndexStore:
         work = self.root / f"{BUILDING_PREFIX}{version}"
         work.mkdir()
         try:
-            passage_tokens: list[TokenVectors] | None = [] if gives_tokens(embedder) else None
-            vectors, embedded = _embed(texts, embedder, cache, progress, passage_tokens)
+            vectors, embedded, passage_tokens = _embed(texts, embedder, cache, progress,
+                                                       with_tokens=gives_tokens(embedder))
             dense = DenseIndex.build(vectors)
-            token_index = TokenIndex.build(passage_tokens) if passage_tokens is not None else None
+            token_index = TokenIndex.build(passage_tokens, directory=work / TOKENS_DIR) \
+                if passage_tokens is not None else None
             sentences = SentenceIndex.build(chunks, lambda texts: _embed(texts, embedder, cache, None)[0],
                                             embedder.dimension)
             bm25 = BM25Index.build(token_lists)
@@ -374,21 +375,20 @@ def _embed_queries(texts: list[str], embedder: Embedder, cache: EmbeddingCache |
     return np.vstack([found[key] for key in keys])
 
 
-def _embed(texts: list[str], embedder: Embedder, cache: EmbeddingCache | None,
-           progress: Progress | None, tokens: list[TokenVectors] | None = None) -> tuple[np.ndarray, int]:
+def _embed(texts: list[str], embedder: Embedder, cache: EmbeddingCache | None, progress: Progress | None,
+           with_tokens: bool = False) -> tuple[np.ndarray, int, TokenSource | None]:
     """Vectors for ``texts`` (from the cache where possible); also how many were newly embedded. Each
     distinct text is embedded once, shortest first, so that a batch holds texts of like length and pads
-    little (sentences run from 10 to several hundred characters). With ``tokens`` (an embedder that gives
-    them), each text's token vectors are appended to it, in order, from the same pass."""
+    little (sentences run from 10 to several hundred characters). ``with_tokens`` (an embedder that gives
+    them): each text's token vectors too, from the same pass, as a source for ``TokenIndex.build`` — read
+    back from the cache a block at a time when there is one (a library's tokens are gigabytes), else held."""
     vectors = np.zeros((len(texts), embedder.dimension), dtype=np.float32)
     keys = [EmbeddingCache.key(embedder.name, t) for t in texts]
     cached = cache.get_many(keys, embedder.dimension) if cache else {}
-    found: list[TokenVectors | None] = [None] * len(texts)
-    if tokens is not None:
-        cached_tokens = cache.get_tokens_many(keys, embedder.dimension) if cache else {}
-        cached = {k: v for k, v in cached.items() if k in cached_tokens}
-        for i, key in enumerate(keys):
-            found[i] = cached_tokens.get(key)
+    if with_tokens and cache:  # a text needs its token vectors cached too, or it is embedded again
+        present = cache.tokens_present(keys, embedder.dimension)
+        cached = {k: v for k, v in cached.items() if k in present}
+    held: dict[str, TokenVectors] = {}  # without a cache, each text's token vectors
     wanted: dict[str, list[int]] = {}  # a text not cached -> every position that has it
     for i, key in enumerate(keys):
         if key in cached:
@@ -402,7 +402,7 @@ def _embed(texts: list[str], embedder: Embedder, cache: EmbeddingCache | None,
     for start in range(0, len(todo), EMBED_BATCH):
         batch = todo[start:start + EMBED_BATCH]
         batch_texts = [texts[i] for i in batch]
-        if tokens is not None:
+        if with_tokens:
             fresh, fresh_tokens = cast(TokenEmbedder, embedder).encode_passages_with_tokens(
                 batch_texts, batch_size=EMBED_BATCH)
         else:
@@ -410,18 +410,19 @@ def _embed(texts: list[str], embedder: Embedder, cache: EmbeddingCache | None,
         compact = [t.compact() for t in fresh_tokens]  # int8, as the cache keeps them
         for j, i in enumerate(batch):
             vectors[wanted[keys[i]]] = fresh[j]
-            for k in wanted[keys[i]]:
-                found[k] = compact[j] if compact else None
             done += len(wanted[keys[i]])
         if cache:
             cache.put_many({keys[i]: fresh[j] for j, i in enumerate(batch)})
             if compact:
                 cache.put_tokens_many({keys[i]: compact[j] for j, i in enumerate(batch)})
+        else:
+            held.update((keys[i], compact[j]) for j, i in enumerate(batch) if compact)
         if progress:
             progress(done, len(texts))
-    if tokens is not None:
-        tokens.extend(t for t in found if t is not None)
-    return vectors, len(todo)
+    source: TokenSource | None = None
+    if with_tokens:
+        source = CachedTokens(cache, keys, embedder.dimension) if cache else ListedTokens([held[k] for k in keys])
+    return vectors, len(todo), source
 
 
 MANIFEST_METADATA = ("issuer", "number", "status", "replaces", "effective", "kind", "series", "series_order",

@@ -22,8 +22,10 @@ pipeline, refitted each time (R@1/R@3): held-out 0.638/0.803 at 384, 0.628/0.803
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -114,6 +116,28 @@ def passage_counts(ids: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np
     return token[starts], np.diff(np.append(starts, len(token)))
 
 
+class TokenSource(Protocol):
+    """A library's passages' token vectors, in passage order: their counts, then the vectors a block of
+    passages at a time (read as often as asked)."""
+
+    def lengths(self) -> np.ndarray: ...
+
+    def blocks(self) -> Iterator[list[TokenVectors]]: ...
+
+
+class ListedTokens:
+    """A ``TokenSource`` over a list held in memory (a build without a cache, a test)."""
+
+    def __init__(self, passages: list[TokenVectors]) -> None:
+        self.passages = passages
+
+    def lengths(self) -> np.ndarray:
+        return np.array([len(t.ids) for t in self.passages], dtype=np.int64)
+
+    def blocks(self) -> Iterator[list[TokenVectors]]:
+        yield self.passages
+
+
 class TokenIndex:
     """Every passage's token vectors, in passage order: passage ``i`` owns rows ``offsets[i]:offsets[i+1]``.
     Stored reduced (``mean``, ``basis``: see ``reduce``) and quantised."""
@@ -134,33 +158,54 @@ class TokenIndex:
         self.unseen_idf = float(np.log(max(passages, 1)) + 1.0)
 
     @classmethod
-    def build(cls, per_passage: list[TokenVectors], dimensions: int = TOKEN_DIMENSIONS) -> TokenIndex:
-        """The index of every passage's tokens. The library's tokens are never stacked into one float array
-        (at 10k passages that is 1.3M tokens, 2 GB, and a copy for the projection): the components are
-        fitted on the same even sample of them, and the tokens are projected and quantised a block of
-        passages at a time, straight into the index's int8 rows."""
-        size = next((t.vectors.shape[1] for t in per_passage if t.vectors.ndim == 2), 0)
-        lengths = np.array([len(t.ids) for t in per_passage], dtype=np.int64)
+    def build(cls, passages: list[TokenVectors] | TokenSource, dimensions: int = TOKEN_DIMENSIONS,
+              directory: Path | None = None) -> TokenIndex:
+        """The index of every passage's tokens, from a list or from a ``TokenSource`` read twice, a block of
+        passages at a time (the embedding cache's: ``index.embed_cache.CachedTokens``), so that a build never
+        holds the library's token vectors at once (at 100k passages about 5 GB as int8). The components are
+        fitted on an even sample of the tokens; the tokens are projected and quantised a block at a time,
+        straight into the index's int8 rows — with ``directory``, a file there, mapped (the index's
+        ``VECTORS_FILE``: 2.7 GB at 100k passages), not memory."""
+        source = ListedTokens(passages) if isinstance(passages, list) else passages
+        lengths = source.lengths()
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         total = int(offsets[-1])
         step = max(1, total // BASIS_SAMPLE)
         # every step-th token of the library, counting across passages
-        sample = [t.floats(slice((-int(start)) % step, None, step))
-                  for t, start in zip(per_passage, offsets[:-1], strict=True) if len(t.ids)]
+        sample: list[np.ndarray] = []
+        size, position = 0, 0
+        for block in source.blocks():
+            for t in block:
+                if t.vectors.ndim == 2 and not size:
+                    size = t.vectors.shape[1]
+                if len(t.ids):
+                    sample.append(t.floats(slice((-int(offsets[position])) % step, None, step)))
+                position += 1
         mean, basis = principal_components(np.vstack(sample) if sample else np.zeros((0, size), np.float32),
                                            dimensions)
-        vectors = np.zeros((total, basis.shape[1]), dtype=np.int8)
+        del sample
+        shape = (total, basis.shape[1])
+        vectors: np.ndarray
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            vectors = np.lib.format.open_memmap(directory / VECTORS_FILE, mode="w+", dtype=np.int8, shape=shape)
+        else:
+            vectors = np.zeros(shape, dtype=np.int8)
         scales = np.zeros(total, dtype=np.float32)
-        block: list[np.ndarray] = []
-        start = end = 0  # the block's rows in the index
-        for i, t in enumerate(per_passage):
-            if len(t.ids):
-                block.append(t.floats())
-                end += len(t.ids)
-            if block and (i == len(per_passage) - 1 or end - start >= PROJECT_BLOCK):
-                vectors[start:end], scales[start:end] = quantize(reduce(np.vstack(block), mean, basis))
-                start, block = end, []
-        ids = np.concatenate([t.ids for t in per_passage]).astype(np.int64) if per_passage else np.zeros(0, np.int64)
+        ids = np.zeros(total, dtype=np.int64)
+        rows: list[np.ndarray] = []
+        start = end = 0  # the rows of the passages gathered for projection
+        last, position = len(lengths) - 1, 0
+        for block in source.blocks():
+            for t in block:
+                if len(t.ids):
+                    rows.append(t.floats())
+                    ids[end:end + len(t.ids)] = t.ids
+                    end += len(t.ids)
+                if rows and (position == last or end - start >= PROJECT_BLOCK):
+                    vectors[start:end], scales[start:end] = quantize(reduce(np.vstack(rows), mean, basis))
+                    start, rows = end, []
+                position += 1
         return cls(vectors, scales, ids, offsets, mean, basis)
 
     def subset(self, positions: list[int]) -> TokenIndex:
@@ -174,7 +219,11 @@ class TokenIndex:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        np.save(directory / VECTORS_FILE, self.vectors)
+        target = (directory / VECTORS_FILE).resolve()
+        if isinstance(self.vectors, np.memmap) and Path(str(self.vectors.filename)) == target:
+            self.vectors.flush()  # built straight into that file
+        else:
+            np.save(directory / VECTORS_FILE, self.vectors)
         np.save(directory / SCALES_FILE, self.scales)
         np.save(directory / IDS_FILE, self.ids)
         np.save(directory / OFFSETS_FILE, self.offsets)

@@ -222,7 +222,8 @@ def test_each_new_text_is_embedded_once_shortest_first():
 
     texts = ["第三条 党员必须履行下列义务。", "短句。", "第三条 党员必须履行下列义务。", "中等长度的一句话。"]
     embedder = Recording()
-    vectors, embedded = _embed(texts, embedder, None, None)
+    vectors, embedded, tokens = _embed(texts, embedder, None, None)
+    assert tokens is None
     assert embedded == 3 and embedder.seen == ["短句。", "中等长度的一句话。", "第三条 党员必须履行下列义务。"]
     for text, vector in zip(texts, vectors, strict=True):
         assert (vector == HashEmbedder().encode_passages([text])[0]).all()

@@ -4,12 +4,21 @@ across re-indexes, and the real model's token vectors."""
 import numpy as np
 import pytest
 
+import index.embed_cache as embed_cache
 import index.token_match as token_match
 from index.embed import gives_tokens
-from index.embed_cache import EmbeddingCache
+from index.embed_cache import CachedTokens, EmbeddingCache
 from index.ingest import clean
 from index.store import TOKENS_DIR, IndexStore, _embed
-from index.token_match import TokenIndex, TokenVectors, passage_counts, principal_components, quantize, reduce
+from index.token_match import (
+    ListedTokens,
+    TokenIndex,
+    TokenVectors,
+    passage_counts,
+    principal_components,
+    quantize,
+    reduce,
+)
 from tests.conftest import HashEmbedder, lexical_models
 
 
@@ -95,27 +104,60 @@ class CharTokens(HashEmbedder):
                             np.vstack([self._vec(c) for c in text]) if text else np.zeros((0, 16), np.float32))
 
 
-def test_token_vectors_are_cached_with_the_passage_vectors(tmp_path):
+def test_token_vectors_are_cached_with_the_passage_vectors(tmp_path, monkeypatch):
     cache = EmbeddingCache(tmp_path / "cache.sqlite3")
     embedder = CharTokens()
     texts = ["干部选拔任用。", "短句。", "干部选拔任用。"]
-    first: list[TokenVectors] = []
-    _embed(texts, embedder, cache, None, first)
+    _, _, without_cache = _embed(texts, embedder, None, None, with_tokens=True)
+    embedder.embedded.clear()
+    _, _, first = _embed(texts, embedder, cache, None, with_tokens=True)
     assert embedder.embedded == ["短句。", "干部选拔任用。"]
-    again: list[TokenVectors] = []
-    vectors, embedded = _embed(texts + ["新的一句话。"], embedder, cache, None, again)
+    monkeypatch.setattr(embed_cache, "PASSAGE_BLOCK", 2)  # the cache read back a block of passages at a time
+    vectors, embedded, again = _embed(texts + ["新的一句话。"], embedder, cache, None, with_tokens=True)
     assert embedded == 1 and embedder.embedded[-1] == "新的一句话。"  # only the new text goes to the model
-    assert [t.ids.tolist() for t in again[:3]] == [t.ids.tolist() for t in first]
-    # both passes hold the passages compact (int8 and a scale a token, a quarter of float32's memory), with
+    assert isinstance(again, CachedTokens) and isinstance(without_cache, ListedTokens)
+    assert again.lengths().tolist() == [len(t) for t in texts + ["新的一句话。"]]
+    held = without_cache.passages
+    read = [t for block in again.blocks() for t in block]
+    assert [len(block) for block in again.blocks()] == [2, 2]
+    # every source holds the passages compact (int8 and a scale a token, a quarter of float32's memory), with
     # the same values: a build from the cache makes the same token index as the build that embedded them
-    for text, cached, fresh in zip(texts, again[:3], first, strict=True):
+    for text, cached, fresh in zip(texts, read[:3], held, strict=True):
         assert cached.vectors.dtype == fresh.vectors.dtype == np.int8
+        np.testing.assert_array_equal(cached.ids, fresh.ids)
         np.testing.assert_array_equal(cached.vectors, fresh.vectors)
         np.testing.assert_array_equal(cached.scales, fresh.scales)
         np.testing.assert_allclose(fresh.floats(), embedder._tokens(text).vectors, atol=0.01)
-    built, rebuilt = TokenIndex.build(first), TokenIndex.build(again[:3])
+    built, rebuilt = TokenIndex.build(held), TokenIndex.build(CachedTokens(cache, again.keys[:3], 16))
     np.testing.assert_array_equal(built.vectors, rebuilt.vectors)
     np.testing.assert_array_equal(built.scales, rebuilt.scales)
+    np.testing.assert_array_equal(built.ids, rebuilt.ids)
+
+
+def test_a_build_read_a_block_at_a_time_into_a_file_equals_one_held_at_once(tmp_path, monkeypatch):
+    rng = np.random.default_rng(8)
+    cache = EmbeddingCache(tmp_path / "cache.sqlite3")
+    per_passage, keys = [], []
+    for i, n in enumerate([0, *rng.integers(0, 90, 40).tolist(), 0]):
+        vectors = rng.normal(size=(n, 384)).astype(np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+        per_passage.append(TokenVectors(rng.integers(0, 500, n).astype(np.int64), vectors).compact())
+        keys.append(f"passage-{i}")
+    keys[7] = keys[3]  # a text that repeats in the library
+    per_passage[7] = per_passage[3]
+    cache.put_tokens_many(dict(zip(keys, per_passage, strict=True)))
+    monkeypatch.setattr(token_match, "BASIS_SAMPLE", 300)
+    monkeypatch.setattr(token_match, "PROJECT_BLOCK", 400)
+    monkeypatch.setattr(embed_cache, "PASSAGE_BLOCK", 6)
+    held = TokenIndex.build(per_passage)
+    streamed = TokenIndex.build(CachedTokens(cache, keys, 384), directory=tmp_path / "tokens")
+    assert isinstance(streamed.vectors, np.memmap)
+    for name in ("vectors", "scales", "ids", "offsets", "mean", "basis"):
+        np.testing.assert_array_equal(getattr(streamed, name), getattr(held, name))
+    streamed.save(tmp_path / "tokens")
+    loaded = TokenIndex.load(tmp_path / "tokens")
+    np.testing.assert_array_equal(np.asarray(loaded.vectors), held.vectors)
+    np.testing.assert_array_equal(loaded.ids, held.ids)
 
 
 def test_a_build_keeps_every_passages_token_vectors(tmp_path):
