@@ -12,7 +12,9 @@ one SQL text both accept.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
+import time
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -171,11 +173,32 @@ def upsert(conn: Connection, table: Table, values: dict, key: str, update: Itera
     return conn.execute(text(sql), values)
 
 
+WAL_WAIT_SECONDS = 30.0  # as long as the busy timeout
+
+
 def advisory_lock(conn: Connection, name: str) -> None:
     """Serialise a critical section across nodes until the transaction ends (PostgreSQL); SQLite's
     ``BEGIN IMMEDIATE`` already holds the one write lock."""
     if is_postgres(conn):
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(name.encode())})
+
+
+def use_wal(cursor: sqlite3.Cursor, wait: float = WAL_WAIT_SECONDS) -> None:
+    """Put the SQLite database in WAL mode. SQLite does not wait on the busy timeout to change the journal
+    mode: while another connection writes to a database still in its first mode — a fresh one, which the
+    first of several workers starting together is filling with tables — the change fails at once with
+    "database is locked", and the worker failed to start (gunicorn then stops every worker). The change is
+    tried again until ``wait`` has passed; a database already in WAL mode is left as it is."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def make_engine(url: str) -> Engine:
@@ -190,7 +213,7 @@ def make_engine(url: str) -> Engine:
             dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA journal_mode=WAL")
+            use_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 

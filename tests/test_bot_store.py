@@ -291,3 +291,23 @@ def test_a_logged_question_sets_the_members_state_even_when_its_message_was_logg
     assert first is not None and again is None  # the message is logged once
     assert bot_store.get_state("o_user", max_age=60) == {"question": "问二", "shown": 2}
     assert [e.question for e in bot_store.recent_queries()] == ["问一"]
+
+
+def test_a_worker_starting_while_another_fills_a_fresh_database_waits_for_wal_mode(tmp_path):
+    """SQLite changes a database's journal mode without waiting on the busy timeout: a second worker's
+    connection, made while the first writes to a fresh (not yet WAL) database, failed at once with
+    "database is locked" and the worker did not start."""
+    import sqlite3
+
+    path = tmp_path / "bot.sqlite3"
+    first = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    first.execute("BEGIN IMMEDIATE")
+    first.execute("CREATE TABLE filling (x)")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):  # the plain change gives up at once
+        sqlite3.connect(path, timeout=30, isolation_level=None).execute("PRAGMA journal_mode=WAL")
+    threading.Timer(0.5, lambda: first.execute("COMMIT")).start()
+    started = time.monotonic()
+    with db.make_engine(f"sqlite:///{path}").connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    assert 0.4 < time.monotonic() - started < 10
+    first.close()
