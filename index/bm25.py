@@ -8,6 +8,7 @@ took 15 s to build that way), to the same scores, bit for bit.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from itertools import chain
 from pathlib import Path
 
@@ -25,12 +26,7 @@ class BM25Index:
 
     @classmethod
     def build(cls, token_lists: list[list[str]]) -> BM25Index:
-        # the variant and types score_matrix computes, named rather than left to bm25s's defaults
-        retriever = bm25s.BM25(method="lucene", idf_method="lucene", dtype="float32", int_dtype="int32")
-        retriever.scores, retriever.vocab_dict = score_matrix(token_lists, retriever.k1, retriever.b)
-        retriever.unique_token_ids_set = set(retriever.vocab_dict.values())
-        retriever.nonoccurrence_array = None
-        return cls(retriever, len(token_lists))
+        return cls._serving(lambda k1, b: score_matrix(token_lists, k1, b), len(token_lists))
 
     @classmethod
     def from_ids(cls, ids: np.ndarray, offsets: np.ndarray, terms: list[str]) -> BM25Index:
@@ -43,12 +39,18 @@ class BM25Index:
             terms = [*terms, PLACEHOLDER]
             columns = np.insert(columns, np.asarray(offsets[:-1])[empty], len(terms) - 1)
             lengths = np.where(empty, 1, lengths)
+        vocab = {term: column for column, term in enumerate(terms)}
+        return cls._serving(lambda k1, b: (score_columns(columns, lengths, len(terms), k1, b), vocab), len(lengths))
+
+    @classmethod
+    def _serving(cls, scored: Callable[[float, float], tuple[dict, dict[str, int]]], size: int) -> BM25Index:
+        """bm25s serving the score matrix and term columns that ``scored(k1, b)`` makes for ``size`` passages."""
+        # the variant and types score_matrix computes, named rather than left to bm25s's defaults
         retriever = bm25s.BM25(method="lucene", idf_method="lucene", dtype="float32", int_dtype="int32")
-        retriever.scores = score_columns(columns, lengths, len(terms), retriever.k1, retriever.b)
-        retriever.vocab_dict = {term: column for column, term in enumerate(terms)}
+        retriever.scores, retriever.vocab_dict = scored(retriever.k1, retriever.b)
         retriever.unique_token_ids_set = set(retriever.vocab_dict.values())
         retriever.nonoccurrence_array = None
-        return cls(retriever, len(lengths))
+        return cls(retriever, size)
 
     def scores(self, query_tokens: list[str]) -> np.ndarray:
         """BM25 score of every chunk for the query (zeros where nothing matches)."""

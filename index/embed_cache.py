@@ -38,17 +38,18 @@ class EmbeddingCache:
     def key(model: str, text: str) -> str:
         return hashlib.sha256(f"{model}\0{text}".encode()).hexdigest()
 
-    def get_many(self, keys: list[str], dimension: int) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
+    def _rows(self, columns: str, table: str, keys: list[str], dimension: int | None = None) -> Iterator[tuple]:
+        """(key, *columns) of the rows of ``table`` under ``keys`` (and of ``dimension``), 500 keys a query."""
+        where = "" if dimension is None else " AND dim = ?"
         for start in range(0, len(keys), 500):
             batch = keys[start:start + 500]
             marks = ",".join("?" * len(batch))
-            for key, dim, blob in self._db.execute(
-                f"SELECT key, dim, vector FROM vectors WHERE key IN ({marks})", batch
-            ):
-                if dim == dimension:
-                    found[key] = np.frombuffer(blob, dtype=np.float32).copy()
-        return found
+            yield from self._db.execute(f"SELECT key, {columns} FROM {table} WHERE key IN ({marks}){where}",
+                                        batch if dimension is None else [*batch, dimension])
+
+    def get_many(self, keys: list[str], dimension: int) -> dict[str, np.ndarray]:
+        return {key: np.frombuffer(blob, dtype=np.float32).copy()
+                for key, blob in self._rows("vector", "vectors", keys, dimension)}
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
         self._db.executemany(
@@ -58,18 +59,11 @@ class EmbeddingCache:
         self._db.commit()
 
     def get_tokens_many(self, keys: list[str], dimension: int) -> dict[str, TokenVectors]:
-        found: dict[str, TokenVectors] = {}
-        for start in range(0, len(keys), 500):
-            batch = keys[start:start + 500]
-            marks = ",".join("?" * len(batch))
-            for key, dim, ids, vectors, scales in self._db.execute(
-                f"SELECT key, dim, ids, vectors, scales FROM tokens WHERE key IN ({marks})", batch
-            ):
-                if dim == dimension:  # kept compact: a library's tokens as floats would take four times the memory
-                    found[key] = TokenVectors(np.frombuffer(ids, dtype=np.int64).copy(),
-                                              np.frombuffer(vectors, dtype=np.int8).reshape(-1, dim).copy(),
-                                              np.frombuffer(scales, dtype=np.float32).copy())
-        return found
+        # kept compact: a library's tokens as floats would take four times the memory
+        return {key: TokenVectors(np.frombuffer(ids, dtype=np.int64).copy(),
+                                  np.frombuffer(vectors, dtype=np.int8).reshape(-1, dimension).copy(),
+                                  np.frombuffer(scales, dtype=np.float32).copy())
+                for key, ids, vectors, scales in self._rows("ids, vectors, scales", "tokens", keys, dimension)}
 
     def put_tokens_many(self, items: dict[str, TokenVectors]) -> None:
         rows = []
@@ -81,39 +75,15 @@ class EmbeddingCache:
                              rows)
         self._db.commit()
 
-    def tokens_present(self, keys: list[str], dimension: int) -> set[str]:
-        """Which of ``keys`` have token vectors of ``dimension`` cached (without reading them)."""
-        found: set[str] = set()
-        for start in range(0, len(keys), 500):
-            batch = keys[start:start + 500]
-            marks = ",".join("?" * len(batch))
-            found.update(key for (key,) in self._db.execute(
-                f"SELECT key FROM tokens WHERE key IN ({marks}) AND dim = ?", [*batch, dimension]))
-        return found
-
     def token_counts(self, keys: list[str], dimension: int) -> dict[str, int]:
-        """How many tokens each of ``keys`` has cached (from the length of its ids, not reading them)."""
-        found: dict[str, int] = {}
-        for start in range(0, len(keys), 500):
-            batch = keys[start:start + 500]
-            marks = ",".join("?" * len(batch))
-            for key, size in self._db.execute(
-                f"SELECT key, length(ids) FROM tokens WHERE key IN ({marks}) AND dim = ?", [*batch, dimension]
-            ):
-                found[key] = size // 8  # int64 ids
-        return found
+        """How many tokens each of ``keys`` that has token vectors cached has (from the length of its ids,
+        without reading the vectors)."""
+        return {key: size // 8 for key, size in self._rows("length(ids)", "tokens", keys, dimension)}  # int64 ids
 
     def get_lexical_many(self, keys: list[str]) -> dict[str, tuple[list[str], list[str]]]:
         """(jieba tokens, character bigrams) of the texts cached under ``keys``."""
-        found: dict[str, tuple[list[str], list[str]]] = {}
-        for start in range(0, len(keys), 500):
-            batch = keys[start:start + 500]
-            marks = ",".join("?" * len(batch))
-            for key, tokens, bigrams in self._db.execute(
-                f"SELECT key, tokens, bigrams FROM lexical WHERE key IN ({marks})", batch
-            ):
-                found[key] = (json.loads(tokens), json.loads(bigrams))
-        return found
+        return {key: (json.loads(tokens), json.loads(bigrams))
+                for key, tokens, bigrams in self._rows("tokens, bigrams", "lexical", keys)}
 
     def put_lexical_many(self, items: dict[str, tuple[list[str], list[str]]]) -> None:
         self._db.executemany("INSERT OR REPLACE INTO lexical (key, tokens, bigrams) VALUES (?, ?, ?)",

@@ -386,7 +386,7 @@ def _embed(texts: list[str], embedder: Embedder, cache: EmbeddingCache | None, p
     keys = [EmbeddingCache.key(embedder.name, t) for t in texts]
     cached = cache.get_many(keys, embedder.dimension) if cache else {}
     if with_tokens and cache:  # a text needs its token vectors cached too, or it is embedded again
-        present = cache.tokens_present(keys, embedder.dimension)
+        present = cache.token_counts(keys, embedder.dimension)
         cached = {k: v for k, v in cached.items() if k in present}
     held: dict[str, TokenVectors] = {}  # without a cache, each text's token vectors
     wanted: dict[str, list[int]] = {}  # a text not cached -> every position that has it
