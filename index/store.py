@@ -6,7 +6,8 @@ Layout under the index root (in the Flask instance folder)::
                                 one before it. A cluster publishes the serving version in its database
                                 instead (``VersionPointer``; bot.versions)
     v20261125-013000-1a2b3c/    one complete build: manifest.json, chunks.jsonl, words/ (each passage's
-                                search tokens, index.chunk_tokens; tokens.jsonl before), userdict.txt,
+                                search tokens, index.chunk_tokens; tokens.jsonl before; and each
+                                document's title words, title_words.json), userdict.txt,
                                 dense.faiss, bm25/ (jieba words), bm25-bigram/,
                                 everyday.npy and errands.npy (the everyday questions' and the personal
                                 errands' vectors, index.calibration), sentences/ (index.sentences),
@@ -54,6 +55,7 @@ from index.tokenize import Tokenizer, find_coined_terms
 
 SENTENCES_DIR = "sentences"
 WORDS_DIR = "words"  # every passage's search tokens as numbers (index.chunk_tokens); before: tokens.jsonl
+TITLE_WORDS_FILE = "title_words.json"  # in words/: each document's title words (HybridSearcher.title_words)
 TOKENS_DIR = "token-vectors"
 QUERY_KEY = "query\0"  # the embedding cache's key of a question starts so; a passage's never does
 MANIFEST_VERSION = 5  # 2: a character-bigram BM25 index beside the jieba one, everyday.npy; 3: sentences/;
@@ -252,6 +254,7 @@ class IndexStore:
             bigram_bm25.save(work / "bm25-bigram")
             _write_jsonl(work / "chunks.jsonl", (c.to_dict() for c in chunks))
             searcher.chunk_tokens.save(work / WORDS_DIR)
+            _write_json(work / WORDS_DIR / TITLE_WORDS_FILE, searcher.title_words)
             (work / "userdict.txt").write_text("\n".join(terms), encoding="utf-8")
             per_document = Counter(c.doc_id for c in chunks)
             manifest = {
@@ -324,6 +327,8 @@ class IndexStore:
         chunk_tokens = ChunkTokens.load(path / WORDS_DIR) if (path / WORDS_DIR).is_dir() \
             else list(_read_jsonl(path / "tokens.jsonl"))
         terms = [t for t in (path / "userdict.txt").read_text(encoding="utf-8").split("\n") if t]
+        title_file = path / WORDS_DIR / TITLE_WORDS_FILE  # a version built before has none: tokenised at load
+        title_words = json.loads(title_file.read_text(encoding="utf-8")) if title_file.exists() else None
         dense = DenseIndex.load(path)
         if dense.size != len(chunks):
             raise IndexMismatchError(f"index {version} is inconsistent: {dense.size} vectors, {len(chunks)} chunks")
@@ -337,7 +342,8 @@ class IndexStore:
                                   token_index=TokenIndex.load(path / TOKENS_DIR)
                                   if (path / TOKENS_DIR).is_dir() else None,
                                   newest={d["doc_id"]: d["latest"] for d in manifest.get("documents", [])
-                                          if d.get("latest")})
+                                          if d.get("latest")},
+                                  title_words=title_words)
         return LoadedIndex(version=version, path=path, manifest=manifest, searcher=searcher, terms=terms)
 
 

@@ -250,3 +250,28 @@ def test_a_version_that_kept_its_words_as_lists_still_loads(store, speech, tmp_p
         assert [h.score for h in a.hits] == [h.score for h in b.hits]
     tokens = fresh.searcher.tokenizer.tokens("村民委员会任期")
     np.testing.assert_array_equal(fresh.searcher.doc_prior(tokens), older.searcher.doc_prior(tokens))
+
+
+def test_a_version_keeps_its_documents_title_words_and_loads_them(store, speech):
+    """The title words are read from words/title_words.json at load, not tokenised again; a version without
+    the file (built before it) tokenises them, to the same title index."""
+    other = clean("第一条 党员必须履行义务，党员享有权利。\n第二条 村民委员会每届任期五年。", doc_id="rules")
+    other.title = "村民委员会选举规则"
+    version = store.build([speech, other], HashEmbedder())
+    path = store.root / version / "words" / "title_words.json"
+    kept = json.loads(path.read_text(encoding="utf-8"))
+    fresh = store.load(HashEmbedder(), models=lexical_models())
+    tokenizer = fresh.searcher.tokenizer
+    assert kept == {"rules": sorted(set(tokenizer.tokens(other.title))),
+                    speech.doc_id: sorted(set(tokenizer.tokens(speech.title)))}
+    assert "rules" in {fresh.searcher.document_ids[i] for i in fresh.searcher.title_documents["选举"]}
+
+    path.write_text(json.dumps({**kept, "rules": ["选举", "名册"]}, ensure_ascii=False), encoding="utf-8")
+    read = store.load(HashEmbedder(), models=lexical_models()).searcher
+    assert [read.document_ids[i] for i in read.title_documents["名册"]] == ["rules"]
+
+    path.unlink()
+    older = store.load(HashEmbedder(), models=lexical_models()).searcher
+    assert older.title_words == kept
+    assert {w: d.tolist() for w, d in older.title_documents.items()} == \
+        {w: d.tolist() for w, d in fresh.searcher.title_documents.items()}
