@@ -239,6 +239,8 @@ def main() -> None:
     parser.add_argument("--skip-curation", action="store_true")
     parser.add_argument("--only-soak", action="store_true",
                         help="run only the soak and rewrite its section of --out, keeping the rest")
+    parser.add_argument("--only-scale", action="store_true",
+                        help="run only the scale runs and rewrite their section of --out, keeping the rest")
     args = parser.parse_args()
     questions = [json.loads(line)["q"] for line in (SHARED / "eval" / "dev.jsonl").read_text("utf-8").splitlines()]
     models = ROOT / "instance" / "models"
@@ -249,6 +251,10 @@ def main() -> None:
     if args.only_soak:
         write_section(args.out, soak_step(models, args.backends[0]))
         print(f"wrote the soak section of {args.out}")
+        return
+    if args.only_scale:
+        write_section(args.out, scale_section())
+        print(f"wrote the scale section of {args.out}")
         return
     startup, stages, http, build, soak_lines, curation_lines = [], [], [], [], [], []
     for backend in args.backends:
