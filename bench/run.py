@@ -208,7 +208,7 @@ def scale_section() -> list[str]:
            f"`answer()` over the {len(scale.questions())} questions of ../shared/eval (dev, docs-dev, DomainRAG), "
            "ONNX back end; resident memory of the whole process.", ""]
     out += scale.markdown(scale.run_all())
-    r = scale.reindex(10_000)
+    r = scale.reindex()
     return out + ["", f"Re-index through `IndexStore.build` at {r['chunks']:,} chunks ({r['documents']:,} documents, "
                       f"vectors cached): full build {r['full_from_cache_s']} s; after one changed document "
                       f"{r['reindex_s']} s, {r['embedded']} passages re-embedded."]

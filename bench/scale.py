@@ -34,6 +34,7 @@ CORPORA = ("lawrefbook_local_regulations.jsonl", "xinwenlianbo_items.jsonl",
            "state_council_gov_work_reports_1954-2022.jsonl")
 SIZES = (1_000, 10_000, 100_000)
 REPEAT_TO = 1_000_000
+REINDEX_SIZE = 10_000  # the re-index run's library, in chunks
 CACHE = ROOT / "instance" / "bench-cache" / "scale-vectors.sqlite"
 CHUNKS_FILE = ROOT / "instance" / "bench-cache" / "scale-chunks.jsonl"
 TOKENS_FILE = ROOT / "instance" / "bench-cache" / "scale-tokens.jsonl"
@@ -124,11 +125,21 @@ def cached_vectors(texts: list[str], model, progress: bool = True) -> np.ndarray
 
 
 def fill_cache(chunks: list, model) -> None:
-    """Embed (once, into the cache) every passage text and sentence text the scale runs will read."""
+    """Embed (once, into the cache) every passage text and sentence text the scale runs will read, and the
+    token vectors of the re-index run's passages (an index build reads them; the searchers here do not)."""
+    from index.chunk import chunk_document
+    from index.embed_cache import EmbeddingCache
     from index.sentences import sentence_texts
+    from index.store import _embed
 
     cached_vectors([c.context_text() for c in chunks], model)
     cached_vectors([t for c in chunks for t in sentence_texts(c)], model)
+    cache = EmbeddingCache(CACHE)
+    try:
+        reindexed = [c.context_text() for doc in reindex_documents(REINDEX_SIZE) for c in chunk_document(doc)]
+        _embed(reindexed, model, cache, None, with_tokens=True)
+    finally:
+        cache.close()
 
 
 def cached_sentences(base: list, model, copies: int = 1, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -291,15 +302,9 @@ def markdown(results: list[dict]) -> list[str]:
     return lines
 
 
-def reindex(size: int = 10_000) -> dict:
-    """Build an index version of the first documents reaching ``size`` chunks (vectors from the cache),
-    then re-index after one changed document: the admin's case, through IndexStore.build."""
-    import tempfile
-
+def reindex_documents(size: int) -> list:
+    """The first documents of the corpus reaching ``size`` chunks: the re-index run's library."""
     from index.chunk import chunk_document
-    from index.embed_cache import EmbeddingCache
-    from index.ingest import clean
-    from index.store import IndexStore
 
     docs = []
     chunk_count = 0
@@ -308,6 +313,20 @@ def reindex(size: int = 10_000) -> dict:
         chunk_count += len(chunk_document(doc))
         if chunk_count >= size:
             break
+    return docs
+
+
+def reindex(size: int = REINDEX_SIZE) -> dict:
+    """Build an index version of the first documents reaching ``size`` chunks (vectors and token vectors
+    from the cache, ``fill_cache``), then re-index after one changed document: the admin's case, through
+    IndexStore.build."""
+    import tempfile
+
+    from index.embed_cache import EmbeddingCache
+    from index.ingest import clean
+    from index.store import IndexStore
+
+    docs = reindex_documents(size)
     model = embedder()
     cache = EmbeddingCache(CACHE)
     try:
