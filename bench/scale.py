@@ -127,7 +127,6 @@ def cached_vectors(texts: list[str], model, progress: bool = True) -> np.ndarray
 def fill_cache(chunks: list, model) -> None:
     """Embed (once, into the cache) every passage text and sentence text the scale runs will read, and the
     token vectors of the re-index run's passages (an index build reads them; the searchers here do not)."""
-    from index.chunk import chunk_document
     from index.embed_cache import EmbeddingCache
     from index.sentences import sentence_texts
     from index.store import _embed
@@ -136,8 +135,8 @@ def fill_cache(chunks: list, model) -> None:
     cached_vectors([t for c in chunks for t in sentence_texts(c)], model)
     cache = EmbeddingCache(CACHE)
     try:
-        reindexed = [c.context_text() for doc in reindex_documents(REINDEX_SIZE) for c in chunk_document(doc)]
-        _embed(reindexed, model, cache, None, with_tokens=True)
+        _, reindexed = reindex_library(REINDEX_SIZE)
+        _embed([c.context_text() for c in reindexed], model, cache, None, with_tokens=True)
     finally:
         cache.close()
 
@@ -302,18 +301,17 @@ def markdown(results: list[dict]) -> list[str]:
     return lines
 
 
-def reindex_documents(size: int) -> list:
-    """The first documents of the corpus reaching ``size`` chunks: the re-index run's library."""
+def reindex_library(size: int) -> tuple[list, list]:
+    """The first documents of the corpus reaching ``size`` chunks, and their chunks: the re-index run's library."""
     from index.chunk import chunk_document
 
-    docs = []
-    chunk_count = 0
+    docs, chunks = [], []
     for doc in cleaned_documents():
         docs.append(doc)
-        chunk_count += len(chunk_document(doc))
-        if chunk_count >= size:
+        chunks += chunk_document(doc)
+        if len(chunks) >= size:
             break
-    return docs
+    return docs, chunks
 
 
 def reindex(size: int = REINDEX_SIZE) -> dict:
@@ -326,7 +324,7 @@ def reindex(size: int = REINDEX_SIZE) -> dict:
     from index.ingest import clean
     from index.store import IndexStore
 
-    docs = reindex_documents(size)
+    docs, _ = reindex_library(size)
     model = embedder()
     cache = EmbeddingCache(CACHE)
     try:
