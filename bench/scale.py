@@ -102,8 +102,9 @@ def embedder(threads: int = 2):
     return OnnxEmbedder(BUNDLED_MODEL_NAME + ONNX_SUFFIX, folder, threads=threads)
 
 
-def cached_vectors(texts: list[str], model, progress: bool = True) -> np.ndarray:
-    """Vectors of ``texts``, embedding (and caching) only those not cached yet."""
+def cached_vectors(texts: list[str], model, progress: bool = True, with_tokens: bool = False) -> np.ndarray:
+    """Vectors of ``texts``, embedding (and caching) only those not cached yet; ``with_tokens``: their token
+    vectors cached too (what an index build reads)."""
     from index.embed_cache import EmbeddingCache
     from index.store import _embed
 
@@ -118,7 +119,7 @@ def cached_vectors(texts: list[str], model, progress: bool = True) -> np.ndarray
             print(f"embedded {done}/{total} ({rate:.0f}/s incl. cache hits)", file=sys.stderr, flush=True)
 
     try:
-        vectors = _embed(texts, model, cache, report)[0]
+        vectors = _embed(texts, model, cache, report, with_tokens=with_tokens)[0]
     finally:
         cache.close()
     return vectors
@@ -126,19 +127,14 @@ def cached_vectors(texts: list[str], model, progress: bool = True) -> np.ndarray
 
 def fill_cache(chunks: list, model) -> None:
     """Embed (once, into the cache) every passage text and sentence text the scale runs will read, and the
-    token vectors of the re-index run's passages (an index build reads them; the searchers here do not)."""
-    from index.embed_cache import EmbeddingCache
+    token vectors of the re-index run's passages (an index build reads them; the searchers here do not).
+    Those passages go first, so that each is embedded once, with its tokens."""
     from index.sentences import sentence_texts
-    from index.store import _embed
 
+    _, reindexed = reindex_library(REINDEX_SIZE)
+    cached_vectors([c.context_text() for c in reindexed], model, with_tokens=True)
     cached_vectors([c.context_text() for c in chunks], model)
     cached_vectors([t for c in chunks for t in sentence_texts(c)], model)
-    cache = EmbeddingCache(CACHE)
-    try:
-        _, reindexed = reindex_library(REINDEX_SIZE)
-        _embed([c.context_text() for c in reindexed], model, cache, None, with_tokens=True)
-    finally:
-        cache.close()
 
 
 def cached_sentences(base: list, model, copies: int = 1, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
