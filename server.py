@@ -27,6 +27,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         EMBED_BACKEND="onnx",
         CORPUS_DIR=str(PROJECT_ROOT / "corpus"),
         CHUNK_TARGET_CHARS=DEFAULT_TARGET_CHARS,
+        SENTENCE_VECTORS="embedded",  # "pooled": mapped from the passage pass (index.sentence_map), half the build
         ANSWER_THRESHOLD=None,  # None: the learned models' own tier thresholds (index/learned.json)
         RELATED_THRESHOLD=None,
         SYNONYMS_FILE=None,  # None: the shipped dictionary, index/synonyms.txt

@@ -28,7 +28,7 @@ from index.embed import Embedder, limit_this_thread, load_embedder, set_threads
 from index.embed_cache import EmbeddingCache
 from index.ingest import Document, IngestError, LimitError, ReadLimits
 from index.rank import DEFAULT_LEARNED, LearnedModels, ModelError
-from index.store import IndexStore, IndexStoreError, LoadedIndex, NoIndexError, Progress
+from index.store import SENTENCE_VECTORS, IndexStore, IndexStoreError, LoadedIndex, NoIndexError, Progress
 from index.synonyms import DEFAULT_SYNONYMS, SynonymError, Synonyms
 
 log = logging.getLogger(__name__)
@@ -200,6 +200,9 @@ class Engine:
     def build(self, documents: Iterable[Document] | None = None, progress: Progress | None = None) -> str:
         """Build a version from the library (or ``documents``), check it, switch to it. A document that
         makes more than MAX_CHUNKS_PER_DOCUMENT passages stops the build before anything is embedded."""
+        sentences = self.config["SENTENCE_VECTORS"]
+        if sentences not in SENTENCE_VECTORS:
+            raise IndexStoreError(f"SENTENCE_VECTORS is {sentences!r}: it must be one of {', '.join(SENTENCE_VECTORS)}")
         docs = list(documents) if documents is not None else self.corpus_documents()
         for doc in docs:
             try:
@@ -209,7 +212,8 @@ class Engine:
                 raise IngestError(with_setting(exc)) from exc
         version = self.store.build(docs, self.embedder(), target_chars=int(self.config["CHUNK_TARGET_CHARS"]),
                                    progress=progress, cache=self.cache, check=smoke_check,
-                                   synonyms=self.synonyms(), models=self.models())
+                                   synonyms=self.synonyms(), models=self.models(),
+                                   pooled_sentences=sentences == "pooled")
         self.wait_for_version(version)
         return version
 

@@ -51,8 +51,19 @@ class TokenEmbedder(Embedder, Protocol):
                                     batch_size: int = 32) -> tuple[np.ndarray, list[TokenVectors]]: ...
 
 
+class SpanEmbedder(TokenEmbedder, Protocol):
+    """A token embedder that also says which characters of a passage each token vector reads (the ONNX back
+    end): what pools sentence vectors from the passage pass (index.sentence_map)."""
+
+    def token_spans(self, texts: list[str]) -> list[np.ndarray]: ...
+
+
 def gives_tokens(embedder: Embedder) -> bool:
     return hasattr(embedder, "encode_passages_with_tokens") and hasattr(embedder, "encode_queries_with_tokens")
+
+
+def gives_spans(embedder: Embedder) -> bool:
+    return gives_tokens(embedder) and hasattr(embedder, "token_spans")
 
 
 class SentenceTransformerEmbedder:

@@ -143,6 +143,16 @@ class OnnxEmbedder:
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return self._encode(texts, self.query_prefix, 16)
 
+    def token_spans(self, texts: list[str]) -> list[np.ndarray]:
+        """For passage texts, each token vector's (start, end) characters in the text, as
+        ``encode_passages_with_tokens`` gives the vectors (no prefix or special tokens; (0, 0) for none)."""
+        skip, shift = self.prefix_tokens[self.passage_prefix], len(self.passage_prefix)
+        spans = []
+        for e in self.tokenizer.encode_batch([self.passage_prefix + t for t in texts]):
+            kept = e.offsets[1 + skip:max(len(e.ids) - 1, 1 + skip)]
+            spans.append(np.maximum(np.array(kept, dtype=np.int64).reshape(-1, 2) - shift, 0))
+        return spans
+
     def encode_passages(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         return self._encode(texts, self.passage_prefix, min(batch_size, PASSAGE_BATCH))
 

@@ -9,18 +9,25 @@ passage first for 0.40 of the tuning questions against 0.32 by the passage vecto
 
 Each sentence is embedded with the passage's document title and innermost heading before it, as the
 passage is, so that a sentence still says which document it comes from. A passage of a single sentence
-gets no sentence vectors: its own vector is that sentence's.
+gets no sentence vectors: its own vector is that sentence's. A build asked to (``SENTENCE_VECTORS=pooled``)
+does not embed the sentences: ``SentenceIndex.pooled`` maps each from the passage pass's token vectors to
+what that embedding would give (``index.sentence_map``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from index.chunk import Chunk, split_sentences
 from index.dense import DenseIndex
+from index.token_match import TokenSource
+
+if TYPE_CHECKING:
+    from index.sentence_map import SentenceMap
 
 MIN_SENTENCE_CHARS = 10  # shorter pieces (一是、总之，…) are joined to the next sentence
 OFFSETS_FILE = "sentence_offsets.npy"
@@ -29,19 +36,31 @@ OFFSETS_FILE = "sentence_offsets.npy"
 def sentence_pieces(chunk: Chunk) -> list[str]:
     """``chunk``'s sentences as embedded (a piece shorter than ``MIN_SENTENCE_CHARS`` joins the next one);
     empty when it has only one."""
-    sentences: list[str] = []
-    pending = ""
+    return [text for text, _, _ in _pieces(chunk)]
+
+
+def sentence_spans(chunk: Chunk) -> list[tuple[int, int]]:
+    """Where each of ``sentence_pieces`` lies in ``chunk.text`` (start, end)."""
+    return [(start, end) for _, start, end in _pieces(chunk)]
+
+
+def _pieces(chunk: Chunk) -> list[tuple[str, int, int]]:
+    pieces: list[tuple[str, int, int]] = []
+    pending, first = "", 0
     for start, end in split_sentences(chunk.text):
+        if not pending:
+            first = start
         pending += chunk.text[start:end].strip()
         if len(pending) >= MIN_SENTENCE_CHARS:
-            sentences.append(pending)
+            pieces.append((pending, first, end))
             pending = ""
     if pending:
-        if sentences:
-            sentences[-1] += pending
+        if pieces:
+            text, start, _ = pieces[-1]
+            pieces[-1] = (text + pending, start, end)
         else:
-            sentences.append(pending)
-    return sentences if len(sentences) >= 2 else []
+            pieces.append((pending, first, end))
+    return pieces if len(pieces) >= 2 else []
 
 
 def sentence_texts(chunk: Chunk) -> list[str]:
@@ -66,6 +85,21 @@ class SentenceIndex:
         texts = [t for sentences in per_chunk for t in sentences]
         vectors = embed(texts) if texts else np.zeros((0, dimension), dtype=np.float32)
         return cls(DenseIndex.build(vectors.reshape(-1, dimension)), offsets)
+
+    @classmethod
+    def pooled(cls, chunks: list[Chunk], passages: np.ndarray, tokens: TokenSource,
+               token_spans: Callable[[list[str]], list[np.ndarray]], sentence_map: SentenceMap) -> SentenceIndex:
+        """The same index without embedding the sentences: each vector is mapped from the passage pass's
+        token vectors (``index.sentence_map``)."""
+        from index.sentence_map import pooled_inputs
+
+        counts = [len(sentence_spans(c)) for c in chunks]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        vectors = np.zeros((int(offsets[-1]), passages.shape[1]), dtype=np.float32)
+        for position, means, head in pooled_inputs(chunks, passages, tokens, token_spans):
+            heads, own = np.repeat(head[None, :], len(means), 0), np.repeat(passages[position][None, :], len(means), 0)
+            vectors[offsets[position]:offsets[position + 1]] = sentence_map.vectors(means, heads, own)
+        return cls(DenseIndex.build(vectors), offsets)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(exist_ok=True)

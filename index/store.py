@@ -41,12 +41,13 @@ from index.calibration import errand_questions, everyday_questions
 from index.chunk import DEFAULT_TARGET_CHARS, Chunk, chunk_document
 from index.chunk_tokens import ChunkTokens
 from index.dense import DenseIndex
-from index.embed import Embedder, TokenEmbedder, gives_tokens
+from index.embed import Embedder, SpanEmbedder, TokenEmbedder, gives_spans, gives_tokens
 from index.embed_cache import CachedTokens, EmbeddingCache
 from index.ingest import Document
 from index.metadata import STATUS_IN_FORCE, link_series
 from index.rank import LearnedModels
 from index.search import HybridSearcher
+from index.sentence_map import SentenceMap, for_model
 from index.sentences import SentenceIndex
 from index.sources import SourceArchive, text_key
 from index.synonyms import Synonyms
@@ -60,6 +61,7 @@ TOKENS_DIR = "token-vectors"
 QUERY_KEY = "query\0"  # the embedding cache's key of a question starts so; a passage's never does
 MANIFEST_VERSION = 5  # 2: a character-bigram BM25 index beside the jieba one, everyday.npy; 3: sentences/;
 # 4: token-vectors/ (index.token_match; absent when the embedder gives no token vectors); 5: errands.npy
+SENTENCE_VECTORS = ("embedded", "pooled")  # how a build makes sentence vectors (the SENTENCE_VECTORS setting)
 CURRENT_FILE = "CURRENT"
 PREVIOUS_FILE = "PREVIOUS"
 SOURCES_DIR = "sources"  # the documents' cleaned texts by content (index.sources), kept across versions
@@ -203,11 +205,13 @@ class IndexStore:
               target_chars: int = DEFAULT_TARGET_CHARS, progress: Progress | None = None,
               activate: bool = True, cache: EmbeddingCache | None = None,
               check: Callable[[LoadedIndex], None] | None = None, synonyms: Synonyms | None = None,
-              models: LearnedModels | None = None) -> str:
+              models: LearnedModels | None = None, pooled_sentences: bool = False) -> str:
         """Build a new version from ``documents`` and (by default) switch to it. Returns its name.
 
         ``cache`` skips embedding passages seen before. ``check`` gets the new version loaded before the
-        switch; if it raises, the version is removed and the serving one stays.
+        switch; if it raises, the version is removed and the serving one stays. ``pooled_sentences``: map
+        the sentence vectors from the passage pass (``index.sentence_map``) where a map fits the model,
+        instead of embedding the sentences.
         """
         started = time.time()
         documents = list(documents)
@@ -234,8 +238,15 @@ class IndexStore:
             dense = DenseIndex.build(vectors)
             token_index = TokenIndex.build(passage_tokens, directory=work / TOKENS_DIR) \
                 if passage_tokens is not None else None
-            sentences = SentenceIndex.build(chunks, lambda texts: _embed(texts, embedder, cache, None)[0],
-                                            embedder.dimension)
+            sentence_map = for_model(embedder.name) if pooled_sentences else None
+            pooled = sentence_map is not None and passage_tokens is not None and gives_spans(embedder)
+            if pooled:  # mapped from the passage pass's token vectors: no second model pass
+                sentences = SentenceIndex.pooled(chunks, vectors, cast(TokenSource, passage_tokens),
+                                                 cast(SpanEmbedder, embedder).token_spans,
+                                                 cast(SentenceMap, sentence_map))
+            else:
+                sentences = SentenceIndex.build(chunks, lambda texts: _embed(texts, embedder, cache, None)[0],
+                                                embedder.dimension)
             bm25 = BM25Index.build(token_lists)
             bigram_bm25 = BM25Index.build(bigram_lists)
             searcher = HybridSearcher(chunks, token_lists, bm25, dense, embedder, tokenizer,
@@ -265,6 +276,7 @@ class IndexStore:
                 "model": embedder.name,
                 "dimension": embedder.dimension,
                 "chunker": {"target_chars": target_chars},
+                "sentence_vectors": "pooled" if pooled else "embedded",
                 "counts": {"documents": len(documents), "chunks": len(chunks), "sentences": sentences.size,
                            "tokens": len(token_index.ids) if token_index is not None else 0,
                            "coined_terms": len(terms),
