@@ -40,7 +40,8 @@ FIT_PASSAGES = 6000  # chunks of the mixed bench corpora fitted on, besides the 
 
 @dataclass
 class SentenceMap:
-    """``vector = unit([sentence tokens' mean, heading tokens' mean, passage vector, 1] @ weights)``."""
+    """``vector = unit(inputs(...) @ weights)``: from a sentence's tokens' mean, its passage's heading tokens'
+    mean and the passage's vector."""
 
     model: str  # the embedder it was fitted for (its name, adapter digest and back end included)
     weights: np.ndarray  # (3 · dimension + 1, dimension)
@@ -56,10 +57,16 @@ class SentenceMap:
         with open(path, "wb") as fh:  # np.savez would add .npz to a name without it
             np.savez(fh, model=np.array(self.model), weights=self.weights.astype(np.float16))
 
-    def vectors(self, sentences: np.ndarray, headings: np.ndarray, passages: np.ndarray) -> np.ndarray:
-        x = np.hstack([sentences, headings, passages, np.ones((len(sentences), 1), dtype=np.float32)])
-        y = x @ self.weights
-        return (y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-9)).astype(np.float32)
+    def vectors(self, means: np.ndarray, head: np.ndarray, passage: np.ndarray) -> np.ndarray:
+        """The vectors of one passage's sentences (their token means, ``pool``)."""
+        return unit(inputs(means, head, passage) @ self.weights).astype(np.float32)
+
+
+def inputs(means: np.ndarray, head: np.ndarray, passage: np.ndarray) -> np.ndarray:
+    """The map's input rows for one passage's sentences: ``[sentence mean, heading mean, passage vector, 1]``."""
+    rows = len(means)
+    return np.hstack([means, np.broadcast_to(head, (rows, len(head))), np.broadcast_to(passage, (rows, len(passage))),
+                      np.ones((rows, 1), dtype=np.float32)])
 
 
 def for_model(name: str, path: Path = DEFAULT_MAP) -> SentenceMap | None:
@@ -110,21 +117,19 @@ def fit(chunks: list[Chunk], embedder, ridge: float = RIDGE) -> tuple[SentenceMa
     from index.token_match import ListedTokens
 
     passages, token_list = embedder.encode_passages_with_tokens([c.context_text() for c in chunks])
-    sentences, headings, fed, texts = [], [], [], []
+    rows, texts = [], []
     listed = ListedTokens([t.compact() for t in token_list])  # as a build reads them: int8, as cached
     for position, means, head in pooled_inputs(chunks, passages, listed, embedder.token_spans):
-        sentences.append(means)
-        headings.append(np.repeat(head[None, :], len(means), axis=0))
-        fed.append(np.repeat(passages[position][None, :], len(means), axis=0))
+        rows.append(inputs(means, head, passages[position]))
         texts += sentence_texts(chunks[position])
-    s, h, p = (np.vstack(parts) for parts in (sentences, headings, fed))
+    x = np.vstack(rows).astype(np.float64)
     y = embedder.encode_passages(texts)
-    x = np.hstack([s, h, p, np.ones((len(s), 1), dtype=np.float32)]).astype(np.float64)
     weights = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ y)
     fitted = SentenceMap(embedder.name, widened(weights, x, y).astype(np.float32))
-    mapped = fitted.vectors(s, h, p)
-    before, after = float(np.mean(np.sum(unit(s) * y, axis=1))), float(np.mean(np.sum(mapped * y, axis=1)))
-    return fitted, {"sentences": len(s), "cosine_before": round(before, 4), "cosine_after": round(after, 4),
+    mapped = unit(x @ fitted.weights)
+    before = float(np.mean(np.sum(unit(x[:, :y.shape[1]]) * y, axis=1)))  # the sentence tokens' mean alone
+    after = float(np.mean(np.sum(mapped * y, axis=1)))
+    return fitted, {"sentences": len(x), "cosine_before": round(before, 4), "cosine_after": round(after, 4),
                     "closeness_embedded": round(closeness(y), 4), "closeness_mapped": round(closeness(mapped), 4)}
 
 

@@ -93,13 +93,12 @@ class SentenceIndex:
         token vectors (``index.sentence_map``)."""
         from index.sentence_map import pooled_inputs
 
-        counts = [len(sentence_spans(c)) for c in chunks]
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        vectors = np.zeros((int(offsets[-1]), passages.shape[1]), dtype=np.float32)
-        for position, means, head in pooled_inputs(chunks, passages, tokens, token_spans):
-            heads, own = np.repeat(head[None, :], len(means), 0), np.repeat(passages[position][None, :], len(means), 0)
-            vectors[offsets[position]:offsets[position + 1]] = sentence_map.vectors(means, heads, own)
-        return cls(DenseIndex.build(vectors), offsets)
+        counts = np.zeros(len(chunks), dtype=np.int64)
+        parts = [np.zeros((0, passages.shape[1]), dtype=np.float32)]
+        for position, means, head in pooled_inputs(chunks, passages, tokens, token_spans):  # in passage order
+            counts[position] = len(means)
+            parts.append(sentence_map.vectors(means, head, passages[position]))
+        return cls(DenseIndex.build(np.vstack(parts)), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
 
     def save(self, directory: Path) -> None:
         directory.mkdir(exist_ok=True)
