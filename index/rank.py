@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from index.wording import WordingModel
+
 DEFAULT_LEARNED = Path(__file__).resolve().parent / "learned.json"
 
 # Per candidate passage. Scores are scaled per question (a share of the best candidate, or a gap to it),
@@ -62,16 +64,19 @@ DECISION_FEATURES = (
     "figure_missing",  # a question asking for a figure (多少, 几年) whose first passage states none
     "top_rank_agreement",  # 1 when the first passage is also first by cosine or by BM25
     "everyday_gap",  # cosine to the nearest everyday question (index/everyday.txt) minus the best passage's
-    "everyday_gap_z",  # the same in standard deviations of the corpus's off-topic noise floor
     "errand_gap",  # cosine to the nearest personal errand (index/errands.txt) minus the best passage's
+    "chatter_gap",  # the larger of everyday_gap and errand_gap: how much closer it comes to chatter of either kind
+    "chatter_gap_z",  # the same in standard deviations of the corpus's off-topic noise floor
+    "wording",  # log-odds that the question's wording is about the documents' subjects (index.wording)
 )
 # Does the first passage answer it? How far the ranker's choice stands out, and how much of the question it
 # covers. Is the question about the documents' subjects at all? How close it comes to them, in meaning and
-# in words, against how close it comes to everyday chatter and to personal errands.
+# in words, against how close it comes to chatter of either kind (a sports question is far from every errand:
+# that says nothing about its subject), and how it is worded.
 ANSWER_FEATURES = ("top_score", "margin", "top_share", "semantic_z", "sentence_z", "top_coverage", "bigram_coverage",
                    "named", "action_missing", "figure_missing", "top_rank_agreement", "everyday_gap", "errand_gap")
-SCOPE_FEATURES = ("semantic_z", "sentence_z", "coverage", "bigram_coverage", "everyday_gap", "everyday_gap_z", "named",
-                  "errand_gap")
+SCOPE_FEATURES = ("semantic_z", "sentence_z", "coverage", "bigram_coverage", "chatter_gap", "chatter_gap_z", "named",
+                  "wording")
 
 
 class ModelError(ValueError):
@@ -152,11 +157,13 @@ class LearnedModels:
     scope: LinearModel  # P(the question is about the documents' subjects, not everyday chatter)
     tiers: Tiers
     info: dict = field(default_factory=dict)  # what it was fitted and validated on, with the figures
+    wording: WordingModel | None = None  # the question's wording (index.wording); None: the feature reads 0
 
     def to_json(self) -> dict:
         return {"ranker": self.ranker.to_json(), "answer": self.answer.to_json(),
                 "scope": self.scope.to_json(),
-                "tiers": {"answer": self.tiers.answer, "related": self.tiers.related}, "info": self.info}
+                "tiers": {"answer": self.tiers.answer, "related": self.tiers.related}, "info": self.info} | (
+                    {"wording": self.wording.to_json()} if self.wording is not None else {})
 
     @classmethod
     def from_json(cls, data: dict) -> LearnedModels:
@@ -165,7 +172,8 @@ class LearnedModels:
             return cls(ranker=LinearModel.from_json(data["ranker"], PASSAGE_FEATURES),
                        answer=LinearModel.from_json(data["answer"], ANSWER_FEATURES),
                        scope=LinearModel.from_json(data["scope"], SCOPE_FEATURES),
-                       tiers=tiers, info=data.get("info", {}))
+                       tiers=tiers, info=data.get("info", {}),
+                       wording=WordingModel.from_json(data["wording"]) if "wording" in data else None)
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, ModelError):
                 raise

@@ -491,14 +491,15 @@ class HybridSearcher:
                           lexical: float, named: float, action_found: bool | None) -> dict[str, float]:
         """The features of ``index.rank.DECISION_FEATURES`` for this question's ranking."""
         if not hits:
-            return dict.fromkeys(DECISION_FEATURES, 0.0) | {"top_score": -20.0, "semantic_z": -5.0, "sentence_z": -5.0,
-                                                            "everyday_gap": 1.0, "everyday_gap_z": 10.0,
-                                                            "errand_gap": 1.0}
+            nothing = {"top_score": -20.0, "semantic_z": -5.0, "sentence_z": -5.0}
+            far = {"everyday_gap": 1.0, "errand_gap": 1.0, "chatter_gap": 1.0, "chatter_gap_z": 10.0}
+            return dict.fromkeys(DECISION_FEATURES, 0.0) | nothing | far
         top = hits[0]
         row = found.features[int(np.flatnonzero(found.positions == top.position)[0])]
         column = {name: i for i, name in enumerate(PASSAGE_FEATURES)}
         everyday_gap = float((self.everyday @ found.query_vector).max()) - semantic if len(self.everyday) else 0.0
         errand_gap = float((self.errands @ found.query_vector).max()) - semantic if len(self.errands) else 0.0
+        chatter_gap = max(everyday_gap, errand_gap)
         return {
             "top_score": float(scores[0]),
             "margin": float(scores[0] - scores[1]) if len(scores) > 1 else 10.0,
@@ -513,9 +514,17 @@ class HybridSearcher:
             "figure_missing": 1.0 if figure_missing(found.asked or found.text, top.chunk.text) else 0.0,
             "top_rank_agreement": 1.0 if top.dense_rank == 1 or top.bm25_rank == 1 else 0.0,
             "everyday_gap": everyday_gap,
-            "everyday_gap_z": everyday_gap / float(self.calibration["semantic_std"]) if self.calibration else 0.0,
             "errand_gap": errand_gap,
+            "chatter_gap": chatter_gap,
+            "chatter_gap_z": chatter_gap / float(self.calibration["semantic_std"]) if self.calibration else 0.0,
+            "wording": self.wording(found.asked or found.text),
         }
+
+    def wording(self, text: str) -> float:
+        """The wording model's log-odds that ``text`` (normalised, before the synonym rewrite) is about the
+        documents' subjects (``index.wording``); 0 without one."""
+        model = self.models.wording
+        return float(model.log_odds([text])[0]) if model is not None else 0.0
 
     # -------------------------------------------------------------- evidence
 

@@ -48,6 +48,7 @@ def test_fit_writes_models_that_load_and_rank(app, tmp_path):
     assert models.ranker.features == PASSAGE_FEATURES
     assert models.answer.features == ANSWER_FEATURES and models.scope.features == SCOPE_FEATURES
     assert 0 < models.tiers.answer < 1 and 0 < models.tiers.related < 1
+    assert models.wording is not None and "wording" in models.scope.features
     assert models.info["answerable"] == 34 and models.info["fitted_on"] == "written"
     assert any(line.startswith("tiers:") for line in lines)
     # each decision model's penalty, chosen by its out-of-fold log loss, and logged
@@ -162,15 +163,15 @@ def test_thresholds_never_decline_more_answerable_questions_than_the_bar():
 
 
 def test_the_declined_bar_holds_for_the_documents_searched_alone_too():
-    # the whole library's 100 answerable questions are all far above the everyday ones; of the 40 rows of
-    # documents searched alone, 10 look like the 100 everyday rows at 0.35. Over all 140 answerable rows,
-    # declining those 10 stays under the bar (7 %); among the rows searched alone it is 25 %.
-    p_related = np.concatenate([np.full(100, 0.9), np.full(30, 0.9), np.full(10, 0.3), np.full(100, 0.35)])
-    p_answer = np.concatenate([np.full(130, 0.97), np.full(10, 0.02), np.full(100, 0.05)])
-    answerable = np.array([True] * 140 + [False] * 100)
-    alone = np.array([False] * 100 + [True] * 40 + [False] * 100)
-    hard = np.zeros(240, dtype=bool)
-    ranks = [1] * 140 + [None] * 100
+    # the whole library's 200 answerable questions are all far above the everyday ones; of the 40 rows of
+    # documents searched alone, 10 look like the 100 everyday rows at 0.35. Over all 240 answerable rows,
+    # declining those 10 stays under the bar (4 %); among the rows searched alone it is 25 %.
+    p_related = np.concatenate([np.full(200, 0.9), np.full(30, 0.9), np.full(10, 0.3), np.full(100, 0.35)])
+    p_answer = np.concatenate([np.full(230, 0.97), np.full(10, 0.02), np.full(100, 0.05)])
+    answerable = np.array([True] * 240 + [False] * 100)
+    alone = np.array([False] * 200 + [True] * 40 + [False] * 100)
+    hard = np.zeros(340, dtype=bool)
+    ranks = [1] * 240 + [None] * 100
     _, pooled = choose_tiers(p_answer, p_related, answerable, hard, ranks)
     _, apart = choose_tiers(p_answer, p_related, answerable, hard, ranks, alone)
     assert pooled > 0.3  # pooled, the 10 are declined with the everyday rows

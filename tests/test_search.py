@@ -265,6 +265,18 @@ def test_personal_errands_are_closer_to_the_errand_questions(tokenizer):
     assert errand > 0 > policy
 
 
+def test_the_question_s_wording_is_read_as_the_member_wrote_it(tokenizer):
+    assert make_searcher(tokenizer).search("党员有哪些权利").evidence["wording"] == 0.0  # no wording model
+    searcher = make_searcher(tokenizer, models=LearnedModels.load(), synonyms=Synonyms([("主要负责人", ["一把手"])]))
+    wording = searcher.models.wording
+    assert wording is not None
+    chatter = searcher.search("周末带孩子去哪儿玩比较好").evidence["wording"]
+    policy = searcher.search("党员干部一把手有什么要求")
+    assert "主要负责人" in policy.rewritten  # searched in the documents' word, worded as the member wrote it
+    assert chatter < 0 < policy.evidence["wording"]
+    assert policy.evidence["wording"] == wording.log_odds([tokenizer.normalize("党员干部一把手有什么要求")])[0]
+
+
 def test_top_positions_equals_a_stable_full_sort():
     rng = np.random.default_rng(1)
     for size, k in [(1000, 50), (30, 50), (500, 1)]:
