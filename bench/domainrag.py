@@ -11,6 +11,7 @@ bundled back ends), whose passages are embedded again for them (index.token_matc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import time
@@ -94,8 +95,7 @@ def main() -> None:
 
 def single(feature: str, shipped: LearnedModels) -> LearnedModels:
     """The shipped models with a ranker that weighs one feature alone (a baseline)."""
-    return LearnedModels(LinearModel.neutral(PASSAGE_FEATURES, {feature: 1.0}), shipped.answer, shipped.scope,
-                         shipped.tiers)
+    return dataclasses.replace(shipped, ranker=LinearModel.neutral(PASSAGE_FEATURES, {feature: 1.0}))
 
 
 if __name__ == "__main__":

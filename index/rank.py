@@ -169,9 +169,13 @@ class LearnedModels:
     def from_json(cls, data: dict) -> LearnedModels:
         try:
             tiers = Tiers(answer=float(data["tiers"]["answer"]), related=float(data["tiers"]["related"]))
+            scope = LinearModel.from_json(data["scope"], SCOPE_FEATURES)
+            if "wording" not in data and scope.coefficients[SCOPE_FEATURES.index("wording")] != 0:
+                # the feature would read 0 for every question and tilt the scope model silently
+                raise ModelError("the scope model weighs the question's wording but the file has no wording model; "
+                                 "refit with `flask --app server fit eval/tune.jsonl`")
             return cls(ranker=LinearModel.from_json(data["ranker"], PASSAGE_FEATURES),
-                       answer=LinearModel.from_json(data["answer"], ANSWER_FEATURES),
-                       scope=LinearModel.from_json(data["scope"], SCOPE_FEATURES),
+                       answer=LinearModel.from_json(data["answer"], ANSWER_FEATURES), scope=scope,
                        tiers=tiers, info=data.get("info", {}),
                        wording=WordingModel.from_json(data["wording"]) if "wording" in data else None)
         except (KeyError, TypeError, ValueError) as exc:

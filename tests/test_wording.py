@@ -56,6 +56,15 @@ def test_a_malformed_wording_model_is_a_clear_error():
         LearnedModels.from_json(data)
 
 
+def test_a_scope_model_that_weighs_the_wording_needs_the_wording_model():
+    data = LearnedModels.load().to_json()
+    del data["wording"]
+    with pytest.raises(ModelError, match="no wording model"):
+        LearnedModels.from_json(data)
+    data["scope"]["weights"]["wording"] = 0.0  # a model that never reads it loads without one
+    assert LearnedModels.from_json(data).wording is None
+
+
 def test_out_of_fold_wording_comes_from_models_that_never_saw_the_row():
     texts = ABOUT + CHATTER
     about = np.array([True] * len(ABOUT) + [False] * len(CHATTER))
