@@ -2,8 +2,9 @@
 
     .venv/bin/python -m bench.quality [--shared ../shared] [--instances instance/eval] [--against OLD.json]
 
-Builds (once; embeddings are cached) two instances under ``--instances``: the shipped speech alone, and the
-speech plus every document of ../shared/docs — then runs each set that belongs to it and prints one table:
+Builds (once, and again when a build would now make their sentence vectors differently; embeddings are
+cached) two instances under ``--instances``: the shipped speech alone, and the speech plus every document of
+../shared/docs — then runs each set that belongs to it and prints one table:
 R@1/R@3 and the tiers members see (right, useful, wrong, declined; shown: the reply's text holds the
 answer; out-of-scope declined, hard out-of-scope not answered), and the answer decision's threshold-free
 AUC. ``eval/heldout.jsonl`` is the set no weight was fitted on; read it beside the tuning set.
@@ -51,6 +52,8 @@ def instance(folder: Path, documents: list[Path], models: Path | None = None):
                 engine.library.add(path.name, path.read_bytes(), uploaded_by="eval")
         try:
             engine.current_index()
+            if engine.outdated_sentences():  # measured as a build now makes it
+                engine.build()
         except IndexStoreError:  # no index, or one this code cannot read: build it
             engine.build()
     return app

@@ -164,9 +164,11 @@ def build_step(models: Path, backends: list[str], written: Path) -> list[str]:
 
 
 def bench_build(instance: Path, backend: str) -> list[str]:
-    """Full build and a re-index after one changed document, on the government work reports."""
+    """Full build and a re-index after one changed document, on the government work reports, with the
+    sentence vectors a build makes by the settings (``SENTENCE_VECTORS``: pooled where the model has a map)."""
     app = make_app(instance, backend)
     engine = app.extensions["engine"]
+    pooled = app.config["SENTENCE_VECTORS"] == "pooled"
     from index.ingest import clean
 
     reports = [json.loads(line) for line in
@@ -178,12 +180,12 @@ def bench_build(instance: Path, backend: str) -> list[str]:
     with app.app_context():
         engine.embedder()
         started = time.perf_counter()
-        version = engine.store.build(docs, engine.embedder(), cache=engine.cache)
+        version = engine.store.build(docs, engine.embedder(), cache=engine.cache, pooled_sentences=pooled)
         full = time.perf_counter() - started
         chunks = engine.store.manifest(version)["counts"]["chunks"]
         docs[-1] = clean(docs[-1].text.replace("。", "。 ", 1) + "\n本段为基准测试新增内容。\n", doc_id=docs[-1].doc_id)
         started = time.perf_counter()
-        version2 = engine.store.build(docs, engine.embedder(), cache=engine.cache)
+        version2 = engine.store.build(docs, engine.embedder(), cache=engine.cache, pooled_sentences=pooled)
         incremental = time.perf_counter() - started
         embedded = engine.store.manifest(version2)["counts"]["embedded"]
     return [f"| {backend} | {len(docs)} | {chars:,} | {chunks} | {full:.1f} | {chunks / full:.1f} | "

@@ -32,7 +32,8 @@ index_cli = AppGroup("index", help="Build and manage the versioned search index.
 
 
 @index_cli.command("build")
-@click.option("--if-missing", is_flag=True, help="Do nothing when a serving index exists and matches the model.")
+@click.option("--if-missing", is_flag=True,
+              help="Do nothing when a serving index exists and matches the model and the sentence vectors setting.")
 @click.option("--job", "job_id", type=int, help="Report progress and outcome to this re-index job (admin API).")
 def index_build(if_missing: bool, job_id: int | None) -> None:
     """Clean, chunk and embed the library into a new index version, check it, then switch to it."""
@@ -44,8 +45,11 @@ def index_build(if_missing: bool, job_id: int | None) -> None:
     if if_missing and engine.store.current():
         try:
             engine.current_index()
-            click.echo(f"index {engine.store.current()} is in place; nothing to do")
-            return
+            outdated = engine.outdated_sentences()
+            if outdated is None:
+                click.echo(f"index {engine.store.current()} is in place; nothing to do")
+                return
+            click.echo(f"rebuilding: {outdated}")
         except IndexStoreError as exc:
             click.echo(f"rebuilding: {exc}")
     try:

@@ -28,7 +28,15 @@ from index.embed import Embedder, limit_this_thread, load_embedder, set_threads
 from index.embed_cache import EmbeddingCache
 from index.ingest import Document, IngestError, LimitError, ReadLimits
 from index.rank import DEFAULT_LEARNED, LearnedModels, ModelError
-from index.store import SENTENCE_VECTORS, IndexStore, IndexStoreError, LoadedIndex, NoIndexError, Progress
+from index.store import (
+    SENTENCE_VECTORS,
+    IndexStore,
+    IndexStoreError,
+    LoadedIndex,
+    NoIndexError,
+    Progress,
+    sentence_vectors_for,
+)
 from index.synonyms import DEFAULT_SYNONYMS, SynonymError, Synonyms
 
 log = logging.getLogger(__name__)
@@ -196,6 +204,17 @@ class Engine:
         if not documents:
             raise IngestError("the document library is empty: add documents first (flask docs add FILE)")
         return documents
+
+    def outdated_sentences(self) -> str | None:
+        """Why the serving index's sentence vectors are not what a build would make now (the SENTENCE_VECTORS
+        setting: an index built before the default became ``pooled``), or None. Serving goes on either way; the
+        learned models are fitted on the kind a build makes."""
+        serving = self.store.current()
+        if serving is None:
+            return None
+        made = self.store.manifest(serving).get("sentence_vectors", "embedded")
+        wanted = sentence_vectors_for(self.embedder(), self.config["SENTENCE_VECTORS"] == "pooled")
+        return None if made == wanted else f"its sentence vectors are {made}; a build now makes them {wanted}"
 
     def build(self, documents: Iterable[Document] | None = None, progress: Progress | None = None) -> str:
         """Build a version from the library (or ``documents``), check it, switch to it. A document that

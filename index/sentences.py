@@ -9,9 +9,9 @@ passage first for 0.40 of the tuning questions against 0.32 by the passage vecto
 
 Each sentence is embedded with the passage's document title and innermost heading before it, as the
 passage is, so that a sentence still says which document it comes from. A passage of a single sentence
-gets no sentence vectors: its own vector is that sentence's. A build asked to (``SENTENCE_VECTORS=pooled``)
-does not embed the sentences: ``SentenceIndex.pooled`` maps each from the passage pass's token vectors to
-what that embedding would give (``index.sentence_map``).
+gets no sentence vectors: its own vector is that sentence's. A build (``SENTENCE_VECTORS=pooled``, the
+default) does not embed the sentences where a map fits the model: ``SentenceIndex.pooled`` maps each from the
+passage pass's token vectors to what that embedding would give (``index.sentence_map``).
 """
 
 from __future__ import annotations

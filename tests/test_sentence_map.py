@@ -1,6 +1,7 @@
 """Sentence vectors pooled from the passage pass (index.sentence_map): where the sentences lie, which tokens
-are theirs, that a build asked to pool (``SENTENCE_VECTORS=pooled``) with the shipped map embeds no sentence
-and gets vectors near the embedded ones, and that any other model, or the default, embeds them."""
+are theirs, that a build (``SENTENCE_VECTORS=pooled``, the default) with the shipped map embeds no sentence
+and gets vectors near the embedded ones, that any other model, or ``embedded``, embeds them, and that an index
+built the other way is rebuilt by ``index build --if-missing``."""
 
 import shutil
 
@@ -21,11 +22,11 @@ def chunk(text: str, position: int = 0) -> Chunk:
 
 
 @pytest.fixture
-def pooled_app(built_instance, tmp_path):
-    """The shipped corpus indexed again with ``SENTENCE_VECTORS=pooled`` (passages from the embedding cache)."""
-    instance = tmp_path / "pooled"
+def embedded_app(built_instance, tmp_path):
+    """The shipped corpus indexed again with ``SENTENCE_VECTORS=embedded`` (passages from the embedding cache)."""
+    instance = tmp_path / "embedded"
     shutil.copytree(built_instance, instance, symlinks=True)
-    app = create_app({"INSTANCE_PATH": str(instance), "TESTING": True, "SENTENCE_VECTORS": "pooled"})
+    app = create_app({"INSTANCE_PATH": str(instance), "TESTING": True, "SENTENCE_VECTORS": "embedded"})
     with app.app_context():
         app.extensions["engine"].build()
     return app
@@ -97,12 +98,13 @@ def test_the_shipped_map_fits_the_bundled_model_and_keeps_its_name(app, tmp_path
     assert SentenceMap.load(tmp_path / "none.npz") is None
 
 
-def test_a_build_asked_to_pool_embeds_no_sentence_and_comes_near_the_embedded_vectors(pooled_app, app):
-    for built, kind in ((app, "embedded"), (pooled_app, "pooled")):  # embedded unless asked
+def test_a_build_pools_unless_asked_to_embed_and_comes_near_the_embedded_vectors(embedded_app, app):
+    for built, kind in ((app, "pooled"), (embedded_app, "embedded")):
         with built.app_context():
             store = built.extensions["engine"].store
             assert store.manifest(store.current())["sentence_vectors"] == kind
-    chunks, pooled, embedded = embedded_and_pooled(pooled_app)
+            assert store.manifest(store.current())["counts"]["sentences"] > 50
+    chunks, pooled, embedded = embedded_and_pooled(app)
     assert len(pooled) == len(embedded) > 50
     cosine = np.sum(pooled * embedded, axis=1)
     assert np.allclose(np.linalg.norm(pooled, axis=1), 1.0, atol=1e-3)
@@ -149,3 +151,28 @@ def test_fitting_a_map_brings_pooled_vectors_nearer_the_embedded_ones(app):
     assert figures["cosine_after"] > figures["cosine_before"] + 0.01
     # least squares pulls its outputs together; the map spreads them as far apart as embedded sentences
     assert figures["closeness_mapped"] == pytest.approx(figures["closeness_embedded"], abs=0.002)
+
+
+def test_build_if_missing_rebuilds_an_index_whose_sentence_vectors_a_build_no_longer_makes(embedded_app):
+    """An index built with embedded sentences (before pooling became the default) keeps serving, and
+    ``index build --if-missing`` (``make run``) rebuilds it as a build now would; then there is nothing to do."""
+    app = create_app({"INSTANCE_PATH": embedded_app.instance_path, "TESTING": True})  # the default: pooled
+    engine = app.extensions["engine"]
+    with app.app_context():
+        assert engine.current_index().manifest["sentence_vectors"] == "embedded"  # still served as it is
+        assert engine.outdated_sentences() == "its sentence vectors are embedded; a build now makes them pooled"
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["index", "build", "--if-missing"])
+    assert result.exit_code == 0, result.output
+    assert "rebuilding: its sentence vectors are embedded" in result.output
+    assert engine.store.manifest(engine.store.current())["sentence_vectors"] == "pooled"
+    with app.app_context():
+        assert engine.outdated_sentences() is None
+    again = runner.invoke(args=["index", "build", "--if-missing"])
+    assert again.exit_code == 0 and "nothing to do" in again.output, again.output
+    # asked to embed, the pooled index is the outdated one
+    embedding = create_app({"INSTANCE_PATH": embedded_app.instance_path, "TESTING": True,
+                            "SENTENCE_VECTORS": "embedded"})
+    with embedding.app_context():
+        assert embedding.extensions["engine"].outdated_sentences() == (
+            "its sentence vectors are pooled; a build now makes them embedded")
