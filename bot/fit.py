@@ -228,6 +228,7 @@ def alone(searcher: HybridSearcher, doc_id: str) -> HybridSearcher:
                           DenseIndex.build(searcher.dense.vectors(positions)), searcher.embedder,
                           searcher.tokenizer, synonyms=Synonyms(searcher.synonyms.entries), models=searcher.models,
                           everyday=searcher.everyday, errands=searcher.errands,
+                          sentences=searcher.sentences.subset(positions),
                           token_index=searcher.token_index.subset(positions) if searcher.token_index else None)
 
 

@@ -100,6 +100,14 @@ class SentenceIndex:
             parts.append(sentence_map.vectors(means, head, passages[position]))
         return cls(DenseIndex.build(np.vstack(parts)), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
 
+    def subset(self, positions: list[int]) -> SentenceIndex:
+        """The sentence vectors of the passages at ``positions`` alone, in that order (as the library made
+        them, pooled or embedded)."""
+        rows = [np.arange(self.offsets[p], self.offsets[p + 1]) for p in positions]
+        taken = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+        return SentenceIndex(DenseIndex.build(np.asarray(self.dense.vectors(taken), dtype=np.float32)), offsets)
+
     def save(self, directory: Path) -> None:
         directory.mkdir(exist_ok=True)
         self.dense.save(directory)

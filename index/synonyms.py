@@ -32,20 +32,30 @@ class SynonymError(ValueError):
 class Rewrite:
     text: str  # the question with members' words replaced
     replaced: tuple[tuple[str, str], ...]  # (member's word, documents' word), in the order found
-    asked: str = ""  # the question as given, before any word was replaced
+    # the question as given, but for the words of an admin's own groups: how the member worded it (the wording
+    # and figure evidence read this), where an admin's group says a word names the documents' subject
+    asked: str = ""
 
 
 class Synonyms:
     def __init__(self, entries: Iterable[tuple[str, Iterable[str]]] = (),
-                 normalize: Callable[[str], str] = str) -> None:
+                 normalize: Callable[[str], str] = str, curated: int = 0) -> None:
+        """``curated``: how many of the first entries are an admin's own groups (bot.curation.synonyms). The
+        words they map are replaced in ``Rewrite.asked`` too: the shipped dictionary maps members' everyday
+        words broadly (an errand reads as policy in the documents' words), an admin's group means its words
+        are the documents' subject."""
         self.entries = [(canonical, list(variants)) for canonical, variants in entries]
+        self.curated = curated
         self.canonical: dict[str, str] = {}  # member's word -> documents' word (the first entry wins)
-        for canonical, variants in self.entries:
+        self.curated_words: set[str] = set()  # the member's words an admin's group maps
+        for number, (canonical, variants) in enumerate(self.entries):
             canonical = normalize(canonical)
             for variant in variants:
                 variant = normalize(variant)
-                if variant and variant != canonical and variant not in canonical:
-                    self.canonical.setdefault(variant, canonical)
+                if variant and variant != canonical and variant not in canonical and variant not in self.canonical:
+                    self.canonical[variant] = canonical
+                    if number < curated:
+                        self.curated_words.add(variant)
         words = sorted(self.canonical, key=lambda w: (-len(w), w))
         self._pattern = re.compile("|".join(map(re.escape, words))) if words else None
 
@@ -59,7 +69,7 @@ class Synonyms:
 
     def normalized(self, normalize: Callable[[str], str]) -> Synonyms:
         """The same entries matched on text normalised by ``normalize`` (the tokenizer's)."""
-        return Synonyms(self.entries, normalize)
+        return Synonyms(self.entries, normalize, self.curated)
 
     def __len__(self) -> int:
         return len(self.canonical)
@@ -72,6 +82,7 @@ class Synonyms:
         if self._pattern is None:
             return Rewrite(text, (), text)
         replaced: list[tuple[str, str]] = []
+        curated: list[tuple[int, int, str]] = []  # (start, end, documents' word) of an admin's words
 
         def swap(m: re.Match[str]) -> str:
             word = m.group(0)
@@ -79,9 +90,15 @@ class Synonyms:
             if known(word) or text.startswith(canonical, m.start()) or text.endswith(canonical, 0, m.end()):
                 return word
             replaced.append((word, canonical))
+            if word in self.curated_words:
+                curated.append((m.start(), m.end(), canonical))
             return canonical
 
-        return Rewrite(self._pattern.sub(swap, text), tuple(replaced), text)
+        rewritten = self._pattern.sub(swap, text)
+        asked = text
+        for start, end, canonical in reversed(curated):
+            asked = asked[:start] + canonical + asked[end:]
+        return Rewrite(rewritten, tuple(replaced), asked)
 
 
 def parse(text: str, source: str = "synonyms") -> list[tuple[str, list[str]]]:

@@ -47,6 +47,33 @@ def test_passages_own_their_sentences_in_order():
     assert index.nearest(2, embedder.encode_queries(["还有第三句话在这里。"])[0]) == 2
 
 
+def test_a_subset_keeps_the_chosen_passages_sentence_vectors_in_their_new_order():
+    chunks = [chunk("只有一句话，讲的是干部选拔任用的标准。", 0),
+              chunk("第一句讲的是干部选拔任用的标准。第二句讲的是考核评价的办法。", 1),
+              chunk("海燕归巢计划引进海外人才回乡创业。乡贤回归带来项目和资金。还有第三句话在这里。", 2)]
+    embedder = HashEmbedder()
+    index = SentenceIndex.build(chunks, embedder.encode_passages, embedder.dimension)
+    part = index.subset([2, 0])
+    assert part.offsets.tolist() == [0, 3, 3] and part.owner.tolist() == [0, 0, 0]
+    assert np.allclose(part.dense.vectors([0, 1, 2]), index.dense.vectors([2, 3, 4]))
+    assert index.subset([0]).size == 0  # a single sentence passage alone: no sentence vectors
+
+
+def test_a_document_searched_alone_keeps_the_librarys_sentence_vectors(app):
+    """The fit's library of one document (``bot.fit.alone``) reads the sentence vectors the library was built
+    with (pooled by default) rather than embedding its sentences again."""
+    from bot.fit import alone
+
+    with app.app_context():
+        searcher = app.extensions["engine"].current_index().searcher
+    doc_id = searcher.chunks[0].doc_id
+    positions = [i for i, c in enumerate(searcher.chunks) if c.doc_id == doc_id]
+    single = alone(searcher, doc_id)
+    assert single.sentences.offsets.tolist() == searcher.sentences.subset(positions).offsets.tolist()
+    assert np.allclose(single.sentences.dense.vectors(list(range(single.sentences.size))),
+                       searcher.sentences.subset(positions).dense.vectors(list(range(single.sentences.size))))
+
+
 def test_the_searcher_names_a_passage_by_its_sentence_nearest_the_question(app):
     with app.app_context():
         engine = app.extensions["engine"]

@@ -27,6 +27,16 @@ def test_rewrite_replaces_members_words_longest_first():
     assert synonyms.rewrite("党员的义务").replaced == ()
 
 
+def test_only_an_admins_own_words_are_replaced_in_the_question_as_asked():
+    # the first entry is an admin's group: its word is the documents' subject; the shipped entry's is not
+    synonyms = Synonyms([("海燕归巢", ["小燕回家"]), ("医疗保障", ["医保卡"])], curated=1)
+    rewrite = synonyms.rewrite("小燕回家和医保卡")
+    assert rewrite.text == "海燕归巢和医疗保障"
+    assert rewrite.asked == "海燕归巢和医保卡"  # what the wording model reads
+    assert synonyms.normalized(str.lower).rewrite("小燕回家和医保卡").asked == "海燕归巢和医保卡"
+    assert Synonyms([("医疗保障", ["医保卡"])]).rewrite("医保卡").asked == "医保卡"
+
+
 def test_a_word_the_documents_use_is_left_alone():
     synonyms = Synonyms([("主要负责人", ["一把手"])])
     assert synonyms.rewrite("一把手负什么责", known=lambda w: w == "一把手").text == "一把手负什么责"

@@ -5,7 +5,8 @@ documents' word" is read from the serving index: the one most passages contain (
 tie, or when the documents use none). The admin's groups come first, so they override the shipped
 entries for the same member's word. The layered dictionary is set on the serving index's searcher when
 curation changes and on every index a worker loads later, so a question in the member's word is
-rewritten, ranked and decided as if it used the documents' word; nothing is re-embedded.
+rewritten, ranked and decided as if it used the documents' word — its wording too, which the shipped
+dictionary's words do not change (``Synonyms``' ``curated``); nothing is re-embedded.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class SynonymLayer:
     def apply(self, index: LoadedIndex) -> None:
         searcher = index.searcher
         entries = [self.entry(group, index) for group in self.groups] + list(self.shipped.entries)
-        searcher.synonyms = Synonyms(entries, searcher.tokenizer.normalize)
+        searcher.synonyms = Synonyms(entries, searcher.tokenizer.normalize, curated=len(self.groups))
 
     def entry(self, group: list[str], index: LoadedIndex) -> tuple[str, list[str]]:
         """(the documents' word, the others) for one group, read from ``index``'s passages."""
