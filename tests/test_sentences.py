@@ -28,12 +28,17 @@ def test_short_pieces_join_the_next_sentence():
     assert [t.split("\n")[1] for t in texts] == ["一是。加强党的全面领导和组织建设。", "二是。推进干部队伍年轻化专业化。"]
 
 
-def test_passages_own_their_sentences_in_order():
+def three_passages() -> tuple[SentenceIndex, HashEmbedder]:
+    """A passage of one sentence, one of two and one of three, indexed with the hash embedder."""
     chunks = [chunk("只有一句话，讲的是干部选拔任用的标准。", 0),
               chunk("第一句讲的是干部选拔任用的标准。第二句讲的是考核评价的办法。", 1),
               chunk("海燕归巢计划引进海外人才回乡创业。乡贤回归带来项目和资金。还有第三句话在这里。", 2)]
     embedder = HashEmbedder()
-    index = SentenceIndex.build(chunks, embedder.encode_passages, embedder.dimension)
+    return SentenceIndex.build(chunks, embedder.encode_passages, embedder.dimension), embedder
+
+
+def test_passages_own_their_sentences_in_order():
+    index, embedder = three_passages()
     assert index.size == 5 and index.offsets.tolist() == [0, 0, 2, 5]
     assert index.owner.tolist() == [1, 1, 2, 2, 2]
     query = embedder.encode_queries(["海燕归巢计划引进海外人才回乡创业。"])[0]
@@ -48,11 +53,7 @@ def test_passages_own_their_sentences_in_order():
 
 
 def test_a_subset_keeps_the_chosen_passages_sentence_vectors_in_their_new_order():
-    chunks = [chunk("只有一句话，讲的是干部选拔任用的标准。", 0),
-              chunk("第一句讲的是干部选拔任用的标准。第二句讲的是考核评价的办法。", 1),
-              chunk("海燕归巢计划引进海外人才回乡创业。乡贤回归带来项目和资金。还有第三句话在这里。", 2)]
-    embedder = HashEmbedder()
-    index = SentenceIndex.build(chunks, embedder.encode_passages, embedder.dimension)
+    index, _ = three_passages()
     part = index.subset([2, 0])
     assert part.offsets.tolist() == [0, 3, 3] and part.owner.tolist() == [0, 0, 0]
     assert np.allclose(part.dense.vectors([0, 1, 2]), index.dense.vectors([2, 3, 4]))
