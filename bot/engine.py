@@ -35,7 +35,7 @@ from index.store import (
     LoadedIndex,
     NoIndexError,
     Progress,
-    sentence_vectors_for,
+    pooling_map,
 )
 from index.synonyms import DEFAULT_SYNONYMS, SynonymError, Synonyms
 
@@ -213,7 +213,8 @@ class Engine:
         if serving is None:
             return None
         made = self.store.manifest(serving).get("sentence_vectors", "embedded")
-        wanted = sentence_vectors_for(self.embedder(), self.config["SENTENCE_VECTORS"] == "pooled")
+        pooled = pooling_map(self.embedder(), self.config["SENTENCE_VECTORS"] == "pooled") is not None
+        wanted = "pooled" if pooled else "embedded"
         return None if made == wanted else f"its sentence vectors are {made}; a build now makes them {wanted}"
 
     def build(self, documents: Iterable[Document] | None = None, progress: Progress | None = None) -> str:

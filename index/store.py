@@ -238,11 +238,12 @@ class IndexStore:
             dense = DenseIndex.build(vectors)
             token_index = TokenIndex.build(passage_tokens, directory=work / TOKENS_DIR) \
                 if passage_tokens is not None else None
-            pooled = sentence_vectors_for(embedder, pooled_sentences) == "pooled" and passage_tokens is not None
+            sentence_map = pooling_map(embedder, pooled_sentences)
+            pooled = sentence_map is not None and passage_tokens is not None
             if pooled:  # mapped from the passage pass's token vectors: no second model pass
                 sentences = SentenceIndex.pooled(chunks, vectors, cast(TokenSource, passage_tokens),
                                                  cast(SpanEmbedder, embedder).token_spans,
-                                                 cast(SentenceMap, for_model(embedder.name)))
+                                                 cast(SentenceMap, sentence_map))
             else:
                 sentences = SentenceIndex.build(chunks, lambda texts: _embed(texts, embedder, cache, None)[0],
                                                 embedder.dimension)
@@ -358,11 +359,11 @@ class IndexStore:
         return LoadedIndex(version=version, path=path, manifest=manifest, searcher=searcher, terms=terms)
 
 
-def sentence_vectors_for(embedder: Embedder, pooled: bool) -> str:
-    """How a build makes its sentence vectors with ``embedder`` (the manifest's ``sentence_vectors``): asked to
-    pool (``pooled``), it maps them from the passage pass where a map was fitted for the model and the back end
-    gives token vectors and their spans; otherwise, or when not asked, it embeds each sentence."""
-    return "pooled" if pooled and gives_spans(embedder) and for_model(embedder.name) is not None else "embedded"
+def pooling_map(embedder: Embedder, pooled: bool) -> SentenceMap | None:
+    """The map a build asked to pool (``pooled``) maps ``embedder``'s sentence vectors with: one fitted for the
+    model, when the back end gives token vectors and their spans. None: the build embeds each sentence (the
+    manifest's ``sentence_vectors`` says which)."""
+    return for_model(embedder.name) if pooled and gives_spans(embedder) else None
 
 
 def _lexical(texts: list[str], tokenizer: Tokenizer,

@@ -51,8 +51,8 @@ def test_eval_command_prints_the_same_metrics(runner, answerer):
 def test_questions_written_here_stay_answered(answerer):
     # 34 answerable and 13 out-of-scope questions written for the first document without looking at the
     # bot's answers (tests/fixtures/written-first-doc.jsonl); 10 of the 13 are hard (policy questions the
-    # speech does not answer: 入党需要什么条件). With the learned decision: R@1 0.91, R@3 0.97, one declined,
-    # none of the out-of-scope answered outright (they may get related passages).
+    # speech does not answer: 入党需要什么条件). With the learned decision: R@1 0.91, R@3 1.0, one declined,
+    # 9 of the 13 out-of-scope not answered outright (4 hard ones are quoted from the speech).
     result, rows = evaluate(answerer, load_questions(Path(__file__).parent / "fixtures" / "written-first-doc.jsonl"))
     assert result["answerable"] == 34 and result["out_of_scope"] == 13 and sum(r.hard for r in rows) == 10
     assert result["R@3"] >= 0.97, [r for r in rows if r.answerable and (r.rank or 9) > 3]
