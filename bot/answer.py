@@ -107,6 +107,7 @@ class Decision:
     rewritten: str = ""  # the question in the documents' words
     replaced: list[tuple[str, str]] = field(default_factory=list)  # (member's word, documents' word)
     evidence: dict[str, float] = field(default_factory=dict)  # the decision model's inputs
+    missing: str | None = None  # a document the question names that the library lacks: never answered
 
 
 @dataclass
@@ -285,6 +286,7 @@ class Answerer:
             related_threshold=related_at, tier=tier, abstained=tier != TIER_ANSWER,
             action=result.action, action_found=result.action_found, rewritten=result.rewritten,
             replaced=list(result.replaced), evidence={k: round(v, 6) for k, v in result.evidence.items()},
+            missing=result.missing,
         )
 
     def related_text(self, question: str, hits: list[Hit], notice: str, lines: list[str]) -> str:

@@ -16,6 +16,11 @@ Besides R@k, the metrics count what a member experiences (the reply's ``tier``):
 passage is right above all the others (out-of-scope ones included). The tiers move when a refit moves its
 thresholds by a few questions; this figure compares two decisions without that noise.
 
+``right_at_hard_bar`` asks the same of the thresholds: the most right answers one answer threshold gives on a
+set while ``HARD_BAR`` of its hard out-of-scope questions are still not answered (the scope model as it is).
+It is chosen on the set itself, so it is a ceiling of what any threshold could do there, not a figure to
+expect; R@1 is the ceiling of any decision at all, and R@3 of ``useful``.
+
 ``compare`` sets two runs over the same questions side by side, question by question: how many each
 outcome gained and lost, and the sign test's chance of a split that uneven from a change that does nothing.
 Two fits differ on far fewer questions than two question sets do, so this sees a real change that the
@@ -38,6 +43,7 @@ from bot.answer import RELATED_SHOWN, Answer, Answerer
 WHITESPACE = re.compile(r"\s+")
 RANKS = (1, 3, 5)
 SHOWN_CHARS = 10
+HARD_BAR = 0.8  # the share of hard out-of-scope questions not to answer (issue 11's bar)
 
 
 class QuestionSetError(ValueError):
@@ -101,6 +107,8 @@ class EvalRow:
     hard: bool = False  # an out-of-scope question close to the documents' topic
     kind: str = ""  # the question's kind in the set (paraphrase, typo, …), when it says
     shown: bool = False  # the reply's text holds (a piece of) a gold quote
+    # the scope model and the library let it be answered: its answer confidence alone decides
+    answerable_by_scope: bool = True
 
     @property
     def failed(self) -> bool:
@@ -118,6 +126,8 @@ def evaluate(answerer: Answerer, questions: list[dict], k: int = 5) -> tuple[dic
             confidence=answer.decision.confidence if answer.decision else None,
             tier=answer.tier, hard=bool(q.get("hard")), kind=str(q.get("kind") or ""),
             shown=answerable and shows_gold(answer.text, q["gold"]),
+            answerable_by_scope=answer.decision is not None and not answer.decision.missing
+            and answer.decision.scope >= answer.decision.related_threshold,
         ))
     return metrics(rows), rows
 
@@ -145,7 +155,8 @@ def metrics(rows: list[EvalRow]) -> dict:
     result["abstention_rate"] = (
         round(sum(1 for r in out_of_scope if r.abstained) / len(out_of_scope), 4) if out_of_scope else None
     )
-    return result | member_view(rows) | {"answer_auc": answer_auc(rows)}
+    return result | member_view(rows) | {"answer_auc": answer_auc(rows),
+                                         "right_at_hard_bar": right_at_hard_bar(rows)}
 
 
 def wilson_interval(count: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
@@ -226,6 +237,29 @@ def answer_auc(rows: list[EvalRow]) -> float | None:
     _, which, counts = np.unique([c for c, _ in scored], return_inverse=True, return_counts=True)
     ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[which]  # 1-based, ties sharing their mean rank
     return round(float((ranks[right].sum() - n_right * (n_right + 1) / 2) / (n_right * n_other)), 4)
+
+
+def right_at_hard_bar(rows: list[EvalRow], bar: float = HARD_BAR) -> float | None:
+    """The largest share of the answerable questions answered with a right first passage that one answer
+    threshold gives while at least ``bar`` of the hard out-of-scope questions are not answered (every
+    threshold when the set has none). A row is answered at threshold t when its confidence reaches t and
+    the scope model lets it (``answerable_by_scope``). None without answerable questions."""
+    answerable = [r for r in rows if r.answerable]
+    if not answerable:
+        return None
+    hard = [r.confidence for r in rows if r.hard and not r.answerable and r.answerable_by_scope
+            and r.confidence is not None]
+    n_hard = sum(1 for r in rows if r.hard and not r.answerable)
+    right = np.sort([r.confidence for r in answerable
+                     if r.rank == 1 and r.answerable_by_scope and r.confidence is not None])
+    hard_sorted = np.sort(hard)
+    best = 0
+    for t in np.concatenate([right, [np.inf]]):  # the best threshold sits at some right row's confidence
+        answered_hard = len(hard_sorted) - np.searchsorted(hard_sorted, t, side="left")
+        if n_hard and (n_hard - answered_hard) / n_hard < bar:
+            continue
+        best = max(best, int(len(right) - np.searchsorted(right, t, side="left")))
+    return round(best / len(answerable), 4)
 
 
 def member_view(rows: list[EvalRow]) -> dict:

@@ -12,6 +12,7 @@ from bot.evaluate import (
     evaluate,
     load_question_sets,
     load_questions,
+    right_at_hard_bar,
     shows_gold,
     sign_test,
     wilson_interval,
@@ -69,6 +70,22 @@ def test_answer_auc_ranks_right_answers_above_the_rest_without_a_threshold():
     assert answer_auc(rows) == 0.75  # 3 of the 4 (right, other) pairs in order
     assert answer_auc([row(0.5, 1), row(0.5, 2)]) == 0.5  # a tie counts half
     assert answer_auc([row(0.9, 1)]) is None  # nothing to compare with
+
+
+def test_right_at_hard_bar_is_the_best_single_threshold_that_keeps_hard_questions_unanswered():
+    def row(confidence, rank, hard=False, by_scope=True):
+        return EvalRow("q", "问", rank is not None or not (hard or confidence is None), rank, False, confidence,
+                       hard=hard, answerable_by_scope=by_scope)
+
+    right = [row(0.9, 1), row(0.6, 1), row(0.3, 1), row(0.95, 1, by_scope=False)]  # the last: scope says no
+    others = [row(0.8, 2), row(0.7, 3)]  # answerable, another passage first
+    hard = [row(0.65, None, hard=True)] + [row(0.1, None, hard=True)] * 4  # five hard out-of-scope questions
+    # below 0.65 a fifth of the hard ones is answered: 80 % still are not, so 0.3 is allowed: 3 of 6 right
+    assert right_at_hard_bar(right + others + hard) == 0.5
+    # with four hard ones, answering the one at 0.65 leaves 75 %: the threshold must stay above it
+    assert right_at_hard_bar(right + others + hard[:4]) == round(1 / 6, 4)
+    assert right_at_hard_bar(right + others) == 0.5  # no hard questions: every threshold is allowed
+    assert right_at_hard_bar(hard) is None
 
 
 def test_several_sets_load_as_one_and_each_question_keeps_its_own_id(tmp_path):

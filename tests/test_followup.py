@@ -170,5 +170,6 @@ def test_growth_target_without_a_year_is_answered_from_the_2022_report(docs_app)
 def test_a_report_the_library_lacks_is_not_answered_from_another_year(docs_app):
     reply = ask(docs_app, "2023年政府工作报告定的经济增长目标是多少？", "member-h")
     assert reply.answer.tier != "answer"
+    assert reply.answer.decision and reply.answer.decision.missing == "2023年政府工作报告"  # the console shows why
     if reply.answer.tier == "related":
         assert "资料库中没有《2023年政府工作报告》" in reply.text
