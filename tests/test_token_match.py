@@ -223,7 +223,7 @@ def test_a_subset_is_the_passages_alone():
     assert part.idf(np.array([1]))[0] < index.idf(np.array([4]))[0]
 
 
-def test_a_build_in_blocks_equals_stacking_every_token(monkeypatch):
+def test_a_build_in_blocks_matches_stacking_every_token(monkeypatch):
     rng = np.random.default_rng(5)
     per_passage = []
     for n in [0, *rng.integers(0, 90, 60).tolist(), 0]:
@@ -239,8 +239,11 @@ def test_a_build_in_blocks_equals_stacking_every_token(monkeypatch):
     assert len(stacked) // 700 > 1 and len(stacked) > 3 * 500
     np.testing.assert_array_equal(built.mean, mean)
     np.testing.assert_array_equal(built.basis, basis)
-    np.testing.assert_array_equal(built.vectors, vectors)
-    np.testing.assert_array_equal(built.scales, scales)
+    # a block's product may take another BLAS kernel than the whole stack's: equal to float32 rounding, so a
+    # scale may differ in its last bit and a quantized value by one step at a rounding boundary
+    np.testing.assert_allclose(built.scales, scales, rtol=1e-5)
+    assert np.abs(built.vectors.astype(np.int16) - vectors.astype(np.int16)).max() <= 1
+    assert np.mean(built.vectors == vectors) > 0.999
     assert built.offsets[-1] == len(stacked) and built.passages == len(per_passage)
 
 
