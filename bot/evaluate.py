@@ -247,15 +247,14 @@ def right_at_hard_bar(rows: list[EvalRow], bar: float = HARD_BAR) -> float | Non
     answerable = [r for r in rows if r.answerable]
     if not answerable:
         return None
-    hard = [r.confidence for r in rows if r.hard and not r.answerable and r.answerable_by_scope
-            and r.confidence is not None]
+    hard = np.sort([r.confidence for r in rows if r.hard and not r.answerable and r.answerable_by_scope
+                    and r.confidence is not None])
     n_hard = sum(1 for r in rows if r.hard and not r.answerable)
     right = np.sort([r.confidence for r in answerable
                      if r.rank == 1 and r.answerable_by_scope and r.confidence is not None])
-    hard_sorted = np.sort(hard)
     best = 0
     for t in np.concatenate([right, [np.inf]]):  # the best threshold sits at some right row's confidence
-        answered_hard = len(hard_sorted) - np.searchsorted(hard_sorted, t, side="left")
+        answered_hard = len(hard) - np.searchsorted(hard, t, side="left")
         if n_hard and (n_hard - answered_hard) / n_hard < bar:
             continue
         best = max(best, int(len(right) - np.searchsorted(right, t, side="left")))
